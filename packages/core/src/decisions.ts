@@ -1,0 +1,44 @@
+import type { FastifyRequest } from 'fastify'
+
+/** What a plugin decided. `would-deny` is a denial recorded in report-only mode and not enforced. */
+export type Outcome = 'allow' | 'deny' | 'would-deny'
+
+/** One plugin's decision about one request, kept on the request for the audit log and for explain. */
+export interface Decision {
+  /** The npm name of the plugin that decided, such as `@portcullis/authn`. */
+  readonly plugin: string
+  readonly outcome: Outcome
+  /** A stable reason code: the error code for denials, a short code for allows (`PORTCULLIS_AUTHN_OK`). */
+  readonly reason: string
+  /** The rule that decided, when there is one (a route pattern, a policy rule id). */
+  readonly rule?: string
+  /** Version of the policy snapshot the request pinned; `null` when no snapshot is in use. */
+  readonly policyVersion: string | null
+}
+
+export interface DecisionInput {
+  plugin: string
+  outcome: Outcome
+  reason: string
+  rule?: string
+}
+
+/** Records a decision on the request, stamped with the version of the policy snapshot it pinned. */
+export function recordDecision (request: FastifyRequest, input: DecisionInput): Decision {
+  const decision: Decision = Object.freeze({
+    plugin: input.plugin,
+    outcome: input.outcome,
+    reason: input.reason,
+    ...(input.rule === undefined ? {} : { rule: input.rule }),
+    policyVersion: request.policySnapshot?.version ?? null
+  })
+  // Allocated on the first decision only: requests nothing decided about stay cheap.
+  if (request.decisions === null) request.decisions = [decision]
+  else request.decisions.push(decision)
+  return decision
+}
+
+/** The decisions recorded on a request so far, in the order they were made. */
+export function decisionsOf (request: FastifyRequest): readonly Decision[] {
+  return request.decisions ?? []
+}
