@@ -20,7 +20,7 @@ export interface DecisionInput {
   plugin: string
   outcome: Outcome
   reason: string
-  rule?: string
+  rule?: string | undefined
 }
 
 /** Records a decision on the request, stamped with the version of the policy snapshot it pinned. */

@@ -13,14 +13,14 @@ export const MODES: readonly Mode[] = Object.freeze(['enforce', 'report'])
  */
 export function deny (request: FastifyRequest, mode: Mode, plugin: string, error: PortcullisError, rule?: string): void {
   if (mode === 'report') {
-    recordDecision(request, { plugin, outcome: 'would-deny', reason: error.code, ...(rule === undefined ? {} : { rule }) })
+    recordDecision(request, { plugin, outcome: 'would-deny', reason: error.code, rule })
     return
   }
-  recordDecision(request, { plugin, outcome: 'deny', reason: error.code, ...(rule === undefined ? {} : { rule }) })
+  recordDecision(request, { plugin, outcome: 'deny', reason: error.code, rule })
   throw error
 }
 
 /** Records that a plugin let the request through, and why. */
 export function allow (request: FastifyRequest, plugin: string, reason: string, rule?: string): void {
-  recordDecision(request, { plugin, outcome: 'allow', reason, ...(rule === undefined ? {} : { rule }) })
+  recordDecision(request, { plugin, outcome: 'allow', reason, rule })
 }

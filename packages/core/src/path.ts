@@ -72,5 +72,9 @@ export function canonicalPath (url: string, options: PathOptions = DEFAULTS): st
 export function routeKey (request: FastifyRequest, options: PathOptions = DEFAULTS): string {
   const pattern = request.routeOptions.url
   if (pattern !== undefined && request.is404 !== true) return pattern
-  return canonicalPath(request.url, options) ?? '/'
+  // Paths that are not valid percent-encoded UTF-8 all share one key rather than each its own.
+  return canonicalPath(request.url, options) ?? MALFORMED_PATH_KEY
 }
+
+/** The {@link routeKey} of every request whose path cannot be decoded. */
+export const MALFORMED_PATH_KEY = '(malformed)'

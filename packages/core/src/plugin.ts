@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import type { FastifyPluginCallback } from 'fastify'
+import type { FastifyPluginAsync } from 'fastify'
 import { compileClientIp, type ClientIpOptions, type ClientIpResolver } from './client-ip.js'
 import type { Decision } from './decisions.js'
 import { checkKnownKeys, invalidOption } from './options.js'
@@ -54,11 +54,12 @@ declare module 'fastify' {
 
 const OPTION_KEYS = ['trustedProxies', 'forwardedHeader', 'snapshot', 'problemDetails', 'problemTypeBase']
 
-const plugin: FastifyPluginCallback<CoreOptions> = (app, options, done) => {
+// Async, so that a bad option rejects app.ready() instead of escaping as an exception.
+const plugin: FastifyPluginAsync<CoreOptions> = async (app, options) => {
   checkKnownKeys(options, OPTION_KEYS, 'core')
   const snapshot = options.snapshot ?? null
   // Duck-typed rather than instanceof: the ESM and CommonJS builds each have their own class.
-  if (snapshot !== null && (typeof snapshot !== 'object' || typeof snapshot.swap !== 'function' || typeof snapshot.current !== 'object')) {
+  if (snapshot !== null && (typeof snapshot !== 'object' || typeof snapshot.swap !== 'function' || typeof snapshot.current?.version !== 'string')) {
     throw invalidOption('core.snapshot', 'a SnapshotHolder', snapshot)
   }
   const problemDetails = options.problemDetails ?? true
@@ -95,7 +96,6 @@ const plugin: FastifyPluginCallback<CoreOptions> = (app, options, done) => {
     app.setErrorHandler(handlers.errorHandler)
     app.setNotFoundHandler(handlers.notFoundHandler)
   }
-  done()
 }
 
 /** Core of the Portcullis suite: request decorations, client IP, policy snapshot pin, problem+json. */

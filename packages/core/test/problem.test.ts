@@ -159,4 +159,17 @@ test('problemTypeBase sets the type URI prefix', async (t) => {
   const app = await build({ problemTypeBase: 'https://docs.example.com/errors#' })
   const res = await app.inject('/denied')
   t.equal(res.json().type, 'https://docs.example.com/errors#PORTCULLIS_TEST_DENIED')
+  for (const problemTypeBase of ['errors#', 42]) {
+    const bad = Fastify()
+    bad.register(portcullisCore, { problemTypeBase } as CoreOptions)
+    await t.rejects(bad.ready(), { message: /^core\.problemTypeBase must be an absolute URI prefix/ })
+  }
+  const bad = Fastify()
+  bad.register(portcullisCore, { problemDetails: 'yes' } as never)
+  await t.rejects(bad.ready(), { message: 'core.problemDetails must be a boolean (got "yes")' })
+})
+
+test('unusual shapes still give a well-formed problem', async (t) => {
+  t.match(toProblem({ statusCode: 499 }, { url: '/' }).body, { status: 499, title: 'Client Error', code: 'PORTCULLIS_CORE_CLIENT_ERROR' }, 'a status without a name keeps the generic title')
+  t.match(toProblem({ code: 'PORTCULLIS_TEST_DENIED', statusCode: 403 }, { url: '/' }).body, { code: 'PORTCULLIS_TEST_DENIED', detail: 'Access to %s is denied' }, 'no message: the template stands in')
 })
