@@ -1,0 +1,42 @@
+import Fastify, { type FastifyInstance } from 'fastify'
+
+export interface Order {
+  id: string
+  owner: string
+  item: string
+  quantity: number
+}
+
+/**
+ * The demo upstream: a small "orders" API that knows nothing about security. Everything that
+ * protects it lives in the gateway in front of it.
+ */
+export function buildOrdersApi (): FastifyInstance {
+  const app = Fastify()
+  const orders = new Map<string, Order>([
+    ['1', { id: '1', owner: 'alice', item: 'lamp', quantity: 1 }],
+    ['2', { id: '2', owner: 'bob', item: 'chair', quantity: 4 }]
+  ])
+  let nextId = 3
+
+  app.get('/orders', async () => ({ orders: [...orders.values()] }))
+  app.get<{ Params: { id: string } }>('/orders/:id', async (request, reply) => {
+    const order = orders.get(request.params.id)
+    return order ?? reply.code(404).send({ message: 'no such order' })
+  })
+  app.post<{ Body: { item: string, quantity: number } }>('/orders', {
+    schema: {
+      body: {
+        type: 'object',
+        required: ['item', 'quantity'],
+        additionalProperties: false,
+        properties: { item: { type: 'string', minLength: 1, maxLength: 100 }, quantity: { type: 'integer', minimum: 1, maximum: 100 } }
+      }
+    }
+  }, async (request, reply) => {
+    const order: Order = { id: String(nextId++), owner: 'alice', ...request.body }
+    orders.set(order.id, order)
+    return reply.code(201).send(order)
+  })
+  return app
+}

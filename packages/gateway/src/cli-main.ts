@@ -1,0 +1,86 @@
+import { parseArgs } from 'node:util'
+import type { FastifyInstance } from 'fastify'
+import { loadGatewayConfig } from './config.js'
+import { buildGateway } from './standalone.js'
+import { VERSION } from './version.js'
+
+export interface CliIo {
+  stdout: (line: string) => void
+  stderr: (line: string) => void
+  /** Called with the gateway once it listens, so the caller can arrange its shutdown. */
+  onListening?: (app: FastifyInstance, url: string) => void
+}
+
+export const USAGE = `Usage: portcullis <command> [options]
+
+Commands:
+  start <config-file>   Start the standalone gateway from a YAML or JSON configuration file
+                        (server, core, upstreams). Options: --host <address>, --port <number>
+  help                  Show this help
+
+Options:
+  -h, --help            Show this help
+  -v, --version         Show the version
+
+Environment: HOST and PORT override server.host and server.port; --host and --port override both.
+Exit codes: 0 success, 1 the gateway could not start, 2 wrong usage.`
+
+/** Runs the `portcullis` command; resolves to the exit code (the gateway keeps running after `start`). */
+export async function main (argv: readonly string[], io: CliIo, env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  let parsed
+  try {
+    parsed = parseArgs({
+      args: [...argv],
+      allowPositionals: true,
+      options: {
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'v' },
+        host: { type: 'string' },
+        port: { type: 'string' }
+      }
+    })
+  } catch (err) {
+    io.stderr(`portcullis: ${(err as Error).message}\n\n${USAGE}`)
+    return 2
+  }
+  const { values, positionals } = parsed
+  const [command, ...rest] = positionals
+  if (values.version === true) {
+    io.stdout(VERSION)
+    return 0
+  }
+  if (values.help === true || command === undefined || command === 'help') {
+    io.stdout(USAGE)
+    return 0
+  }
+  if (command !== 'start') {
+    io.stderr(`portcullis: unknown command "${command}"\n\n${USAGE}`)
+    return 2
+  }
+  if (rest.length !== 1) {
+    io.stderr(`portcullis start: expected one configuration file, got ${rest.length}\n\n${USAGE}`)
+    return 2
+  }
+  return await start(rest[0] as string, values.host ?? env.HOST, values.port ?? env.PORT, io)
+}
+
+async function start (file: string, host: string | undefined, port: string | undefined, io: CliIo): Promise<number> {
+  let app: FastifyInstance
+  try {
+    const config = await loadGatewayConfig(file)
+    if (host !== undefined) config.server.host = host
+    if (port !== undefined) {
+      if (!/^\d{1,5}$/.test(port) || Number(port) > 65535) throw new Error(`port must be an integer from 0 to 65535 (got "${port}")`)
+      config.server.port = Number(port)
+    }
+    app = await buildGateway(config, { logger: { level: 'info' } })
+    const url = await app.listen({ host: config.server.host, port: config.server.port })
+    io.stdout(`portcullis: gateway listening on ${url}`)
+    io.onListening?.(app, url)
+    return 0
+  } catch (err) {
+    const code = (err as { code?: unknown }).code
+    io.stderr(`portcullis start: ${(err as Error).message}${typeof code === 'string' ? ` [${code}]` : ''}`)
+    return 1
+  }
+}

@@ -1,0 +1,97 @@
+import { readFile } from 'node:fs/promises'
+import { extname } from 'node:path'
+import { parse as parseYaml } from 'yaml'
+import { checkKnownKeys, InvalidOption, invalidOption, type CoreOptions } from '@portcullis/core'
+
+/** One upstream service the standalone gateway proxies to. */
+export interface UpstreamConfig {
+  /** Path prefix on the gateway, such as `/api`. Requests under it go to this upstream. */
+  prefix: string
+  /** Origin of the upstream: `http://host:port` or `https://host:port`. */
+  url: string
+  /**
+   * What replaces `prefix` in the path sent upstream.
+   * @default '' (the prefix is removed)
+   */
+  rewritePrefix?: string
+  /**
+   * Milliseconds to wait for the upstream's response headers, and between body chunks, before
+   * answering 504.
+   * @default 10000
+   */
+  timeout?: number
+}
+
+/** The standalone gateway's configuration document. */
+export interface GatewayConfig {
+  server?: { host?: string, port?: number }
+  core?: CoreOptions
+  upstreams?: UpstreamConfig[]
+}
+
+export const DEFAULT_HOST = '127.0.0.1'
+export const DEFAULT_PORT = 3000
+export const DEFAULT_UPSTREAM_TIMEOUT = 10_000
+export const HEALTH_PATHS: readonly string[] = Object.freeze(['/healthz'])
+
+/** Checks a configuration document and returns it with defaults applied. Throws naming the option. */
+export function validateGatewayConfig (input: unknown): Required<GatewayConfig> & { server: { host: string, port: number }, upstreams: Array<Required<UpstreamConfig>> } {
+  const doc = checkKnownKeys(input, ['server', 'core', 'upstreams'], 'gateway')
+  const server = checkKnownKeys(doc.server ?? {}, ['host', 'port'], 'server')
+  const host = server.host ?? DEFAULT_HOST
+  if (typeof host !== 'string' || host === '') throw invalidOption('server.host', 'a host name or IP address', host)
+  const port = server.port ?? DEFAULT_PORT
+  if (!Number.isInteger(port) || (port as number) < 0 || (port as number) > 65535) {
+    throw invalidOption('server.port', 'an integer from 0 to 65535', port)
+  }
+  const upstreamList = doc.upstreams ?? []
+  if (!Array.isArray(upstreamList)) throw invalidOption('upstreams', 'a list of { prefix, url }', upstreamList)
+  const prefixes = new Set<string>()
+  const upstreams = upstreamList.map((entry: unknown, i) => {
+    const upstream = validateUpstream(entry, `upstreams[${i}]`)
+    if (prefixes.has(upstream.prefix)) throw new InvalidOption(`upstreams[${i}].prefix "${upstream.prefix}" is used by another upstream`)
+    prefixes.add(upstream.prefix)
+    return upstream
+  })
+  return { server: { host, port: port as number }, core: (doc.core ?? {}) as CoreOptions, upstreams }
+}
+
+function validateUpstream (input: unknown, path: string): Required<UpstreamConfig> {
+  const entry = checkKnownKeys(input, ['prefix', 'url', 'rewritePrefix', 'timeout'], path)
+  const { prefix, url, rewritePrefix = '', timeout = DEFAULT_UPSTREAM_TIMEOUT } = entry
+  if (typeof prefix !== 'string' || !/^\/[A-Za-z0-9._~!$&'()*+,;=:@/-]*$/.test(prefix) || prefix.endsWith('/')) {
+    throw invalidOption(`${path}.prefix`, 'a path that starts with "/" and does not end with one, such as "/api"', prefix)
+  }
+  if (HEALTH_PATHS.some((health) => health === prefix || health.startsWith(`${prefix}/`))) {
+    throw invalidOption(`${path}.prefix`, `a path that does not cover the health endpoints ${HEALTH_PATHS.join(', ')}`, prefix)
+  }
+  if (typeof url !== 'string' || !isOrigin(url)) {
+    throw invalidOption(`${path}.url`, 'an http:// or https:// origin with no path, query or credentials, such as "http://127.0.0.1:4000"', url)
+  }
+  if (typeof rewritePrefix !== 'string' || (rewritePrefix !== '' && !rewritePrefix.startsWith('/'))) {
+    throw invalidOption(`${path}.rewritePrefix`, 'empty or a path that starts with "/"', rewritePrefix)
+  }
+  if (!Number.isInteger(timeout) || (timeout as number) < 1 || (timeout as number) > 600_000) {
+    throw invalidOption(`${path}.timeout`, 'milliseconds, an integer from 1 to 600000', timeout)
+  }
+  return { prefix, url: new URL(url).origin, rewritePrefix, timeout: timeout as number }
+}
+
+function isOrigin (text: string): boolean {
+  if (!URL.canParse(text)) return false
+  const url = new URL(text)
+  return (url.protocol === 'http:' || url.protocol === 'https:') && url.username === '' && url.password === '' &&
+    (url.pathname === '/' || url.pathname === '') && url.search === '' && url.hash === ''
+}
+
+/** Reads a configuration document from a YAML or JSON file (by its extension; YAML otherwise). */
+export async function loadGatewayConfig (file: string): Promise<ReturnType<typeof validateGatewayConfig>> {
+  const text = await readFile(file, 'utf8')
+  let document: unknown
+  try {
+    document = extname(file).toLowerCase() === '.json' ? JSON.parse(text) : parseYaml(text, { strict: true, uniqueKeys: true })
+  } catch (err) {
+    throw new InvalidOption(`${file} is not valid ${extname(file).toLowerCase() === '.json' ? 'JSON' : 'YAML'}: ${(err as Error).message}`)
+  }
+  return validateGatewayConfig(document ?? {})
+}

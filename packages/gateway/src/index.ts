@@ -1,0 +1,10 @@
+import { portcullis } from './plugin.js'
+
+export { portcullis, type PortcullisOptions } from './plugin.js'
+export { RECOMMENDED_ORDER, type ChainStep } from './order.js'
+export { buildGateway } from './standalone.js'
+export {
+  loadGatewayConfig, validateGatewayConfig, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_UPSTREAM_TIMEOUT, HEALTH_PATHS,
+  type GatewayConfig, type UpstreamConfig
+} from './config.js'
+export default portcullis
