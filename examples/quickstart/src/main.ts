@@ -1,6 +1,6 @@
 import { pathToFileURL } from 'node:url'
 import type { FastifyInstance } from 'fastify'
-import { buildGateway } from '@portcullis/gateway'
+import { buildGateway, installShutdown } from '@portcullis/gateway'
 import { buildOrdersApi } from './orders.js'
 
 export interface Quickstart {
@@ -50,9 +50,7 @@ async function run (): Promise<void> {
        curl -i ${quickstart.url}/api/orders
        curl -i ${quickstart.url}/nope
 `)
-  const stop = (): void => { quickstart.close().then(() => process.exit(0), () => process.exit(1)) }
-  process.once('SIGINT', stop)
-  process.once('SIGTERM', stop)
+  installShutdown(quickstart, process)
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {

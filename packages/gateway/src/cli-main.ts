@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyServerOptions } from 'fastify'
 import { loadGatewayConfig } from './config.js'
 import { buildGateway } from './standalone.js'
 import { VERSION } from './version.js'
@@ -9,6 +9,11 @@ export interface CliIo {
   stderr: (line: string) => void
   /** Called with the gateway once it listens, so the caller can arrange its shutdown. */
   onListening?: (app: FastifyInstance, url: string) => void
+  /**
+   * The gateway's request log (Fastify `logger` option).
+   * @default { level: 'info' }
+   */
+  logger?: FastifyServerOptions['logger']
 }
 
 export const USAGE = `Usage: portcullis <command> [options]
@@ -73,7 +78,7 @@ async function start (file: string, host: string | undefined, port: string | und
       if (!/^\d{1,5}$/.test(port) || Number(port) > 65535) throw new Error(`port must be an integer from 0 to 65535 (got "${port}")`)
       config.server.port = Number(port)
     }
-    app = await buildGateway(config, { logger: { level: 'info' } })
+    app = await buildGateway(config, { logger: io.logger ?? { level: 'info' } })
     const url = await app.listen({ host: config.server.host, port: config.server.port })
     io.stdout(`portcullis: gateway listening on ${url}`)
     io.onListening?.(app, url)
@@ -84,3 +89,4 @@ async function start (file: string, host: string | undefined, port: string | und
     return 1
   }
 }
+

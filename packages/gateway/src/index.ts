@@ -7,4 +7,5 @@ export {
   loadGatewayConfig, validateGatewayConfig, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_UPSTREAM_TIMEOUT, HEALTH_PATHS,
   type GatewayConfig, type UpstreamConfig
 } from './config.js'
+export { installShutdown, type ShutdownHost } from './shutdown.js'
 export default portcullis

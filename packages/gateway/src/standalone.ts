@@ -1,6 +1,6 @@
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyServerOptions } from 'fastify'
 import httpProxy from '@fastify/http-proxy'
-import { ServiceUnavailable } from '@portcullis/core'
+import { BadGateway, GatewayTimeout } from '@portcullis/core'
 import { portcullis } from './plugin.js'
 import { validateGatewayConfig, type GatewayConfig } from './config.js'
 
@@ -8,20 +8,20 @@ import { validateGatewayConfig, type GatewayConfig } from './config.js'
  * Builds the standalone gateway: the Portcullis chain, health endpoints and one proxy per
  * upstream. It is not listening yet: call `listen()` on the result.
  *
- * `/healthz` answers 200 while the gateway serves. Once `close()` is called, requests still
- * arriving on open connections get a 503 problem with `Connection: close` (health checks too, so a
- * load balancer stops sending), while requests already in flight finish.
+ * `/healthz` answers 200 while the gateway serves. Once `close()` is called, no connection is
+ * accepted, requests in flight finish, and their responses carry `Connection: close` so that
+ * keep-alive clients go away and the close completes without waiting for idle timeouts.
  */
 export async function buildGateway (config: GatewayConfig, serverOptions: FastifyServerOptions = {}): Promise<FastifyInstance> {
   const { core, upstreams } = validateGatewayConfig(config)
-  // Fastify's own 503-on-close answer is not problem+json: the hook below gives one that is.
+  // Requests still being routed while closing are served, not answered with Fastify's own 503
+  // (which is not problem+json); the onSend hook below ends their connections.
   const app = Fastify({ ...serverOptions, return503OnClosing: false })
   let closing = false
   app.addHook('preClose', async () => { closing = true })
-  app.addHook('onRequest', (_request, reply, done) => {
-    if (!closing) return done()
-    reply.header('connection', 'close')
-    done(new ServiceUnavailable())
+  app.addHook('onSend', (_request, reply, _payload, done) => {
+    if (closing) reply.header('connection', 'close')
+    done()
   })
 
   await app.register(portcullis, { core })
@@ -32,8 +32,17 @@ export async function buildGateway (config: GatewayConfig, serverOptions: Fastif
       upstream: upstream.url,
       prefix: upstream.prefix,
       rewritePrefix: upstream.rewritePrefix,
-      undici: { headersTimeout: upstream.timeout, bodyTimeout: upstream.timeout }
+      undici: { headersTimeout: upstream.timeout, bodyTimeout: upstream.timeout },
+      replyOptions: { onError: upstreamFailed }
     })
   }
   return app
+}
+
+// The proxy's failures are the upstream's: connect and response timeouts are 504, anything else
+// (refused or reset connections, unknown hosts, malformed answers) 502. The cause is logged here;
+// the client only sees the generic problem.
+function upstreamFailed (reply: FastifyReply, { error }: { error: Error & { statusCode?: number } }): void {
+  reply.log.warn({ err: error }, 'upstream request failed')
+  reply.send(error.statusCode === 504 ? new GatewayTimeout() : new BadGateway())
 }

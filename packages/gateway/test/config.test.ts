@@ -1,0 +1,61 @@
+import { test } from 'tap'
+import { writeFile, mkdtemp } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { loadGatewayConfig, validateGatewayConfig } from '../src/index.js'
+
+test('defaults: loopback, port 3000, no upstreams', async (t) => {
+  t.same(validateGatewayConfig({}), { server: { host: '127.0.0.1', port: 3000 }, core: {}, upstreams: [] })
+  t.same(validateGatewayConfig({ upstreams: [{ prefix: '/api', url: 'http://127.0.0.1:4000/' }] }).upstreams, [
+    { prefix: '/api', url: 'http://127.0.0.1:4000', rewritePrefix: '', timeout: 10000 }
+  ])
+})
+
+test('every bad option fails naming the option and what is allowed', async (t) => {
+  const up = (extra: object) => ({ upstreams: [{ prefix: '/api', url: 'http://u:1', ...extra }] })
+  const cases: Array<[unknown, string | RegExp]> = [
+    [{ servr: {} }, 'gateway.servr is not a known option; allowed: server, core, upstreams'],
+    [{ server: { host: '' } }, 'server.host must be a host name or IP address (got "")'],
+    [{ server: { port: 70000 } }, 'server.port must be an integer from 0 to 65535 (got 70000)'],
+    [{ server: { port: '3000' } }, /server\.port must be an integer/],
+    [{ upstreams: {} }, 'upstreams must be a list of { prefix, url } (got an object)'],
+    [up({ prefix: 'api' }), /upstreams\[0\]\.prefix must be a path that starts with "\/"/],
+    [up({ prefix: '/api/' }), /upstreams\[0\]\.prefix must be a path that starts with "\/" and does not end with one/],
+    [up({ prefix: '/' }), /upstreams\[0\]\.prefix/],
+    [up({ prefix: '/api?x' }), /upstreams\[0\]\.prefix/],
+    [up({ prefix: '/healthz' }), /does not cover the health endpoints \/healthz/],
+    [up({ url: 'ftp://u' }), /upstreams\[0\]\.url must be an http:\/\/ or https:\/\/ origin/],
+    [up({ url: 'http://user:pw@u' }), /upstreams\[0\]\.url/],
+    [up({ url: 'http://u/base' }), /upstreams\[0\]\.url/],
+    [up({ url: 'http://u?x=1' }), /upstreams\[0\]\.url/],
+    [up({ url: 'http://u#x' }), /upstreams\[0\]\.url/],
+    [up({ url: 'not a url' }), /upstreams\[0\]\.url/],
+    [up({ rewritePrefix: 'v1' }), 'upstreams[0].rewritePrefix must be empty or a path that starts with "/" (got "v1")'],
+    [up({ timeout: 0 }), 'upstreams[0].timeout must be milliseconds, an integer from 1 to 600000 (got 0)'],
+    [up({ retries: 3 }), 'upstreams[0].retries is not a known option; allowed: prefix, url, rewritePrefix, timeout'],
+    [{ upstreams: [{ prefix: '/a', url: 'http://u:1' }, { prefix: '/a', url: 'http://v:1' }] }, 'upstreams[1].prefix "/a" is used by another upstream']
+  ]
+  for (const [config, message] of cases) {
+    t.throws(() => validateGatewayConfig(config), { code: 'PORTCULLIS_CORE_INVALID_OPTION', message }, JSON.stringify(config))
+  }
+})
+
+test('configuration files: YAML or JSON, strictly parsed', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'portcullis-config-'))
+  const yaml = join(dir, 'gateway.yaml')
+  await writeFile(yaml, 'server:\n  port: 8080\nupstreams:\n  - prefix: /api\n    url: http://127.0.0.1:4000\n')
+  t.match(await loadGatewayConfig(yaml), { server: { port: 8080 }, upstreams: [{ prefix: '/api' }] })
+  const json = join(dir, 'gateway.JSON')
+  await writeFile(json, JSON.stringify({ server: { host: '0.0.0.0' } }))
+  t.match(await loadGatewayConfig(json), { server: { host: '0.0.0.0', port: 3000 } })
+  const empty = join(dir, 'empty.yml')
+  await writeFile(empty, '')
+  t.match(await loadGatewayConfig(empty), { upstreams: [] })
+  const duplicate = join(dir, 'duplicate.yaml')
+  await writeFile(duplicate, 'server:\n  port: 1\nserver:\n  port: 2\n')
+  await t.rejects(loadGatewayConfig(duplicate), { message: /duplicate\.yaml is not valid YAML: .*unique/i }, 'a duplicated key is an error, not a silent override')
+  const broken = join(dir, 'broken.json')
+  await writeFile(broken, '{"server":')
+  await t.rejects(loadGatewayConfig(broken), { code: 'PORTCULLIS_CORE_INVALID_OPTION', message: /broken\.json is not valid JSON/ })
+  await t.rejects(loadGatewayConfig(join(dir, 'missing.yaml')), { code: 'ENOENT' })
+})

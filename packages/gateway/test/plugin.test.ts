@@ -1,0 +1,47 @@
+import { test } from 'tap'
+import Fastify from 'fastify'
+import { createPrincipal, setPrincipal, SnapshotHolder } from '@portcullis/core'
+import { portcullis, RECOMMENDED_ORDER } from '../src/index.js'
+
+test('the meta-plugin installs core: decorations, client IP, snapshot pin and problem+json', async (t) => {
+  const snapshot = new SnapshotHolder({ version: 'v7', value: {} })
+  const app = Fastify()
+  await app.register(portcullis, { core: { trustedProxies: ['10.0.0.0/8'], snapshot } })
+  app.get('/who', async (request) => {
+    setPrincipal(request, createPrincipal({ id: 'svc', type: 'service', method: 'test' }))
+    return { ip: request.clientIp, version: request.policySnapshot?.version, principal: request.principal?.id }
+  })
+  const res = await app.inject({ url: '/who', remoteAddress: '10.0.0.2', headers: { 'x-forwarded-for': '198.51.100.9' } })
+  t.same(res.json(), { ip: '198.51.100.9', version: 'v7', principal: 'svc' })
+  const missing = await app.inject('/missing')
+  t.equal(missing.statusCode, 404)
+  t.equal(missing.headers['content-type'], 'application/problem+json; charset=utf-8')
+  t.equal(missing.json().code, 'PORTCULLIS_CORE_NOT_FOUND')
+  t.ok(app.hasPlugin('@portcullis/core'))
+})
+
+test('the meta-plugin works with no options at all', async (t) => {
+  const app = Fastify()
+  await app.register(portcullis)
+  app.get('/', async (request) => ({ ip: request.clientIp }))
+  t.same((await app.inject('/')).json(), { ip: '127.0.0.1' })
+})
+
+test('options for parts it does not have are refused, not ignored', async (t) => {
+  const app = Fastify()
+  app.register(portcullis, { authn: { jwt: {} } } as never)
+  await t.rejects(app.ready(), { code: 'PORTCULLIS_CORE_INVALID_OPTION', message: 'portcullis.authn is not a known option; allowed: core' })
+  const bad = Fastify()
+  bad.register(portcullis, { core: { trustedProxies: ['localhost'] } })
+  await t.rejects(bad.ready(), { message: /core\.trustedProxies\[0\]: "localhost" is not an IP address/ })
+})
+
+test('the recommended order is complete and consistent', async (t) => {
+  t.same(RECOMMENDED_ORDER.map((s) => s.step), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12])
+  t.equal(new Set(RECOMMENDED_ORDER.map((s) => s.key)).size, RECOMMENDED_ORDER.length, 'option keys are unique')
+  t.equal(RECOMMENDED_ORDER[0]?.key, 'core', 'core pins the request first')
+  const hookRank = ['onRequest', 'preParsing', 'preValidation', 'preHandler', 'handler', 'onSend', 'onResponse']
+  const ranks = RECOMMENDED_ORDER.map((s) => hookRank.indexOf(s.hook))
+  t.same(ranks, [...ranks].sort((a, b) => a - b), 'steps follow the order in which Fastify runs hooks')
+  t.ok(Object.isFrozen(RECOMMENDED_ORDER) && RECOMMENDED_ORDER.every((s) => Object.isFrozen(s)))
+})

@@ -1,0 +1,105 @@
+import { test } from 'tap'
+import Fastify, { type FastifyInstance } from 'fastify'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { Agent, get as httpGet } from 'node:http'
+import { buildGateway, type GatewayConfig } from '../src/index.js'
+
+// A real upstream on a loopback port, answering what it received so the test sees what went through.
+async function startUpstream (t: Tap.Test): Promise<{ url: string, app: FastifyInstance }> {
+  const app = Fastify()
+  app.all('/*', async (request) => ({ method: request.method, url: request.url, body: request.body ?? null, forwardedFor: request.headers['x-forwarded-for'] ?? null }))
+  app.get<{ Querystring: { ms?: string } }>('/slow', async (request) => { await sleep(Number(request.query.ms ?? 3000)); return { slow: true } })
+  app.get('/boom', async (_request, reply) => reply.code(500).send({ upstream: 'error' }))
+  const url = await app.listen({ host: '127.0.0.1', port: 0 })
+  t.teardown(() => app.close())
+  return { url, app }
+}
+
+async function startGateway (t: Tap.Test, config: GatewayConfig): Promise<{ url: string, app: FastifyInstance }> {
+  const app = await buildGateway(config)
+  const url = await app.listen({ host: '127.0.0.1', port: 0 })
+  t.teardown(() => app.close())
+  return { url, app }
+}
+
+test('proxies a prefix to its upstream over real sockets', async (t) => {
+  const upstream = await startUpstream(t)
+  const gateway = await startGateway(t, { upstreams: [{ prefix: '/api', url: upstream.url }, { prefix: '/v2', url: upstream.url, rewritePrefix: '/internal' }] })
+  const get = await fetch(`${gateway.url}/api/orders/1?expand=items`)
+  t.equal(get.status, 200)
+  t.match(await get.json(), { method: 'GET', url: '/orders/1?expand=items' })
+  const post = await fetch(`${gateway.url}/api/orders`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ item: 'lamp' }) })
+  t.match(await post.json(), { method: 'POST', url: '/orders', body: { item: 'lamp' } })
+  const rewritten = await fetch(`${gateway.url}/v2/orders`)
+  t.match(await rewritten.json(), { url: '/internal/orders' })
+  const upstreamError = await fetch(`${gateway.url}/api/boom`)
+  t.equal(upstreamError.status, 500, "an upstream's own error response is passed through")
+  t.same(await upstreamError.json(), { upstream: 'error' })
+})
+
+test('health endpoint and unknown paths', async (t) => {
+  const gateway = await startGateway(t, {})
+  const health = await fetch(`${gateway.url}/healthz`)
+  t.equal(health.status, 200)
+  t.same(await health.json(), { status: 'ok' })
+  const unknown = await fetch(`${gateway.url}/api/orders`)
+  t.equal(unknown.status, 404)
+  t.equal(unknown.headers.get('content-type'), 'application/problem+json; charset=utf-8')
+  t.equal((await unknown.json()).code, 'PORTCULLIS_CORE_NOT_FOUND')
+})
+
+test('an upstream that is down or slow is a problem+json 502 or 504, never a hang', async (t) => {
+  const upstream = await startUpstream(t)
+  const down = Fastify()
+  const downUrl = await down.listen({ host: '127.0.0.1', port: 0 })
+  await down.close()
+  const gateway = await startGateway(t, {
+    upstreams: [{ prefix: '/down', url: downUrl }, { prefix: '/api', url: upstream.url, timeout: 1000 }]
+  })
+  const refused = await fetch(`${gateway.url}/down/orders`)
+  t.equal(refused.status, 502)
+  t.equal(refused.headers.get('content-type'), 'application/problem+json; charset=utf-8')
+  const body = await refused.text()
+  t.match(JSON.parse(body), { code: 'PORTCULLIS_CORE_BAD_GATEWAY', detail: 'The upstream service did not answer correctly' })
+  t.notMatch(body, /ECONNREFUSED|127\.0\.0\.1/, 'nothing about the upstream leaks')
+  const started = Date.now()
+  const slow = await fetch(`${gateway.url}/api/slow`)
+  t.equal(slow.status, 504)
+  t.match(await slow.json(), { code: 'PORTCULLIS_CORE_GATEWAY_TIMEOUT' })
+  // The upstream answers after 3 s; the timeout is 1 s (the HTTP client's timers tick about once a second).
+  t.ok(Date.now() - started < 2500, 'answered at the configured timeout, not when the upstream finished')
+})
+
+test('closing lets in-flight requests finish, ends their connections, and refuses new ones', async (t) => {
+  const upstream = await startUpstream(t)
+  const app = await buildGateway({ upstreams: [{ prefix: '/api', url: upstream.url }] })
+  const url = await app.listen({ host: '127.0.0.1', port: 0 })
+  const agent = new Agent({ keepAlive: true })
+  t.teardown(() => agent.destroy())
+  const inFlight = get(agent, `${url}/api/slow?ms=300`)
+  await sleep(100)
+  const started = Date.now()
+  const closed = app.close()
+  const finished = await inFlight
+  t.equal(finished.status, 200, 'the in-flight request finished')
+  t.equal(finished.body, '{"slow":true}')
+  t.equal(finished.connection, 'close', 'the keep-alive client is told to go')
+  await closed
+  t.ok(Date.now() - started < 2000, 'close did not wait for the keep-alive timeout')
+  await t.rejects(get(agent, `${url}/healthz`), { code: 'ECONNREFUSED' })
+})
+
+function get (agent: Agent, url: string) {
+  return new Promise<{ status: number, body: string, connection: string | undefined }>((resolve, reject) => {
+    httpGet(url, { agent }, (res) => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (chunk: string) => { body += chunk })
+      res.on('end', () => { resolve({ status: res.statusCode ?? 0, body, connection: res.headers.connection }) })
+    }).on('error', reject)
+  })
+}
+
+test('bad configuration fails before listening', async (t) => {
+  await t.rejects(buildGateway({ upstreams: [{ prefix: 'api', url: 'http://127.0.0.1:1' }] }), { code: 'PORTCULLIS_CORE_INVALID_OPTION' })
+})
