@@ -3,6 +3,16 @@ import type { FastifyInstance } from 'fastify'
 import { buildGateway, installShutdown } from '@portcullis/gateway'
 import { buildOrdersApi } from './orders.js'
 
+export const DEFAULT_HOST = '127.0.0.1'
+export const DEFAULT_PORT = 3000
+
+export interface QuickstartOptions {
+  host?: string
+  port?: number
+  /** Log requests as JSON lines on stdout. */
+  logger?: boolean
+}
+
 export interface Quickstart {
   gateway: FastifyInstance
   /** The gateway's address, such as `http://127.0.0.1:3000`. */
@@ -14,14 +24,14 @@ export interface Quickstart {
  * Starts the demo orders API on a free loopback port, and the gateway in front of it: requests
  * to `/api/*` on the gateway go to the orders API with the `/api` prefix removed.
  */
-export async function startQuickstart (options: { host?: string, port?: number, logger?: boolean } = {}): Promise<Quickstart> {
+export async function startQuickstart ({ host = DEFAULT_HOST, port = DEFAULT_PORT, logger = false }: QuickstartOptions = {}): Promise<Quickstart> {
   const orders = buildOrdersApi()
   const upstream = await orders.listen({ host: '127.0.0.1', port: 0 })
   const gateway = await buildGateway({
     upstreams: [{ prefix: '/api', url: upstream }]
-  }, { logger: options.logger ?? false })
+  }, { logger })
   try {
-    const url = await gateway.listen({ host: options.host ?? '127.0.0.1', port: options.port ?? 3000 })
+    const url = await gateway.listen({ host, port })
     return {
       gateway,
       url,
@@ -36,15 +46,16 @@ export async function startQuickstart (options: { host?: string, port?: number, 
   }
 }
 
-function portFromEnv (value: string | undefined): number {
-  if (value === undefined || value === '') return 3000
-  const port = Number(value)
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`PORT must be an integer from 0 to 65535 (got "${value}")`)
-  return port
+/** Reads HOST and PORT from the environment, with the defaults 127.0.0.1 and 3000. */
+export function optionsFromEnv (env: NodeJS.ProcessEnv): QuickstartOptions {
+  const { HOST: host = DEFAULT_HOST, PORT: text = String(DEFAULT_PORT) } = env
+  const port = Number(text)
+  if (!/^\d+$/.test(text) || port > 65535) throw new Error(`PORT must be an integer from 0 to 65535 (got "${text}")`)
+  return { host, port }
 }
 
 async function run (): Promise<void> {
-  const quickstart = await startQuickstart({ host: process.env.HOST ?? '127.0.0.1', port: portFromEnv(process.env.PORT), logger: true })
+  const quickstart = await startQuickstart({ ...optionsFromEnv(process.env), logger: true })
   process.stdout.write(`Portcullis quickstart gateway listening on ${quickstart.url}
   try: curl -i ${quickstart.url}/healthz
        curl -i ${quickstart.url}/api/orders
@@ -53,7 +64,7 @@ async function run (): Promise<void> {
   installShutdown(quickstart, process)
 }
 
-if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+if (import.meta.url === pathToFileURL(String(process.argv[1])).href) {
   run().catch((err: unknown) => {
     process.stderr.write(`quickstart: ${(err as Error).message}\n`)
     process.exitCode = 1

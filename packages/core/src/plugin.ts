@@ -6,14 +6,14 @@ import { checkKnownKeys, invalidOption } from './options.js'
 import { pathOptionsOf, type PathOptions } from './path.js'
 import { kPrincipal, principalGetter, type Principal } from './principal.js'
 import { createProblemHandlers, DEFAULT_PROBLEM_TYPE_BASE } from './problem.js'
-import type { SnapshotHolder, PolicySnapshot } from './snapshot.js'
+import type { PolicySnapshot, SnapshotSource } from './snapshot.js'
 
 export interface CoreOptions extends ClientIpOptions {
   /**
-   * Holder of the active policy snapshot. Each request pins `holder.current` in its first
-   * `onRequest` hook and reads that one snapshot until it ends.
+   * Source of the active policy snapshot, usually a `SnapshotHolder`. Each request pins
+   * `snapshot.current` in its first `onRequest` hook and reads that one snapshot until it ends.
    */
-  snapshot?: SnapshotHolder
+  snapshot?: SnapshotSource
   /**
    * Answer every rejection, including unknown routes, with `application/problem+json`
    * (RFC 9457). Turn off to keep an error handler of your own.
@@ -31,7 +31,7 @@ export interface CoreOptions extends ClientIpOptions {
 /** What the other Portcullis plugins read from core, as `app.portcullisCore`. */
 export interface CoreContext {
   readonly pathOptions: PathOptions
-  readonly snapshot: SnapshotHolder | null
+  readonly snapshot: SnapshotSource | null
   readonly resolveClientIp: ClientIpResolver
 }
 
@@ -59,8 +59,8 @@ const plugin: FastifyPluginAsync<CoreOptions> = async (app, options) => {
   checkKnownKeys(options, OPTION_KEYS, 'core')
   const snapshot = options.snapshot ?? null
   // Duck-typed rather than instanceof: the ESM and CommonJS builds each have their own class.
-  if (snapshot !== null && (typeof snapshot !== 'object' || typeof snapshot.swap !== 'function' || typeof snapshot.current?.version !== 'string')) {
-    throw invalidOption('core.snapshot', 'a SnapshotHolder', snapshot)
+  if (snapshot !== null && typeof snapshot.current?.version !== 'string') {
+    throw invalidOption('core.snapshot', 'a SnapshotHolder (an object whose current is a snapshot with a version)', snapshot)
   }
   const problemDetails = options.problemDetails ?? true
   if (typeof problemDetails !== 'boolean') throw invalidOption('core.problemDetails', 'a boolean', problemDetails)
@@ -100,4 +100,3 @@ const plugin: FastifyPluginAsync<CoreOptions> = async (app, options) => {
 
 /** Core of the Portcullis suite: request decorations, client IP, policy snapshot pin, problem+json. */
 export const portcullisCore = fp(plugin, { fastify: '5.x', name: '@portcullis/core' })
-

@@ -7,13 +7,18 @@ export interface PolicySnapshot<T = unknown> {
   readonly value: T
 }
 
+/** Where core reads the snapshot a new request pins: a {@link SnapshotHolder}, or anything with `current`. */
+export interface SnapshotSource<T = unknown> {
+  readonly current: PolicySnapshot<T>
+}
+
 export type SnapshotListener<T> = (next: PolicySnapshot<T>, previous: PolicySnapshot<T>) => void
 
 /**
  * Holds the active policy snapshot. Swapping is one reference assignment, so a request that
  * pinned the old snapshot finishes on it while every request that arrives later gets the new one.
  */
-export class SnapshotHolder<T = unknown> {
+export class SnapshotHolder<T = unknown> implements SnapshotSource<T> {
   #current: PolicySnapshot<T>
   readonly #listeners = new Set<SnapshotListener<T>>()
 

@@ -76,9 +76,9 @@ test('bad trusted-proxy settings fail at startup naming the option', async (t) =
   for (const [trustedProxies, message] of cases) {
     const app = Fastify()
     app.register(portcullisCore, { trustedProxies } as CoreOptions)
-    await t.rejects(app.ready(), { code: 'PORTCULLIS_CORE_INVALID_OPTION', message }, JSON.stringify(trustedProxies))
+    await t.rejects(async () => app.ready(), { code: 'PORTCULLIS_CORE_INVALID_OPTION', message }, JSON.stringify(trustedProxies))
   }
   const app = Fastify()
   app.register(portcullisCore, { trustedProxies: ['10.0.0.0/8'], forwardedHeader: 'bad header' })
-  await t.rejects(app.ready(), { message: /core\.forwardedHeader must be an HTTP header name/ })
+  await t.rejects(async () => app.ready(), { message: /core\.forwardedHeader must be an HTTP header name/ })
 })

@@ -18,7 +18,7 @@ const cases: Array<{ options: FastifyServerOptions, same: string[][] }> = [
     same: [['/orders/42', '/orders/42/', '//orders//42', '/ORDERS/42', '/Orders/42/?a=b', '/%4Frders/42']]
   },
   {
-    options: { routerOptions: { useSemicolonDelimiter: true } },
+    options: { routerOptions: { useSemicolonDelimiter: true } } as FastifyServerOptions,
     same: [['/orders/42', '/orders/42;jsessionid=1', '/orders/42?a=1;b']]
   }
 ]

@@ -162,11 +162,11 @@ test('problemTypeBase sets the type URI prefix', async (t) => {
   for (const problemTypeBase of ['errors#', 42]) {
     const bad = Fastify()
     bad.register(portcullisCore, { problemTypeBase } as CoreOptions)
-    await t.rejects(bad.ready(), { message: /^core\.problemTypeBase must be an absolute URI prefix/ })
+    await t.rejects(async () => bad.ready(), { message: /^core\.problemTypeBase must be an absolute URI prefix/ })
   }
   const bad = Fastify()
   bad.register(portcullisCore, { problemDetails: 'yes' } as never)
-  await t.rejects(bad.ready(), { message: 'core.problemDetails must be a boolean (got "yes")' })
+  await t.rejects(async () => bad.ready(), { message: 'core.problemDetails must be a boolean (got "yes")' })
 })
 
 test('unusual shapes still give a well-formed problem', async (t) => {

@@ -46,9 +46,9 @@ test('swap notifies listeners until they unsubscribe, and freezes snapshots', as
 })
 
 test('core refuses a snapshot option that is not a holder', async (t) => {
-  for (const snapshot of [{ version: 'v1', value: {} }, 'v1', { swap () {}, current: null }]) {
+  for (const snapshot of [{ version: 'v1', value: {} }, 'v1', { current: null }, { current: { version: 1 } }]) {
     const app = Fastify()
     app.register(portcullisCore, { snapshot: snapshot as never })
-    await t.rejects(app.ready(), { code: 'PORTCULLIS_CORE_INVALID_OPTION', message: /core\.snapshot must be a SnapshotHolder/ })
+    await t.rejects(async () => app.ready(), { code: 'PORTCULLIS_CORE_INVALID_OPTION', message: /core\.snapshot must be a SnapshotHolder/ })
   }
 })

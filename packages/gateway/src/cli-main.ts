@@ -89,4 +89,3 @@ async function start (file: string, host: string | undefined, port: string | und
     return 1
   }
 }
-

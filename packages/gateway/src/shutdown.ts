@@ -1,5 +1,3 @@
-import type { FastifyInstance } from 'fastify'
-
 /** The parts of `process` that shutdown needs, so it can be exercised without exiting the caller. */
 export interface ShutdownHost {
   on: (signal: 'SIGINT' | 'SIGTERM', listener: () => void) => unknown
@@ -10,7 +8,7 @@ export interface ShutdownHost {
  * On SIGINT or SIGTERM, stops accepting requests, lets in-flight ones finish and exits 0 (1 if
  * closing failed). A second signal while waiting exits at once, with 128 + the signal number.
  */
-export function installShutdown (app: Pick<FastifyInstance, 'close'>, host: ShutdownHost): void {
+export function installShutdown (app: { close: () => PromiseLike<unknown> }, host: ShutdownHost): void {
   let stopping = false
   const onSignal = (exitCode: number) => (): void => {
     if (stopping) {

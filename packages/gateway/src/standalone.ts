@@ -1,4 +1,4 @@
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyServerOptions } from 'fastify'
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import httpProxy from '@fastify/http-proxy'
 import { BadGateway, GatewayTimeout } from '@portcullis/core'
 import { portcullis } from './plugin.js'
@@ -42,7 +42,7 @@ export async function buildGateway (config: GatewayConfig, serverOptions: Fastif
 // The proxy's failures are the upstream's: connect and response timeouts are 504, anything else
 // (refused or reset connections, unknown hosts, malformed answers) 502. The cause is logged here;
 // the client only sees the generic problem.
-function upstreamFailed (reply: FastifyReply, { error }: { error: Error & { statusCode?: number } }): void {
+function upstreamFailed (reply: { log: FastifyBaseLogger, send: (payload: Error) => unknown }, { error }: { error: Error & { statusCode?: number } }): void {
   reply.log.warn({ err: error }, 'upstream request failed')
   reply.send(error.statusCode === 504 ? new GatewayTimeout() : new BadGateway())
 }

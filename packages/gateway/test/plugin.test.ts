@@ -30,10 +30,10 @@ test('the meta-plugin works with no options at all', async (t) => {
 test('options for parts it does not have are refused, not ignored', async (t) => {
   const app = Fastify()
   app.register(portcullis, { authn: { jwt: {} } } as never)
-  await t.rejects(app.ready(), { code: 'PORTCULLIS_CORE_INVALID_OPTION', message: 'portcullis.authn is not a known option; allowed: core' })
+  await t.rejects(async () => app.ready(), { code: 'PORTCULLIS_CORE_INVALID_OPTION', message: 'portcullis.authn is not a known option; allowed: core' })
   const bad = Fastify()
   bad.register(portcullis, { core: { trustedProxies: ['localhost'] } })
-  await t.rejects(bad.ready(), { message: /core\.trustedProxies\[0\]: "localhost" is not an IP address/ })
+  await t.rejects(async () => bad.ready(), { message: /core\.trustedProxies\[0\]: "localhost" is not an IP address/ })
 })
 
 test('the recommended order is complete and consistent', async (t) => {

@@ -1,11 +1,11 @@
-import { test } from 'tap'
+import { test, type Test } from 'tap'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Agent, get as httpGet } from 'node:http'
 import { buildGateway, type GatewayConfig } from '../src/index.js'
 
 // A real upstream on a loopback port, answering what it received so the test sees what went through.
-async function startUpstream (t: Tap.Test): Promise<{ url: string, app: FastifyInstance }> {
+async function startUpstream (t: Test): Promise<{ url: string, app: FastifyInstance }> {
   const app = Fastify()
   app.all('/*', async (request) => ({ method: request.method, url: request.url, body: request.body ?? null, forwardedFor: request.headers['x-forwarded-for'] ?? null }))
   app.get<{ Querystring: { ms?: string } }>('/slow', async (request) => { await sleep(Number(request.query.ms ?? 3000)); return { slow: true } })
@@ -15,7 +15,7 @@ async function startUpstream (t: Tap.Test): Promise<{ url: string, app: FastifyI
   return { url, app }
 }
 
-async function startGateway (t: Tap.Test, config: GatewayConfig): Promise<{ url: string, app: FastifyInstance }> {
+async function startGateway (t: Test, config: GatewayConfig): Promise<{ url: string, app: FastifyInstance }> {
   const app = await buildGateway(config)
   const url = await app.listen({ host: '127.0.0.1', port: 0 })
   t.teardown(() => app.close())
@@ -45,7 +45,7 @@ test('health endpoint and unknown paths', async (t) => {
   const unknown = await fetch(`${gateway.url}/api/orders`)
   t.equal(unknown.status, 404)
   t.equal(unknown.headers.get('content-type'), 'application/problem+json; charset=utf-8')
-  t.equal((await unknown.json()).code, 'PORTCULLIS_CORE_NOT_FOUND')
+  t.equal((await unknown.json() as { code: string }).code, 'PORTCULLIS_CORE_NOT_FOUND')
 })
 
 test('an upstream that is down or slow is a problem+json 502 or 504, never a hang', async (t) => {

@@ -1,0 +1,72 @@
+import { test } from 'tap'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { createServer } from 'node:net'
+import { fileURLToPath } from 'node:url'
+import { optionsFromEnv, startQuickstart } from '../src/main.js'
+
+test('the quickstart gateway serves health, proxies the orders API and answers problems', async (t) => {
+  const quickstart = await startQuickstart({ port: 0 })
+  t.teardown(quickstart.close)
+  const health = await fetch(`${quickstart.url}/healthz`)
+  t.equal(health.status, 200)
+  const list = await fetch(`${quickstart.url}/api/orders`)
+  t.equal(list.status, 200)
+  t.match(await list.json(), { orders: [{ id: '1', item: 'lamp' }, { id: '2', item: 'chair' }] })
+  const created = await fetch(`${quickstart.url}/api/orders`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ item: 'desk', quantity: 2 })
+  })
+  t.equal(created.status, 201)
+  const { id } = await created.json() as { id: string }
+  t.match(await (await fetch(`${quickstart.url}/api/orders/${id}`)).json(), { id, item: 'desk', quantity: 2 })
+  t.equal((await fetch(`${quickstart.url}/api/orders/999`)).status, 404, "the upstream's own 404 passes through")
+  const unknown = await fetch(`${quickstart.url}/nope`)
+  t.equal(unknown.status, 404)
+  t.equal(unknown.headers.get('content-type'), 'application/problem+json; charset=utf-8')
+  t.equal((await unknown.json() as { code: string }).code, 'PORTCULLIS_CORE_NOT_FOUND')
+})
+
+test('a port already in use fails the start and leaves nothing running', async (t) => {
+  const blocker = createServer()
+  blocker.listen(0, '127.0.0.1')
+  await once(blocker, 'listening')
+  t.teardown(() => blocker.close())
+  const { port } = blocker.address() as { port: number }
+  await t.rejects(startQuickstart({ port }), { code: 'EADDRINUSE' })
+})
+
+const main = fileURLToPath(new URL('../src/main.ts', import.meta.url))
+
+test('run as a program: HOST and PORT, a greeting with curl commands, clean stop on SIGTERM', async (t) => {
+  const child = spawn(process.execPath, [...process.execArgv, main], { env: { ...process.env, HOST: '127.0.0.1', PORT: '0' }, stdio: ['ignore', 'pipe', 'ignore'] })
+  let output = ''
+  child.stdout.setEncoding('utf8')
+  const url = await new Promise<string>((resolve, reject) => {
+    child.stdout.on('data', (chunk: string) => {
+      output += chunk
+      const match = /listening on (http:\/\/\S+)/.exec(output)
+      if (match?.[1] !== undefined) resolve(match[1])
+    })
+    child.once('exit', () => { reject(new Error(`exited early: ${output}`)) })
+  })
+  t.match(output, `curl -i ${url}/healthz`)
+  t.equal((await fetch(`${url}/api/orders/1`)).status, 200)
+  child.kill('SIGTERM')
+  t.equal((await once(child, 'exit'))[0], 0)
+})
+
+test('HOST and PORT default to 127.0.0.1:3000', async (t) => {
+  t.same(optionsFromEnv({}), { host: '127.0.0.1', port: 3000 })
+  t.same(optionsFromEnv({ HOST: '::1', PORT: '8080' }), { host: '::1', port: 8080 })
+})
+
+test('run as a program: a bad PORT is refused with a message', async (t) => {
+  for (const port of ['http', '70000', '1.5', '']) {
+    const child = spawn(process.execPath, [...process.execArgv, main], { env: { ...process.env, PORT: port }, stdio: ['ignore', 'ignore', 'pipe'] })
+    let stderr = ''
+    child.stderr.setEncoding('utf8')
+    child.stderr.on('data', (chunk: string) => { stderr += chunk })
+    t.equal((await once(child, 'exit'))[0], 1)
+    t.match(stderr, `quickstart: PORT must be an integer from 0 to 65535 (got "${port}")`)
+  }
+})

@@ -1,0 +1,41 @@
+import { test } from 'tap'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { fileURLToPath } from 'node:url'
+
+// The README's quick start, end to end: the example's own start script (tsx on the sources, the
+// workspace packages from their built dist), a real listener, real HTTP.
+const root = fileURLToPath(new URL('..', import.meta.url))
+// Under `pnpm test`, npm_execpath is the pnpm that runs us; otherwise use the one on PATH.
+const execPath = process.env.npm_execpath ?? ''
+const args = ['--silent', '--filter', '@portcullis/example-quickstart', 'start']
+const [command, argv] = /pnpm/.test(execPath) ? [process.execPath, [execPath, ...args]] : ['pnpm', args]
+
+test('the quickstart starts from its package script and answers on a real socket', async (t) => {
+  const child = spawn(command, argv, {
+    cwd: root,
+    env: { ...process.env, PORT: '0', HOST: '127.0.0.1' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+    detached: true
+  })
+  t.teardown(() => { if (child.exitCode === null) process.kill(-(child.pid as number), 'SIGKILL') })
+  let output = ''
+  child.stdout.setEncoding('utf8')
+  const url = await new Promise<string>((resolve, reject) => {
+    child.stdout.on('data', (chunk: string) => {
+      output += chunk
+      const match = /listening on (http:\/\/\S+)/.exec(output)
+      if (match?.[1] !== undefined) resolve(match[1])
+    })
+    child.once('exit', (code) => { reject(new Error(`exited with ${String(code)}: ${output}`)) })
+  })
+  const health = await fetch(`${url}/healthz`)
+  t.equal(health.status, 200)
+  const unknown = await fetch(`${url}/no-such-path`)
+  t.equal(unknown.status, 404)
+  t.equal(unknown.headers.get('content-type'), 'application/problem+json; charset=utf-8')
+  t.equal((await unknown.json() as { code: string }).code, 'PORTCULLIS_CORE_NOT_FOUND')
+  const exited = once(child, 'exit')
+  process.kill(-(child.pid as number), 'SIGTERM')
+  await exited
+})
