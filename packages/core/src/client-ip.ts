@@ -1,5 +1,5 @@
 import { InvalidOption } from './errors.js'
-import { compileIpMatcher, formatIp, parseIp, type IpAddress } from './ip.js'
+import { canonicalIp, compileIpMatcher } from './ip.js'
 
 export interface ClientIpOptions {
   /**
@@ -34,24 +34,23 @@ export function compileClientIp (options: ClientIpOptions = {}, path = 'options'
   if (trusted.length === 0) return (remoteAddress) => socketIp(remoteAddress)
   const isTrusted = compileIpMatcher(trusted, `${path}.trustedProxies`)
   return (remoteAddress, headers) => {
-    let hop: IpAddress | null = remoteAddress === undefined ? null : parseIp(remoteAddress)
-    if (hop === null) return socketIp(remoteAddress)
     const value = headers[header]
-    if (value === undefined || !isTrusted(hop)) return formatIp(hop)
+    if (remoteAddress === undefined || value === undefined || !isTrusted(remoteAddress)) return socketIp(remoteAddress)
+    let client = socketIp(remoteAddress)
     const chain = (Array.isArray(value) ? value.join(',') : value).split(',')
     for (let i = chain.length - 1; i >= 0; i--) {
-      const previous = parseIp((chain[i] as string).trim())
-      if (previous === null) break
-      hop = previous
-      if (!isTrusted(hop)) break
+      const entry = (chain[i] as string).trim()
+      const hop = canonicalIp(entry)
+      if (hop === null) break
+      client = hop
+      if (!isTrusted(entry)) break
     }
-    return formatIp(hop)
+    return client
   }
 }
 
 // The socket address as Node reports it: already canonical except for IPv4-mapped IPv6.
 function socketIp (remoteAddress: string | undefined): string {
   if (remoteAddress === undefined) return ''
-  if (remoteAddress.startsWith('::ffff:') && remoteAddress.includes('.')) return remoteAddress.slice(7)
-  return remoteAddress
+  return remoteAddress.startsWith('::ffff:') && remoteAddress.includes('.') ? remoteAddress.slice(7) : remoteAddress
 }

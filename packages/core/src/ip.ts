@@ -32,12 +32,6 @@ export function formatIp (address: IpAddress): string {
   return v6.isIPv4MappedAddress() ? v6.toIPv4Address().toString() : v6.toRFC5952String()
 }
 
-/** Parses and canonicalizes an address; `null` when it is not one. */
-export function normalizeIp (text: string): string | null {
-  const address = parseIp(text)
-  return address === null ? null : formatIp(address)
-}
-
 /**
  * Parses one entry of an IP list: an address, a CIDR range or an alias from
  * {@link IP_RANGE_ALIASES}. Throws a `TypeError` naming `path` for an invalid or ambiguous entry,
@@ -65,24 +59,91 @@ export function parseIpRanges (entry: string, path: string): Range[] {
 }
 
 /**
- * Compiles a list of addresses, ranges and aliases into a matcher, once, at load time.
- * IPv4-mapped IPv6 addresses match their IPv4 form, both as entries and as addresses.
+ * Compiles a list of addresses, ranges and aliases into a matcher, once, at load time. The
+ * matcher takes a parsed address or a text (strictly parsed; text that is not an address never
+ * matches). IPv4-mapped IPv6 addresses match their IPv4 form, both as entries and as addresses.
  */
-export function compileIpMatcher (entries: readonly string[], path: string): (address: IpAddress) => boolean {
+export function compileIpMatcher (entries: readonly string[], path: string): (address: IpAddress | string) => boolean {
   const ranges = entries.flatMap((entry, i) => {
     if (typeof entry !== 'string') throw new InvalidOption(`${path}[${i}] must be a string`)
     return parseIpRanges(entry, `${path}[${i}]`)
   })
-  const v4 = ranges.filter(([a]) => a.kind() === 'ipv4')
+  // IPv4 ranges as [network, mask] integers: the common case costs a few integer operations.
+  const v4 = ranges.filter(([a]) => a.kind() === 'ipv4').map(([a, prefix]) => {
+    const mask = prefix === 0 ? 0 : (~0 << (32 - prefix)) >>> 0
+    return [(ipv4ToInt(a as ipaddr.IPv4) & mask) >>> 0, mask] as const
+  })
   const v6 = ranges.filter(([a]) => a.kind() === 'ipv6')
+  const matchV4 = (value: number): boolean => {
+    for (const [network, mask] of v4) {
+      if (((value & mask) >>> 0) === network) return true
+    }
+    return false
+  }
   return (input) => {
-    const address = unmap(input)
-    const candidates = address.kind() === 'ipv4' ? v4 : v6
-    for (const range of candidates) {
+    let address: IpAddress | null
+    if (typeof input === 'string') {
+      const value = parseIPv4(input)
+      if (value !== -1) return matchV4(value)
+      address = parseIp(input)
+      if (address === null) return false
+    } else {
+      address = input
+    }
+    address = unmap(address)
+    if (address.kind() === 'ipv4') return matchV4(ipv4ToInt(address as ipaddr.IPv4))
+    for (const range of v6) {
       if (address.match(range as [IpAddress, number])) return true
     }
     return false
   }
+}
+
+/**
+ * The canonical text of an address given as text (see {@link formatIp}), or `null` when it is
+ * not one. Dotted-quad IPv4, the common case, is checked without building an address object.
+ */
+export function canonicalIp (text: string): string | null {
+  if (parseIPv4(text) !== -1) return text
+  const address = parseIp(text)
+  return address === null ? null : formatIp(address)
+}
+
+/**
+ * Parses strict dotted-quad IPv4 (four decimal parts from 0 to 255, no leading zeros) into an
+ * unsigned 32-bit integer; -1 for anything else.
+ */
+export function parseIPv4 (text: string): number {
+  const length = text.length
+  if (length < 7 || length > 15) return -1
+  let value = 0
+  let part = 0
+  let digits = 0
+  let dots = 0
+  for (let i = 0; i < length; i++) {
+    const c = text.charCodeAt(i)
+    if (c === 46) { // '.'
+      if (digits === 0 || dots === 3) return -1
+      value = value * 256 + part
+      part = 0
+      digits = 0
+      dots++
+    } else if (c >= 48 && c <= 57) {
+      if (digits > 0 && part === 0) return -1 // leading zero
+      part = part * 10 + (c - 48)
+      if (part > 255) return -1
+      digits++
+    } else {
+      return -1
+    }
+  }
+  if (digits === 0 || dots !== 3) return -1
+  return value * 256 + part
+}
+
+function ipv4ToInt (address: ipaddr.IPv4): number {
+  const [a, b, c, d] = address.octets as [number, number, number, number]
+  return ((a << 24) | (b << 16) | (c << 8) | d) >>> 0
 }
 
 function unmap (address: IpAddress): IpAddress {
@@ -109,5 +170,5 @@ function networkOf (address: IpAddress, prefix: number): IpAddress {
 }
 
 function isStrictIPv4 (text: string): boolean {
-  return /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/.test(text)
+  return parseIPv4(text) !== -1
 }

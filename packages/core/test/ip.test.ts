@@ -1,5 +1,5 @@
 import { test } from 'tap'
-import { compileIpMatcher, normalizeIp, parseIp } from '../src/index.js'
+import { canonicalIp, compileIpMatcher, parseIp, parseIPv4 } from '../src/index.js'
 
 function ip (text: string) {
   const address = parseIp(text)
@@ -16,11 +16,11 @@ test('parseIp accepts only unambiguous notations', async (t) => {
   }
 })
 
-test('normalizeIp gives one text per address', async (t) => {
-  t.equal(normalizeIp('::FFFF:192.0.2.1'), '192.0.2.1')
-  t.equal(normalizeIp('2001:0db8:0000:0000:0000:0000:0000:0001'), '2001:db8::1')
-  t.equal(normalizeIp('2001:db8:0:0:1:0:0:1'), '2001:db8::1:0:0:1')
-  t.equal(normalizeIp('nope'), null)
+test('canonicalIp gives one text per address', async (t) => {
+  t.equal(canonicalIp('::FFFF:192.0.2.1'), '192.0.2.1')
+  t.equal(canonicalIp('2001:0db8:0000:0000:0000:0000:0000:0001'), '2001:db8::1')
+  t.equal(canonicalIp('2001:db8:0:0:1:0:0:1'), '2001:db8::1:0:0:1')
+  t.equal(canonicalIp('nope'), null)
 })
 
 test('compileIpMatcher matches ranges, single addresses and aliases across families', async (t) => {
@@ -38,4 +38,25 @@ test('compileIpMatcher matches ranges, single addresses and aliases across famil
   t.notOk(is('2001:db9::1'))
   const none = compileIpMatcher([], 'empty')
   t.notOk(none(ip('10.0.0.1')))
+})
+
+test('parseIPv4 reads strict dotted quads as unsigned integers', async (t) => {
+  t.equal(parseIPv4('0.0.0.0'), 0)
+  t.equal(parseIPv4('255.255.255.255'), 0xffffffff)
+  t.equal(parseIPv4('10.1.2.3'), 0x0a010203)
+  for (const bad of ['1.2.3.4.', '10.20.30.', '.1.2.3.4', '1..2.3', '1.2.3.4.5', '1.2.3.256', '1.2.3.04', '1.2.3.-4', '1.2.3.4 ', '1234567', '1.2.3.4444444444']) {
+    t.equal(parseIPv4(bad), -1, bad)
+  }
+})
+
+test('compileIpMatcher takes text as well as parsed addresses', async (t) => {
+  const match = compileIpMatcher(['10.0.0.0/8', '2001:db8::/32'], 'list')
+  t.ok(match('10.9.8.7'))
+  t.ok(match('::ffff:10.9.8.7'))
+  t.ok(match('2001:db8::5'))
+  t.notOk(match('11.0.0.1'))
+  t.notOk(match('garbage'))
+  t.notOk(match('010.0.0.1'), 'ambiguous notation never matches')
+  const all = compileIpMatcher(['0.0.0.0/0'], 'all')
+  t.ok(all('255.255.255.255') && all('0.0.0.0'), 'a /0 range matches everything')
 })

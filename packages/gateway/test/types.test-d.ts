@@ -1,0 +1,15 @@
+// Type tests, checked by `pnpm typecheck`: each @ts-expect-error must be an error, or the check fails.
+import Fastify from 'fastify'
+import { buildGateway, portcullis, type GatewayConfig } from '../src/index.js'
+
+const app = Fastify()
+app.register(portcullis, { core: { trustedProxies: ['loopback'] } })
+// @ts-expect-error parts this version does not have are not options
+app.register(portcullis, { authn: {} })
+
+const config: GatewayConfig = { server: { port: 8080 }, upstreams: [{ prefix: '/api', url: 'http://127.0.0.1:4000', timeout: 500 }] }
+// @ts-expect-error an upstream needs a url
+const missingUrl: GatewayConfig = { upstreams: [{ prefix: '/api' }] }
+const gateway: Promise<import('fastify').FastifyInstance> = buildGateway(config)
+
+export { missingUrl, gateway }
