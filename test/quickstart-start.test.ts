@@ -1,5 +1,6 @@
 import { test } from 'tap'
 import { spawn } from 'node:child_process'
+import { listeningUrl } from './helpers/child.js'
 import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
 
@@ -19,16 +20,7 @@ test('the quickstart starts from its package script and answers on a real socket
     detached: true
   })
   t.teardown(() => { if (child.exitCode === null) process.kill(-(child.pid as number), 'SIGKILL') })
-  let output = ''
-  child.stdout.setEncoding('utf8')
-  const url = await new Promise<string>((resolve, reject) => {
-    child.stdout.on('data', (chunk: string) => {
-      output += chunk
-      const match = /listening on (http:\/\/\S+)/.exec(output)
-      if (match?.[1] !== undefined) resolve(match[1])
-    })
-    child.once('exit', (code) => { reject(new Error(`exited with ${String(code)}: ${output}`)) })
-  })
+  const { url } = await listeningUrl(child)
   const health = await fetch(`${url}/healthz`)
   t.equal(health.status, 200)
   const unknown = await fetch(`${url}/no-such-path`)

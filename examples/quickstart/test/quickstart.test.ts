@@ -1,5 +1,6 @@
 import { test } from 'tap'
 import { spawn } from 'node:child_process'
+import { listeningUrl } from '../../../test/helpers/child.js'
 import { once } from 'node:events'
 import { createServer } from 'node:net'
 import { fileURLToPath } from 'node:url'
@@ -39,16 +40,7 @@ const main = fileURLToPath(new URL('../src/main.ts', import.meta.url))
 
 test('run as a program: HOST and PORT, a greeting with curl commands, clean stop on SIGTERM', async (t) => {
   const child = spawn(process.execPath, [...process.execArgv, main], { env: { ...process.env, HOST: '127.0.0.1', PORT: '0' }, stdio: ['ignore', 'pipe', 'ignore'] })
-  let output = ''
-  child.stdout.setEncoding('utf8')
-  const url = await new Promise<string>((resolve, reject) => {
-    child.stdout.on('data', (chunk: string) => {
-      output += chunk
-      const match = /listening on (http:\/\/\S+)/.exec(output)
-      if (match?.[1] !== undefined) resolve(match[1])
-    })
-    child.once('exit', () => { reject(new Error(`exited early: ${output}`)) })
-  })
+  const { url, output } = await listeningUrl(child)
   t.match(output, `curl -i ${url}/healthz`)
   t.equal((await fetch(`${url}/api/orders/1`)).status, 200)
   child.kill('SIGTERM')

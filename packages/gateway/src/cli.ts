@@ -1,4 +1,3 @@
-#!/usr/bin/env node
 import { main } from './cli-main.js'
 import { installShutdown } from './shutdown.js'
 

@@ -1,5 +1,6 @@
 import { test } from 'tap'
 import { spawn } from 'node:child_process'
+import { listeningUrl } from '../../../test/helpers/child.js'
 import { once } from 'node:events'
 import { mkdtemp, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -122,16 +123,7 @@ test('the portcullis executable starts, serves and stops on SIGTERM', async (t) 
   const file = await configFile('server:\n  port: 0\n')
   const cli = fileURLToPath(new URL('../src/cli.ts', import.meta.url))
   const child = spawn(process.execPath, [...process.execArgv, cli, 'start', file], { stdio: ['ignore', 'pipe', 'pipe'] })
-  let output = ''
-  child.stdout.setEncoding('utf8')
-  const url = await new Promise<string>((resolve, reject) => {
-    child.stdout.on('data', (chunk: string) => {
-      output += chunk
-      const match = /gateway listening on (http:\/\/\S+)/.exec(output)
-      if (match?.[1] !== undefined) resolve(match[1])
-    })
-    child.once('exit', () => { reject(new Error(`exited early: ${output}`)) })
-  })
+  const { url } = await listeningUrl(child)
   t.equal((await fetch(`${url}/healthz`)).status, 200)
   child.kill('SIGTERM')
   const [code] = await once(child, 'exit')
