@@ -173,3 +173,18 @@ test('unusual shapes still give a well-formed problem', async (t) => {
   t.match(toProblem({ statusCode: 499 }, { url: '/' }).body, { status: 499, title: 'Client Error', code: 'PORTCULLIS_CORE_CLIENT_ERROR' }, 'a status without a name keeps the generic title')
   t.match(toProblem({ code: 'PORTCULLIS_TEST_DENIED', statusCode: 403 }, { url: '/' }).body, { code: 'PORTCULLIS_TEST_DENIED', detail: 'Access to %s is denied' }, 'no message: the template stands in')
 })
+
+test('requestIdHeader echoes the request id, on rejections too', async (t) => {
+  const app = Fastify({ genReqId: () => 'req-42' })
+  await app.register(portcullisCore, { requestIdHeader: 'x-request-id' })
+  app.get('/', async () => 'ok')
+  t.equal((await app.inject('/')).headers['x-request-id'], 'req-42')
+  t.equal((await app.inject('/missing')).headers['x-request-id'], 'req-42')
+  const off = await build()
+  t.equal((await off.inject('/denied')).headers['x-request-id'], undefined, 'off by default')
+  for (const requestIdHeader of ['x request id', 42, true]) {
+    const bad = Fastify()
+    bad.register(portcullisCore, { requestIdHeader } as CoreOptions)
+    await t.rejects(async () => bad.ready(), { message: /^core\.requestIdHeader must be false or a response header name/ })
+  }
+})

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import httpProxy from '@fastify/http-proxy'
 import { BadGateway, GatewayTimeout } from '@portcullis/core'
@@ -8,7 +9,8 @@ import { validateGatewayConfig, type GatewayConfig } from './config.js'
  * Builds the standalone gateway: the Portcullis chain, health endpoints and one proxy per
  * upstream. It is not listening yet: call `listen()` on the result.
  *
- * `/healthz` answers 200 while the gateway serves. Once `close()` is called, no connection is
+ * Every response carries `X-Request-Id` (a UUID, also in the logs) unless `core.requestIdHeader`
+ * says otherwise. `/healthz` answers 200 while the gateway serves. Once `close()` is called, no connection is
  * accepted, requests in flight finish, and their responses carry `Connection: close` so that
  * keep-alive clients go away and the close completes without waiting for idle timeouts.
  */
@@ -16,7 +18,8 @@ export async function buildGateway (config: GatewayConfig, serverOptions: Fastif
   const { core, upstreams } = validateGatewayConfig(config)
   // Requests still being routed while closing are served, not answered with Fastify's own 503
   // (which is not problem+json); the onSend hook below ends their connections.
-  const app = Fastify({ ...serverOptions, return503OnClosing: false })
+  // Request ids are UUIDs, unique across instances, and are returned as X-Request-Id.
+  const app = Fastify({ genReqId: () => randomUUID(), ...serverOptions, return503OnClosing: false })
   let closing = false
   app.addHook('preClose', async () => { closing = true })
   app.addHook('onSend', (_request, reply, _payload, done) => {
@@ -24,7 +27,7 @@ export async function buildGateway (config: GatewayConfig, serverOptions: Fastif
     done()
   })
 
-  await app.register(portcullis, { core })
+  await app.register(portcullis, { core: { requestIdHeader: 'x-request-id', ...core } })
   app.get('/healthz', async () => ({ status: 'ok' }))
 
   for (const upstream of upstreams) {

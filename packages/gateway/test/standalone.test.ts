@@ -41,11 +41,15 @@ test('health endpoint and unknown paths', async (t) => {
   const gateway = await startGateway(t, {})
   const health = await fetch(`${gateway.url}/healthz`)
   t.equal(health.status, 200)
+  t.match(health.headers.get('x-request-id'), /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/, 'a UUID request id')
   t.same(await health.json(), { status: 'ok' })
   const unknown = await fetch(`${gateway.url}/api/orders`)
   t.equal(unknown.status, 404)
   t.equal(unknown.headers.get('content-type'), 'application/problem+json; charset=utf-8')
   t.equal((await unknown.json() as { code: string }).code, 'PORTCULLIS_CORE_NOT_FOUND')
+  t.not(unknown.headers.get('x-request-id'), health.headers.get('x-request-id'))
+  const quiet = await startGateway(t, { core: { requestIdHeader: false } })
+  t.equal((await fetch(`${quiet.url}/healthz`)).headers.get('x-request-id'), null, 'core.requestIdHeader: false turns it off')
 })
 
 test('an upstream that is down or slow is a problem+json 502 or 504, never a hang', async (t) => {
