@@ -1,0 +1,222 @@
+import { createPublicKey, createSecretKey, type KeyObject, type JsonWebKey } from 'node:crypto'
+import { createDecoder, createVerifier, type Algorithm, type DecodedJwt } from 'fast-jwt'
+import { checkKnownKeys, createPrincipal, invalidOption, type Principal, type PrincipalType } from '@portcullis/core'
+
+/** One verification key, with the only algorithms it may be used with. */
+export interface JwtKey {
+  /** Matched against the token's `kid`. Required when there is more than one key. */
+  kid?: string
+  /** The algorithms this key verifies. Never taken from the token. */
+  algorithms: Algorithm[]
+  /** An HMAC secret (string or Buffer), or a public key as PEM or JWK. */
+  key: string | Buffer | JsonWebKey
+}
+
+/** How verified claims become the principal. Claim names may be dotted paths (`realm_access.roles`). */
+export interface JwtPrincipalMapping {
+  /** @default 'sub' */
+  idClaim?: string
+  /** A fixed type, or `'auto'`: `service` when the token has no user (sub equals client_id or azp), else `user`. @default 'auto' */
+  type?: PrincipalType | 'auto'
+  /** Claim holding the roles, an array or a space-separated string. @default 'roles' */
+  rolesClaim?: string
+  /** Claim holding the scopes: `scope` (space-separated, RFC 8693/9068) or `scp` (array). @default 'scope' */
+  scopesClaim?: string
+  tenantClaim?: string
+  planClaim?: string
+}
+
+export interface JwtMethodOptions {
+  type: 'jwt'
+  /** The exact `iss` accepted. */
+  issuer: string
+  /** The `aud` accepted: the token must name one of these. */
+  audience: string | string[]
+  keys: JwtKey[]
+  /** Claims that must be present, beyond `exp` (see `requireExp`). */
+  requiredClaims?: string[]
+  /** @default true */
+  requireExp?: boolean
+  /** Refuse tokens issued (`iat`) longer ago than this many seconds. */
+  maxAgeSeconds?: number
+  /** Allowed clock skew, in seconds, for `exp`, `nbf` and `iat`. @default 5 */
+  clockToleranceSeconds?: number
+  /** Required `typ` header, such as `at+jwt` for RFC 9068 access tokens. @default none */
+  typ?: string
+  principal?: JwtPrincipalMapping
+  /** How many verified tokens to remember (until they expire). 0 turns the cache off. @default 1000 */
+  cacheSize?: number
+}
+
+const HMAC_MIN_BYTES: Readonly<Record<string, number>> = { HS256: 32, HS384: 48, HS512: 64 }
+const ALGORITHMS_BY_KEY: Readonly<Record<string, readonly string[]>> = {
+  secret: ['HS256', 'HS384', 'HS512'],
+  rsa: ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512'],
+  'rsa-pss': ['PS256', 'PS384', 'PS512'],
+  'ec:prime256v1': ['ES256'],
+  'ec:secp384r1': ['ES384'],
+  'ec:secp521r1': ['ES512'],
+  ed25519: ['EdDSA'],
+  ed448: ['EdDSA']
+}
+// Header parameters that carry or point to a key. Verification never uses them; a token that
+// sends them is trying to choose its own key, so it is refused outright.
+const KEY_BEARING_HEADERS = ['jwk', 'jku', 'x5u', 'x5c']
+const JWT_KEYS = ['type', 'issuer', 'audience', 'keys', 'requiredClaims', 'requireExp', 'maxAgeSeconds', 'clockToleranceSeconds', 'typ', 'principal', 'cacheSize']
+
+interface PreparedKey { kid: string | undefined, algorithms: ReadonlySet<string>, material: string | Buffer }
+
+export interface JwtVerifier {
+  readonly issuer: string
+  /** Verifies a compact JWS and maps it to a principal; rejects on any failure. */
+  verify: (token: string) => Promise<Principal>
+  /** The unverified `iss` of a token, to route it among several issuers; `undefined` when unreadable. */
+  peekIssuer: (token: string) => string | undefined
+}
+
+/** Checks the options and compiles a verifier, once, at load time. */
+export function compileJwt (options: JwtMethodOptions, path: string): JwtVerifier {
+  checkKnownKeys(options, JWT_KEYS, path)
+  if (typeof options.issuer !== 'string' || options.issuer === '') throw invalidOption(`${path}.issuer`, 'the exact issuer (iss) to accept', options.issuer)
+  const audience = typeof options.audience === 'string' ? [options.audience] : options.audience
+  if (!Array.isArray(audience) || audience.length === 0 || !audience.every((a) => typeof a === 'string' && a !== '')) {
+    throw invalidOption(`${path}.audience`, 'the audience (aud) to accept: a string or a non-empty list of strings', options.audience)
+  }
+  if (!Array.isArray(options.keys) || options.keys.length === 0) throw invalidOption(`${path}.keys`, 'a non-empty list of { kid?, algorithms, key }')
+  const keys = options.keys.map((key, i) => prepareKey(key, `${path}.keys[${i}]`))
+  if (keys.length > 1 && keys.some((k) => k.kid === undefined)) throw invalidOption(`${path}.keys`, 'keys that each have a kid, when there is more than one')
+  const tolerance = seconds(options.clockToleranceSeconds, 5, `${path}.clockToleranceSeconds`)
+  const maxAge = options.maxAgeSeconds === undefined ? undefined : seconds(options.maxAgeSeconds, 0, `${path}.maxAgeSeconds`)
+  const cacheSize = options.cacheSize ?? 1000
+  if (!Number.isInteger(cacheSize) || cacheSize < 0) throw invalidOption(`${path}.cacheSize`, 'a whole number, 0 or more', cacheSize)
+  const requiredClaims = [...(options.requireExp === false ? [] : ['exp']), ...(options.requiredClaims ?? [])]
+  const mapping = principalMapping(options.principal, `${path}.principal`)
+  if (options.typ !== undefined && (typeof options.typ !== 'string' || options.typ === '')) throw invalidOption(`${path}.typ`, 'a media type such as "at+jwt"', options.typ)
+
+  const byKid = new Map(keys.map((k) => [k.kid, k]))
+  const selectKey = (decoded: DecodedJwt): string | Buffer => {
+    const header = decoded.header as Record<string, unknown>
+    if (KEY_BEARING_HEADERS.some((name) => name in header)) throw new Error('key-bearing header')
+    const key = keys.length === 1 && header.kid === undefined ? keys[0] : byKid.get(header.kid as string | undefined)
+    if (key === undefined || !key.algorithms.has(header.alg as string)) throw new Error('no key for this token')
+    return key.material
+  }
+  const verifier = createVerifier({
+    key: async (decoded: DecodedJwt) => selectKey(decoded),
+    algorithms: [...new Set(keys.flatMap((k) => [...k.algorithms]))] as Algorithm[],
+    allowedIss: options.issuer,
+    allowedAud: audience,
+    requiredClaims: [...requiredClaims, mapping.idClaim],
+    clockTolerance: tolerance * 1000,
+    ...(maxAge === undefined ? {} : { maxAge: maxAge * 1000 }),
+    ...(options.typ === undefined ? {} : { checkTyp: options.typ }),
+    allowedCritHeaders: [],
+    cache: cacheSize === 0 ? false : cacheSize,
+    complete: false
+  })
+  const decodeIssuer = createDecoder({ complete: false })
+  return {
+    issuer: options.issuer,
+    async verify (token) {
+      const claims = await verifier(token) as Record<string, unknown>
+      if (typeof claims.iat === 'number' && claims.iat * 1000 > Date.now() + tolerance * 1000) throw new Error('issued in the future')
+      return toPrincipal(claims, mapping)
+    },
+    peekIssuer (token) {
+      try {
+        const iss = (decodeIssuer(token) as Record<string, unknown>).iss
+        return typeof iss === 'string' ? iss : undefined
+      } catch {
+        return undefined
+      }
+    }
+  }
+}
+
+function prepareKey (input: JwtKey, path: string): PreparedKey {
+  checkKnownKeys(input, ['kid', 'algorithms', 'key'], path)
+  if (input.kid !== undefined && (typeof input.kid !== 'string' || input.kid === '')) throw invalidOption(`${path}.kid`, 'a non-empty string', input.kid)
+  if (!Array.isArray(input.algorithms) || input.algorithms.length === 0) {
+    throw invalidOption(`${path}.algorithms`, 'a non-empty list of the algorithms this key verifies, such as ["ES256"]')
+  }
+  let keyObject: KeyObject
+  try {
+    keyObject = typeof input.key === 'string' && !input.key.includes('-----BEGIN')
+      ? createSecretKey(Buffer.from(input.key, 'utf8'))
+      : Buffer.isBuffer(input.key)
+        ? createSecretKey(input.key)
+        : typeof input.key === 'string'
+          ? createPublicKey(input.key)
+          : createPublicKey({ key: input.key, format: 'jwk' })
+  } catch {
+    throw invalidOption(`${path}.key`, 'an HMAC secret, or a public key as PEM or JWK (never a private key)')
+  }
+  if (keyObject.type === 'private') throw invalidOption(`${path}.key`, 'a public key: verification never needs the private one')
+  const kind = keyObject.type === 'secret'
+    ? 'secret'
+    : keyObject.asymmetricKeyType === 'ec' ? `ec:${String(keyObject.asymmetricKeyDetails?.namedCurve)}` : String(keyObject.asymmetricKeyType)
+  const allowed = ALGORITHMS_BY_KEY[kind] ?? []
+  for (const alg of input.algorithms) {
+    if (!allowed.includes(alg)) throw invalidOption(`${path}.algorithms`, `algorithms this ${kind} key can verify: ${allowed.join(', ')}`, alg)
+    const minimum = HMAC_MIN_BYTES[alg]
+    if (minimum !== undefined && (keyObject.symmetricKeySize ?? 0) < minimum) {
+      throw invalidOption(`${path}.key`, `an HMAC secret of at least ${minimum} bytes for ${alg} (RFC 7518 §3.2)`)
+    }
+  }
+  const material = keyObject.type === 'secret' ? keyObject.export() : keyObject.export({ type: 'spki', format: 'pem' }).toString()
+  return { kid: input.kid, algorithms: new Set(input.algorithms), material }
+}
+
+function seconds (value: unknown, fallback: number, path: string): number {
+  if (value === undefined) return fallback
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) throw invalidOption(path, 'a number of seconds, 0 or more', value)
+  return value
+}
+
+type Mapping = Required<Pick<JwtPrincipalMapping, 'idClaim' | 'type' | 'rolesClaim' | 'scopesClaim'>> & Pick<JwtPrincipalMapping, 'tenantClaim' | 'planClaim'>
+
+function principalMapping (input: JwtPrincipalMapping | undefined, path: string): Mapping {
+  const mapping = checkKnownKeys(input ?? {}, ['idClaim', 'type', 'rolesClaim', 'scopesClaim', 'tenantClaim', 'planClaim'], path) as JwtPrincipalMapping
+  const type = mapping.type ?? 'auto'
+  if (!['auto', 'user', 'service'].includes(type)) throw invalidOption(`${path}.type`, 'one of auto, user, service', type)
+  return { idClaim: mapping.idClaim ?? 'sub', type, rolesClaim: mapping.rolesClaim ?? 'roles', scopesClaim: mapping.scopesClaim ?? 'scope', tenantClaim: mapping.tenantClaim, planClaim: mapping.planClaim }
+}
+
+function claim (claims: Record<string, unknown>, path: string): unknown {
+  let value: unknown = claims
+  for (const part of path.split('.')) {
+    if (typeof value !== 'object' || value === null || !Object.hasOwn(value, part)) return undefined
+    value = (value as Record<string, unknown>)[part]
+  }
+  return value
+}
+
+function list (value: unknown): string[] {
+  if (typeof value === 'string') return value.split(' ').filter((s) => s !== '')
+  return Array.isArray(value) ? value.filter((s): s is string => typeof s === 'string') : []
+}
+
+function text (value: unknown): string | undefined {
+  return typeof value === 'string' && value !== '' ? value : undefined
+}
+
+function toPrincipal (claims: Record<string, unknown>, mapping: Mapping): Principal {
+  const id = text(claim(claims, mapping.idClaim))
+  if (id === undefined) throw new Error('no subject')
+  const client = text(claims.client_id) ?? text(claims.azp)
+  const type = mapping.type === 'auto' ? (client !== undefined && client === id ? 'service' : 'user') : mapping.type
+  const tenant = mapping.tenantClaim === undefined ? undefined : text(claim(claims, mapping.tenantClaim))
+  const plan = mapping.planClaim === undefined ? undefined : text(claim(claims, mapping.planClaim))
+  const jti = text(claims.jti)
+  return createPrincipal({
+    id,
+    type,
+    method: 'jwt',
+    roles: list(claim(claims, mapping.rolesClaim)),
+    scopes: list(claim(claims, mapping.scopesClaim)),
+    claims,
+    tenant,
+    plan,
+    credentialId: jti
+  })
+}

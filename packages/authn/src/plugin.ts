@@ -1,0 +1,159 @@
+import fp from 'fastify-plugin'
+import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
+import {
+  allow, ANONYMOUS, checkKnownKeys, checkMode, deny, invalidOption, setPrincipal,
+  type Mode, type PortcullisError, type Principal
+} from '@portcullis/core'
+import { parseAuthorization } from './authorization.js'
+import { AmbiguousCredentials, InvalidToken, MissingCredentials } from './errors.js'
+import { compileMethod, type Method, type MethodOptions } from './methods.js'
+
+export const PLUGIN_NAME = '@portcullis/authn'
+
+/** What a route requires. `false` turns authentication off for the route. */
+export type RouteAuthn = false | {
+  /** Names of configured methods the route accepts. @default every configured method */
+  methods?: string[]
+  /** `any`: one accepted credential is enough; `all`: every listed method must succeed. @default 'any' */
+  require?: 'any' | 'all'
+  /** With no credentials at all, go on as the anonymous principal instead of answering 401. @default false */
+  anonymous?: boolean
+  /** `report` records what would be refused and lets the request through. @default the plugin's mode */
+  mode?: Mode
+}
+
+export interface AuthnOptions {
+  /** Named methods, such as `{ partners: { type: 'api-key', … }, staff: { type: 'jwt', … } }`. */
+  methods: Record<string, MethodOptions>
+  /** The realm in `WWW-Authenticate` challenges. @default 'api' */
+  realm?: string
+  /** @default 'enforce' */
+  mode?: Mode
+  /**
+   * What routes without `config.authn` require (unknown paths included, so a 404 never tells an
+   * anonymous client which routes exist). @default { require: 'any' } with every method
+   */
+  defaults?: Exclude<RouteAuthn, false>
+}
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** Authentication for this route (`@portcullis/authn`); `false` turns it off. */
+    authn?: RouteAuthn
+  }
+}
+
+interface Policy {
+  methods: readonly Method[]
+  all: boolean
+  anonymous: boolean
+  mode: Mode
+  /** `WWW-Authenticate` of a 401 for missing credentials: one challenge per accepted method. */
+  challenges: string | string[]
+}
+
+const kPolicy = Symbol('portcullis.authn.policy')
+type WithPolicy = Record<typeof kPolicy, Policy | null | undefined>
+
+const plugin: FastifyPluginAsync<AuthnOptions> = async (app, options) => {
+  checkKnownKeys(options, ['methods', 'realm', 'mode', 'defaults'], 'authn')
+  const realm = options.realm ?? 'api'
+  if (typeof realm !== 'string' || realm === '' || /["\\\u0000-\u001f]/.test(realm)) { // eslint-disable-line no-control-regex -- characters a quoted realm cannot hold
+    throw invalidOption('authn.realm', 'a non-empty string without quotes, backslashes or control characters', realm)
+  }
+  const mode = checkMode(options.mode, 'authn.mode')
+  const entries = Object.entries(checkKnownKeys(options.methods, Object.keys(options.methods ?? {}), 'authn.methods'))
+  if (entries.length === 0) throw invalidOption('authn.methods', 'at least one method')
+  const methods = new Map<string, Method>()
+  for (const [name, method] of entries) methods.set(name, await compileMethod(name, method as MethodOptions, realm))
+
+  const compile = (route: RouteAuthn | undefined, path: string): Policy | null => {
+    if (route === false) return null
+    const spec = checkKnownKeys(route ?? {}, ['methods', 'require', 'anonymous', 'mode'], path) as Exclude<RouteAuthn, false>
+    const names = spec.methods ?? [...methods.keys()]
+    if (!Array.isArray(names) || names.length === 0) throw invalidOption(`${path}.methods`, `a non-empty list of: ${[...methods.keys()].join(', ')}`, names)
+    const chosen = names.map((name) => {
+      const method = methods.get(name)
+      if (method === undefined) throw invalidOption(`${path}.methods`, `names of configured methods: ${[...methods.keys()].join(', ')}`, name)
+      return method
+    })
+    const require = spec.require ?? 'any'
+    if (require !== 'any' && require !== 'all') throw invalidOption(`${path}.require`, 'any or all', require)
+    if (spec.anonymous !== undefined && typeof spec.anonymous !== 'boolean') throw invalidOption(`${path}.anonymous`, 'a boolean', spec.anonymous)
+    return {
+      methods: chosen,
+      all: require === 'all',
+      anonymous: spec.anonymous ?? false,
+      mode: spec.mode === undefined ? mode : checkMode(spec.mode, `${path}.mode`),
+      challenges: oneOrMany([...new Set(chosen.map((m) => m.challenge))])
+    }
+  }
+  const defaults = compile(options.defaults, 'authn.defaults') as Policy
+
+  app.addHook('onRoute', (route) => {
+    const config = (route.config ?? {}) as { authn?: RouteAuthn }
+    const compiled = config.authn === undefined ? defaults : compile(config.authn, `route ${route.method} ${route.url} config.authn`)
+    route.config = Object.assign({ ...config }, { [kPolicy]: compiled })
+  })
+
+  app.addHook('onRequest', async (request) => {
+    const compiled = (request.routeOptions.config as unknown as WithPolicy)[kPolicy]
+    const policy = compiled === undefined ? defaults : compiled
+    if (policy === null) return
+    let principal: Principal | undefined
+    try {
+      principal = await authenticate(request, policy)
+    } catch (err) {
+      const error = err as PortcullisError
+      if (error.statusCode === 401 && error.headers === undefined) error.headers = { 'www-authenticate': policy.challenges }
+      request.log.info({ code: error.code }, 'authentication refused')
+      deny(request, policy.mode, PLUGIN_NAME, error)
+      return
+    }
+    setPrincipal(request, principal)
+    allow(request, PLUGIN_NAME, principal.type === 'anonymous' ? 'PORTCULLIS_AUTHN_ANONYMOUS' : 'PORTCULLIS_AUTHN_OK', principal.method)
+  })
+}
+
+function oneOrMany (values: string[]): string | string[] {
+  return values.length === 1 ? values[0] as string : values
+}
+
+async function authenticate (request: FastifyRequest, policy: Policy): Promise<Principal> {
+  const authorization = parseAuthorization(request)
+  if (authorization === 'duplicate') throw new AmbiguousCredentials()
+  const presented: Array<[Method, string]> = []
+  for (const method of policy.methods) {
+    const credential = method.find(request, authorization)
+    if (credential !== undefined) presented.push([method, credential])
+  }
+  if (policy.all) {
+    if (presented.length < policy.methods.length) throw new MissingCredentials()
+    const principals = await Promise.all(presented.map(([method, credential]) => method.verify(credential)))
+    return principals[0] as Principal
+  }
+  if (presented.length === 0) {
+    if (policy.anonymous) return ANONYMOUS
+    throw new MissingCredentials()
+  }
+  const [method, credential] = choose(presented)
+  return await method.verify(credential)
+}
+
+// Several JWT methods see the same Bearer token: the token's issuer says whose it is. Any other
+// mix of credentials is ambiguous, and refused rather than guessed between.
+function choose (presented: Array<[Method, string]>): [Method, string] {
+  if (presented.length === 1) return presented[0] as [Method, string]
+  const token = presented[0]?.[1]
+  if (!presented.every(([method, credential]) => method.type === 'jwt' && credential === token)) throw new AmbiguousCredentials()
+  const match = presented.find(([method, credential]) => method.claimsIssuer?.(credential) === true)
+  if (match === undefined) throw Object.assign(new InvalidToken(), { headers: { 'www-authenticate': `${(presented[0] as [Method, string])[0].challenge}, error="invalid_token"` } })
+  return match
+}
+
+/**
+ * Sets `request.principal` from the credentials each route accepts: API keys, Basic, JWT bearer
+ * tokens. Routes follow `defaults` unless their `config.authn` says otherwise; a request without
+ * acceptable credentials is refused with 401 and the challenges of the route's methods.
+ */
+export const portcullisAuthn = fp(plugin, { fastify: '5.x', name: PLUGIN_NAME, dependencies: ['@portcullis/core'] })
