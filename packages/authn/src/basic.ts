@@ -1,4 +1,5 @@
-import { randomBytes, scrypt as scryptCallback, timingSafeEqual } from 'node:crypto'
+import { randomBytes, scrypt as scryptCallback, timingSafeEqual, type ScryptOptions } from 'node:crypto'
+import { promisify } from 'node:util'
 import { invalidOption } from '@portcullis/core'
 import type { KeyOwner } from './api-key.js'
 
@@ -16,13 +17,10 @@ export const DEFAULT_SCRYPT = Object.freeze({ N: 16384, r: 8, p: 1 })
 const KEY_LENGTH = 32
 const FORMAT = /^scrypt\$(\d+)\$(\d+)\$(\d+)\$([A-Za-z0-9_-]{16,})\$([A-Za-z0-9_-]{43})$/
 
+const scryptAsync = promisify(scryptCallback) as (password: string, salt: Buffer, length: number, options: ScryptOptions) => Promise<Buffer>
+
 function scrypt (password: string, salt: Buffer, { N, r, p }: { N: number, r: number, p: number }): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    scryptCallback(password, salt, KEY_LENGTH, { N, r, p, maxmem: 256 * N * r }, (err, key) => {
-      if (err === null) resolve(key)
-      else reject(err)
-    })
-  })
+  return scryptAsync(password, salt, KEY_LENGTH, { N, r, p, maxmem: 256 * N * r })
 }
 
 /**
@@ -41,7 +39,10 @@ export function parsePasswordHash (text: string, path: string): ScryptParams {
   const match = typeof text === 'string' ? FORMAT.exec(text) : null
   if (match === null) throw invalidOption(path, 'a hash made by hashPassword() ("scrypt$N$r$p$salt$hash")')
   const [N, r, p] = [Number(match[1]), Number(match[2]), Number(match[3])]
-  if (N < 16384 || (N & (N - 1)) !== 0 || r < 8 || p < 1) throw invalidOption(path, 'scrypt parameters of at least N=16384 (a power of 2), r=8, p=1')
+  // Bounded above too: a hash that asks for gigabytes per check would be a denial of service.
+  if (N < 16384 || N > 1048576 || (N & (N - 1)) !== 0 || r < 8 || r > 32 || p < 1 || p > 16) {
+    throw invalidOption(path, 'scrypt parameters with N a power of 2 from 16384 to 1048576, r from 8 to 32, p from 1 to 16')
+  }
   return { N, r, p, salt: Buffer.from(match[4] as string, 'base64url'), hash: Buffer.from(match[5] as string, 'base64url') }
 }
 

@@ -106,7 +106,8 @@ export function compileJwt (options: JwtMethodOptions, path: string): JwtVerifie
     algorithms: [...new Set(keys.flatMap((k) => [...k.algorithms]))] as Algorithm[],
     allowedIss: options.issuer,
     allowedAud: audience,
-    requiredClaims: [...requiredClaims, mapping.idClaim],
+    // fast-jwt checks iss and aud only when present: a token without them must not pass.
+    requiredClaims: ['iss', 'aud', ...requiredClaims, mapping.idClaim],
     clockTolerance: tolerance * 1000,
     ...(maxAge === undefined ? {} : { maxAge: maxAge * 1000 }),
     ...(options.typ === undefined ? {} : { checkTyp: options.typ }),
@@ -119,7 +120,8 @@ export function compileJwt (options: JwtMethodOptions, path: string): JwtVerifie
     issuer: options.issuer,
     async verify (token) {
       const claims = await verifier(token) as Record<string, unknown>
-      if (typeof claims.iat === 'number' && claims.iat * 1000 > Date.now() + tolerance * 1000) throw new Error('issued in the future')
+      const iat = claims.iat
+      if (iat !== undefined && (typeof iat !== 'number' || !Number.isFinite(iat) || iat * 1000 > Date.now() + tolerance * 1000)) throw new Error('bad iat')
       return toPrincipal(claims, mapping)
     },
     peekIssuer (token) {
@@ -139,6 +141,9 @@ function prepareKey (input: JwtKey, path: string): PreparedKey {
   if (!Array.isArray(input.algorithms) || input.algorithms.length === 0) {
     throw invalidOption(`${path}.algorithms`, 'a non-empty list of the algorithms this key verifies, such as ["ES256"]')
   }
+  // createPublicKey() would quietly derive a public key from a private one: refuse those outright.
+  const isPrivate = typeof input.key === 'string' ? input.key.includes('PRIVATE KEY') : !Buffer.isBuffer(input.key) && typeof input.key === 'object' && input.key !== null && 'd' in input.key
+  if (isPrivate) throw invalidOption(`${path}.key`, 'a public key: verification never needs the private one')
   let keyObject: KeyObject
   try {
     keyObject = typeof input.key === 'string' && !input.key.includes('-----BEGIN')
@@ -151,15 +156,14 @@ function prepareKey (input: JwtKey, path: string): PreparedKey {
   } catch {
     throw invalidOption(`${path}.key`, 'an HMAC secret, or a public key as PEM or JWK (never a private key)')
   }
-  if (keyObject.type === 'private') throw invalidOption(`${path}.key`, 'a public key: verification never needs the private one')
   const kind = keyObject.type === 'secret'
     ? 'secret'
-    : keyObject.asymmetricKeyType === 'ec' ? `ec:${String(keyObject.asymmetricKeyDetails?.namedCurve)}` : String(keyObject.asymmetricKeyType)
+    : keyObject.asymmetricKeyType === 'ec' ? `ec:${(keyObject.asymmetricKeyDetails as { namedCurve: string }).namedCurve}` : String(keyObject.asymmetricKeyType)
   const allowed = ALGORITHMS_BY_KEY[kind] ?? []
   for (const alg of input.algorithms) {
-    if (!allowed.includes(alg)) throw invalidOption(`${path}.algorithms`, `algorithms this ${kind} key can verify: ${allowed.join(', ')}`, alg)
+    if (!allowed.includes(alg)) throw invalidOption(`${path}.algorithms`, `algorithms this ${kind} key can verify: ${allowed.join(', ') || 'none'}`, alg)
     const minimum = HMAC_MIN_BYTES[alg]
-    if (minimum !== undefined && (keyObject.symmetricKeySize ?? 0) < minimum) {
+    if (minimum !== undefined && (keyObject.symmetricKeySize as number) < minimum) {
       throw invalidOption(`${path}.key`, `an HMAC secret of at least ${minimum} bytes for ${alg} (RFC 7518 §3.2)`)
     }
   }

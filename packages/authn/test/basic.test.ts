@@ -38,6 +38,8 @@ test('Basic: malformed credentials are a 400', async (t) => {
   const malformed = [
     'Basic not*base64',
     'Basic Y2Fyb2w=x',
+    'Basic Y2Fyb2w6cHd',
+    'Basic Y2Fyb2w6c-c_',
     `Basic ${Buffer.from('no-colon').toString('base64')}`,
     `Basic ${Buffer.from(':empty-user').toString('base64')}`,
     `Basic ${Buffer.from([0x63, 0x3a, 0xff, 0xfe]).toString('base64')}`,
@@ -55,7 +57,9 @@ test('Basic users and hashes are checked at startup', async (t) => {
   const cases: Array<[unknown, RegExp]> = [
     [[{ username: 'a:b', passwordHash: good }], /users\[0\]\.username must be a non-empty string without ":"/],
     [[{ username: 'a', passwordHash: 'plain' }], /users\[0\]\.passwordHash must be a hash made by hashPassword/],
-    [[{ username: 'a', passwordHash: good.replace('$16384$', '$1024$') }], /scrypt parameters of at least N=16384/],
+    [[{ username: 'a', passwordHash: 42 }], /users\[0\]\.passwordHash must be a hash made by hashPassword/],
+    [[{ username: 'a', passwordHash: good.replace('$16384$', '$1024$') }], /scrypt parameters with N a power of 2 from 16384 to 1048576/],
+    [[{ username: 'a', passwordHash: good.replace('$16384$', '$1073741824$') }], /scrypt parameters with N a power of 2/],
     [[{ username: 'a', passwordHash: good, owner: { type: 'robot' } }], /principal\.type must be one of/],
     [[{ username: 'a', password: 'x' }], /users\[0\]\.password is not a known option/],
     ['carol', /authn\.methods\.basic\.users must be a list/]

@@ -66,6 +66,7 @@ test('report mode records the denial and lets the request through', async (t) =>
 test('bad options fail at startup naming the option', async (t) => {
   const cases: Array<[unknown, RegExp]> = [
     [{ methods: {} }, /authn\.methods must be at least one method/],
+    [{}, /authn\.methods must be an object \(got undefined\)/],
     [{ methods, realm: 'a"b' }, /authn\.realm must be a non-empty string without quotes/],
     [{ methods, mode: 'audit' }, /authn\.mode must be one of enforce, report/],
     [{ methods, default: {} }, /authn\.default is not a known option; allowed: methods, realm, mode, defaults/],
