@@ -9,6 +9,7 @@ export async function render () {
   // Loading a package defines its errors; core's catalog then lists every code of the process.
   const core = await import('@portcullis/core')
   await import('@portcullis/gateway')
+  await import('@portcullis/authn')
   const rows = core.errorCatalog()
     .filter((entry) => !entry.code.startsWith('PORTCULLIS_TEST_'))
     .map((entry) => `| \`${entry.code}\` | ${entry.statusCode} | ${entry.title} | ${entry.message.replaceAll('%s', '…').replaceAll('|', '\\|')} |`)

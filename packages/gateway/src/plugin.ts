@@ -1,17 +1,28 @@
 import fp from 'fastify-plugin'
 import type { FastifyPluginAsync } from 'fastify'
 import { checkKnownKeys, portcullisCore, type CoreOptions } from '@portcullis/core'
+import { portcullisAuthn, type AuthnOptions } from '@portcullis/authn'
 
 export interface PortcullisOptions {
-  /** Options of `@portcullis/core`: trusted proxies, the policy snapshot, problem+json. */
+  /** Options of `@portcullis/core`: trusted proxies, the policy snapshot, problem+json. Always registered. */
   core?: CoreOptions
+  /** Options of `@portcullis/authn`; registered when given. */
+  authn?: AuthnOptions
+}
+
+interface Part {
+  key: keyof PortcullisOptions
+  plugin: FastifyPluginAsync<never>
+  /** Registered even without options. */
+  always: boolean
 }
 
 // The parts of the chain this version provides, in RECOMMENDED_ORDER. A part is added here when
 // its package exists; options for parts that do not exist yet are refused, never ignored.
-const PARTS = [
-  { key: 'core', plugin: portcullisCore }
-] as const
+const PARTS: readonly Part[] = [
+  { key: 'core', plugin: portcullisCore as FastifyPluginAsync<never>, always: true },
+  { key: 'authn', plugin: portcullisAuthn as FastifyPluginAsync<never>, always: false }
+]
 
 /**
  * Registers the Portcullis suite in the recommended order (see `RECOMMENDED_ORDER`) with one
@@ -23,7 +34,8 @@ const PARTS = [
 const plugin: FastifyPluginAsync<PortcullisOptions> = async (app, options) => {
   checkKnownKeys(options, PARTS.map((part) => part.key), 'portcullis')
   for (const part of PARTS) {
-    await app.register(part.plugin, options[part.key] ?? {})
+    const partOptions = options[part.key]
+    if (partOptions !== undefined || part.always) await app.register(part.plugin, (partOptions ?? {}) as never)
   }
 }
 

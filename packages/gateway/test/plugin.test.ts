@@ -1,6 +1,7 @@
 import { test } from 'tap'
 import Fastify from 'fastify'
 import { createPrincipal, setPrincipal, SnapshotHolder } from '@portcullis/core'
+import { createApiKey } from '@portcullis/authn'
 import { portcullis, RECOMMENDED_ORDER } from '../src/index.js'
 
 test('the meta-plugin installs core: decorations, client IP, snapshot pin and problem+json', async (t) => {
@@ -29,11 +30,26 @@ test('the meta-plugin works with no options at all', async (t) => {
 
 test('options for parts it does not have are refused, not ignored', async (t) => {
   const app = Fastify()
-  app.register(portcullis, { authn: { jwt: {} } } as never)
-  await t.rejects(async () => app.ready(), { code: 'PORTCULLIS_CORE_INVALID_OPTION', message: 'portcullis.authn is not a known option; allowed: core' })
+  app.register(portcullis, { rateLimit: { max: 10 } } as never)
+  await t.rejects(async () => app.ready(), { code: 'PORTCULLIS_CORE_INVALID_OPTION', message: 'portcullis.rateLimit is not a known option; allowed: core, authn' })
   const bad = Fastify()
   bad.register(portcullis, { core: { trustedProxies: ['localhost'] } })
   await t.rejects(async () => bad.ready(), { message: /core\.trustedProxies\[0\]: "localhost" is not an IP address/ })
+})
+
+test('authn joins the chain after core when configured', async (t) => {
+  const key = createApiKey({ id: 'k1', owner: { id: 'svc', type: 'service' } })
+  const app = Fastify()
+  await app.register(portcullis, { core: {}, authn: { methods: { key: { type: 'api-key', keys: [key.record] } } } })
+  app.get('/who', async (request) => ({ id: request.principal?.id, ip: request.clientIp }))
+  app.get('/open', { config: { authn: false } }, async () => 'open')
+  t.equal((await app.inject('/who')).statusCode, 401)
+  t.same((await app.inject({ url: '/who', headers: { 'x-api-key': key.key } })).json(), { id: 'svc', ip: '127.0.0.1' })
+  t.equal((await app.inject('/open')).statusCode, 200)
+  t.ok(app.hasPlugin('@portcullis/authn'))
+  const without = Fastify()
+  await without.register(portcullis)
+  t.notOk(without.hasPlugin('@portcullis/authn'), 'not registered without options')
 })
 
 test('the recommended order is complete and consistent', async (t) => {

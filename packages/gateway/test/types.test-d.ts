@@ -5,6 +5,8 @@ import { buildGateway, portcullis, type GatewayConfig } from '../src/index.js'
 const app = Fastify()
 app.register(portcullis, { core: { trustedProxies: ['loopback'] } })
 // @ts-expect-error parts this version does not have are not options
+app.register(portcullis, { rateLimit: {} })
+// @ts-expect-error authn needs its methods
 app.register(portcullis, { authn: {} })
 
 const config: GatewayConfig = { server: { port: 8080 }, upstreams: [{ prefix: '/api', url: 'http://127.0.0.1:4000', timeout: 500 }] }
