@@ -7,6 +7,7 @@ export {
   type ApiKeyRecord, type ApiKeyStore, type KeyOwner
 } from './api-key.js'
 export { hashPassword, DEFAULT_SCRYPT, type BasicUser } from './basic.js'
-export type { JwtKey, JwtMethodOptions, JwtPrincipalMapping } from './jwt.js'
+export type { JwtKey, JwtLocalKeys, JwtMethodOptions, JwtPrincipalMapping, JwtRemoteKeys } from './jwt.js'
+export type { RemoteKeyOptions } from './remote-keys.js'
 export * from './errors.js'
 export default portcullisAuthn

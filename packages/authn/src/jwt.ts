@@ -1,6 +1,7 @@
 import { createPublicKey, createSecretKey, type KeyObject, type JsonWebKey } from 'node:crypto'
 import { createDecoder, createVerifier, type Algorithm, type DecodedJwt } from 'fast-jwt'
 import { checkKnownKeys, createPrincipal, invalidOption, type Principal, type PrincipalType } from '@portcullis/core'
+import { checkProviderUrl, KeysUnavailable, remoteKeys, type RemoteKeyOptions } from './remote-keys.js'
 
 /** One verification key, with the only algorithms it may be used with. */
 export interface JwtKey {
@@ -26,13 +27,12 @@ export interface JwtPrincipalMapping {
   planClaim?: string
 }
 
-export interface JwtMethodOptions {
+interface JwtMethodBase {
   type: 'jwt'
   /** The exact `iss` accepted. */
   issuer: string
   /** The `aud` accepted: the token must name one of these. */
   audience: string | string[]
-  keys: JwtKey[]
   /** Claims that must be present, beyond `exp` (see `requireExp`). */
   requiredClaims?: string[]
   /** @default true */
@@ -48,6 +48,24 @@ export interface JwtMethodOptions {
   cacheSize?: number
 }
 
+/** Keys configured here. */
+export interface JwtLocalKeys extends JwtMethodBase {
+  keys: JwtKey[]
+}
+
+/** Keys published by the identity provider, at a JWKS URL or found by OpenID Connect discovery. */
+export interface JwtRemoteKeys extends JwtMethodBase {
+  /** The provider's JWKS URL; or `discovery: true` to read it from `<issuer>/.well-known/openid-configuration`. */
+  jwksUri?: string
+  discovery?: true
+  /** The algorithms accepted from the provider's keys (asymmetric only). Never taken from the token. */
+  algorithms: Algorithm[]
+  remote?: RemoteKeyOptions
+}
+
+/** Exactly one of `keys`, `jwksUri` or `discovery: true`. */
+export type JwtMethodOptions = JwtLocalKeys | JwtRemoteKeys
+
 const HMAC_MIN_BYTES: Readonly<Record<string, number>> = { HS256: 32, HS384: 48, HS512: 64 }
 const ALGORITHMS_BY_KEY: Readonly<Record<string, readonly string[]>> = {
   secret: ['HS256', 'HS384', 'HS512'],
@@ -62,7 +80,8 @@ const ALGORITHMS_BY_KEY: Readonly<Record<string, readonly string[]>> = {
 // Header parameters that carry or point to a key. Verification never uses them; a token that
 // sends them is trying to choose its own key, so it is refused outright.
 const KEY_BEARING_HEADERS = ['jwk', 'jku', 'x5u', 'x5c']
-const JWT_KEYS = ['type', 'issuer', 'audience', 'keys', 'requiredClaims', 'requireExp', 'maxAgeSeconds', 'clockToleranceSeconds', 'typ', 'principal', 'cacheSize']
+const JWT_KEYS = ['type', 'issuer', 'audience', 'keys', 'jwksUri', 'discovery', 'algorithms', 'remote', 'requiredClaims', 'requireExp', 'maxAgeSeconds', 'clockToleranceSeconds', 'typ', 'principal', 'cacheSize']
+const ASYMMETRIC = new Set(Object.entries(ALGORITHMS_BY_KEY).filter(([kind]) => kind !== 'secret').flatMap(([, algs]) => algs))
 
 interface PreparedKey { kid: string | undefined, algorithms: ReadonlySet<string>, material: string | Buffer }
 
@@ -82,9 +101,7 @@ export function compileJwt (options: JwtMethodOptions, path: string): JwtVerifie
   if (!Array.isArray(audience) || audience.length === 0 || !audience.every((a) => typeof a === 'string' && a !== '')) {
     throw invalidOption(`${path}.audience`, 'the audience (aud) to accept: a string or a non-empty list of strings', options.audience)
   }
-  if (!Array.isArray(options.keys) || options.keys.length === 0) throw invalidOption(`${path}.keys`, 'a non-empty list of { kid?, algorithms, key }')
-  const keys = options.keys.map((key, i) => prepareKey(key, `${path}.keys[${i}]`))
-  if (keys.length > 1 && keys.some((k) => k.kid === undefined)) throw invalidOption(`${path}.keys`, 'keys that each have a kid, when there is more than one')
+  const resolveKey = keySource(options, path)
   const tolerance = seconds(options.clockToleranceSeconds, 5, `${path}.clockToleranceSeconds`)
   const maxAge = options.maxAgeSeconds === undefined ? undefined : seconds(options.maxAgeSeconds, 0, `${path}.maxAgeSeconds`)
   const cacheSize = options.cacheSize ?? 1000
@@ -93,17 +110,13 @@ export function compileJwt (options: JwtMethodOptions, path: string): JwtVerifie
   const mapping = principalMapping(options.principal, `${path}.principal`)
   if (options.typ !== undefined && (typeof options.typ !== 'string' || options.typ === '')) throw invalidOption(`${path}.typ`, 'a media type such as "at+jwt"', options.typ)
 
-  const byKid = new Map(keys.map((k) => [k.kid, k]))
-  const selectKey = (decoded: DecodedJwt): string | Buffer => {
-    const header = decoded.header as Record<string, unknown>
-    if (KEY_BEARING_HEADERS.some((name) => name in header)) throw new Error('key-bearing header')
-    const key = keys.length === 1 && header.kid === undefined ? keys[0] : byKid.get(header.kid as string | undefined)
-    if (key === undefined || !key.algorithms.has(header.alg as string)) throw new Error('no key for this token')
-    return key.material
-  }
   const verifier = createVerifier({
-    key: async (decoded: DecodedJwt) => selectKey(decoded),
-    algorithms: [...new Set(keys.flatMap((k) => [...k.algorithms]))] as Algorithm[],
+    key: async (decoded: DecodedJwt) => {
+      const header = decoded.header as Record<string, unknown>
+      if (KEY_BEARING_HEADERS.some((name) => name in header)) throw new Error('key-bearing header')
+      return await resolveKey.key(header.alg, header.kid)
+    },
+    algorithms: resolveKey.algorithms,
     allowedIss: options.issuer,
     allowedAud: audience,
     // fast-jwt checks iss and aud only when present: a token without them must not pass.
@@ -113,6 +126,8 @@ export function compileJwt (options: JwtMethodOptions, path: string): JwtVerifie
     ...(options.typ === undefined ? {} : { checkTyp: options.typ }),
     allowedCritHeaders: [],
     cache: cacheSize === 0 ? false : cacheSize,
+    // A provider that could not be reached says nothing about the token: that failure is not cached.
+    errorCacheTTL: (error) => isKeysUnavailable(error) ? -(tolerance * 1000) - 1 : -1,
     complete: false
   })
   const decodeIssuer = createDecoder({ complete: false })
@@ -133,6 +148,63 @@ export function compileJwt (options: JwtMethodOptions, path: string): JwtVerifie
       }
     }
   }
+}
+
+interface KeySource {
+  algorithms: Algorithm[]
+  key: (alg: unknown, kid: unknown) => Promise<string | Buffer>
+}
+
+/** Where a method's keys come from: configured keys, a JWKS URL or discovery; exactly one. */
+function keySource (options: JwtMethodOptions, path: string): KeySource {
+  const remote = options as JwtRemoteKeys
+  const given = ['keys' in options && options.keys !== undefined, remote.jwksUri !== undefined, remote.discovery !== undefined].filter(Boolean).length
+  if (given !== 1) throw invalidOption(path, 'given exactly one of keys, jwksUri or discovery: true')
+  if ('keys' in options && options.keys !== undefined) {
+    if (remote.algorithms !== undefined || remote.remote !== undefined) throw invalidOption(`${path}.algorithms`, 'set per key, in keys[].algorithms')
+    if (!Array.isArray(options.keys) || options.keys.length === 0) throw invalidOption(`${path}.keys`, 'a non-empty list of { kid?, algorithms, key }')
+    const keys = options.keys.map((key, i) => prepareKey(key, `${path}.keys[${i}]`))
+    if (keys.length > 1 && keys.some((k) => k.kid === undefined)) throw invalidOption(`${path}.keys`, 'keys that each have a kid, when there is more than one')
+    const byKid = new Map(keys.map((k) => [k.kid, k]))
+    return {
+      algorithms: [...new Set(keys.flatMap((k) => [...k.algorithms]))] as Algorithm[],
+      key: async (alg, kid) => {
+        const key = keys.length === 1 && kid === undefined ? keys[0] : byKid.get(kid as string | undefined)
+        if (key === undefined || !key.algorithms.has(alg as string)) throw new Error('no key for this token')
+        return key.material
+      }
+    }
+  }
+  if (remote.discovery !== undefined && remote.discovery !== true) throw invalidOption(`${path}.discovery`, 'true, to find the keys through OpenID Connect discovery', remote.discovery)
+  if (!Array.isArray(remote.algorithms) || remote.algorithms.length === 0 || !remote.algorithms.every((alg) => ASYMMETRIC.has(alg))) {
+    throw invalidOption(`${path}.algorithms`, `a non-empty list of asymmetric algorithms for the provider's keys: ${[...ASYMMETRIC].join(', ')}`, remote.algorithms)
+  }
+  if (remote.discovery === true) checkProviderUrl(options.issuer, `${path}.issuer`)
+  const settings = checkKnownKeys(remote.remote ?? {}, ['timeoutMs', 'cooldownSeconds', 'maxAgeSeconds'], `${path}.remote`) as RemoteKeyOptions
+  const provider = remoteKeys(options.issuer, remote.jwksUri === undefined ? { discovery: true } : { jwksUri: checkProviderUrl(remote.jwksUri, `${path}.jwksUri`) }, {
+    timeoutMs: positive(settings.timeoutMs, 5000, `${path}.remote.timeoutMs`),
+    cooldownSeconds: seconds(settings.cooldownSeconds, 30, `${path}.remote.cooldownSeconds`),
+    maxAgeSeconds: positive(settings.maxAgeSeconds, 600, `${path}.remote.maxAgeSeconds`)
+  })
+  const algorithms = new Set<string>(remote.algorithms)
+  return {
+    algorithms: remote.algorithms,
+    key: async (alg, kid) => {
+      if (typeof alg !== 'string' || !algorithms.has(alg) || (kid !== undefined && typeof kid !== 'string')) throw new Error('no key for this token')
+      return await provider.key(alg, kid)
+    }
+  }
+}
+
+function positive (value: unknown, fallback: number, path: string): number {
+  if (value === undefined) return fallback
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) throw invalidOption(path, 'a positive number', value)
+  return value
+}
+
+/** Whether a verification failed because the provider's keys could not be had. */
+export function isKeysUnavailable (error: unknown): boolean {
+  return (error as { originalError?: unknown } | undefined)?.originalError instanceof KeysUnavailable
 }
 
 function prepareKey (input: JwtKey, path: string): PreparedKey {

@@ -3,8 +3,8 @@ import { checkKnownKeys, createPrincipal, invalidOption, type Principal } from '
 import { MemoryApiKeyStore, verifyApiKey, type ApiKeyRecord, type ApiKeyStore } from './api-key.js'
 import { isToken68, quote, type Authorization } from './authorization.js'
 import { decodeBasic, hashPassword, parsePasswordHash, verifyPassword, type BasicUser } from './basic.js'
-import { AmbiguousCredentials, InvalidCredentials, InvalidRequest, InvalidToken } from './errors.js'
-import { compileJwt, type JwtMethodOptions } from './jwt.js'
+import { AmbiguousCredentials, InvalidCredentials, InvalidRequest, InvalidToken, KeysUnavailableError } from './errors.js'
+import { compileJwt, isKeysUnavailable, type JwtMethodOptions } from './jwt.js'
 
 export interface ApiKeyMethodOptions {
   type: 'api-key'
@@ -144,7 +144,10 @@ function jwtMethod (name: string, options: JwtMethodOptions, realm: string, path
     async verify (credential) {
       try {
         return await verifier.verify(credential)
-      } catch {
+      } catch (err) {
+        // Fail closed, but honestly: without the provider's keys nothing can be decided, and
+        // the client may retry. Nothing about the token is said either way.
+        if (isKeysUnavailable(err)) throw Object.assign(new KeysUnavailableError(), { headers: { 'retry-after': '5' } })
         // Which check failed stays here: the client, forger or not, learns only that it failed.
         throw withChallenge(new InvalidToken(), invalidToken)
       }
