@@ -1,6 +1,7 @@
 // Benchmarks each Portcullis scenario against bare Fastify serving the same request.
 // Run from the repository root after `pnpm build`: node bench/run.mjs (or simply `pnpm bench`).
 import { fork } from 'node:child_process'
+import { generateKeyPairSync, randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import { mkdir, writeFile } from 'node:fs/promises'
 import os from 'node:os'
@@ -8,6 +9,7 @@ import { dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { isDeepStrictEqual } from 'node:util'
 import autocannon from 'autocannon'
+import { createSigner } from 'fast-jwt'
 
 // The only address ever loaded: the servers are children of this process on loopback.
 const HOST = '127.0.0.1'
@@ -16,13 +18,53 @@ const RESULTS_FILE = fileURLToPath(new URL('./results/latest.json', import.meta.
 const WARMUP_SECONDS = 2
 const SERVER_START_TIMEOUT_MS = 15_000
 const VERIFY_TIMEOUT_MS = 5_000
+const CPU_QUERY_TIMEOUT_MS = 5_000
+// Must match what server.mjs configures for the JWT scenarios.
+const JWT_ISSUER = 'https://idp.bench.local/'
+const JWT_AUDIENCE = 'orders-api'
+const JWT_LIFETIME_SECONDS = 3600
 
 // Each target scenario (a name known to server.mjs) is compared with the bare-Fastify baseline
-// on exactly the same request.
+// on exactly the same request. prepare() runs just before the scenario and returns the request
+// headers, the settings the target server needs (keys), and whether the target must refuse the
+// request without its credentials.
 const SCENARIOS = [
   // The forwarded header comes from a trusted proxy (the loopback client), so core walks the chain.
-  { name: 'core', path: '/orders/42', headers: { 'x-forwarded-for': '198.51.100.7' } }
+  { name: 'core', path: '/orders/42', prepare: () => ({ headers: { 'x-forwarded-for': '198.51.100.7' } }) },
+  // One token on every request: what is measured is a token the plugin has already verified.
+  { name: 'jwt-es256', path: '/orders/42', prepare: prepareEs256 },
+  { name: 'jwt-hs256', path: '/orders/42', prepare: prepareHs256 }
 ]
+const SCENARIO_NAMES = SCENARIOS.map((scenario) => scenario.name)
+
+function prepareEs256 (settings) {
+  const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' })
+  const token = signToken(privateKey.export({ type: 'pkcs8', format: 'pem' }), 'ES256', settings)
+  return jwtScenario(token, { publicKey: publicKey.export({ type: 'spki', format: 'pem' }) })
+}
+
+function prepareHs256 (settings) {
+  const secret = randomBytes(32)
+  return jwtScenario(signToken(secret, 'HS256', settings), { secret: secret.toString('base64url') })
+}
+
+function jwtScenario (token, serverOptions) {
+  return { headers: { authorization: `Bearer ${token}` }, serverOptions, requiresCredentials: true }
+}
+
+// The token must outlive the scenario, or the last runs would measure refusals.
+function signToken (key, algorithm, settings) {
+  const planned = settings.rounds * 2 * (settings.warmup + settings.duration)
+  const lifetime = Math.max(JWT_LIFETIME_SECONDS, planned + 600)
+  const sign = createSigner({ key, algorithm, kid: 'k1' })
+  return sign({
+    iss: JWT_ISSUER,
+    aud: JWT_AUDIENCE,
+    sub: 'alice',
+    scope: 'orders:read',
+    exp: Math.floor(Date.now() / 1000) + lifetime
+  })
+}
 
 const children = new Set()
 
@@ -33,8 +75,23 @@ function readSettings (env) {
     connections: integerSetting(env, 'BENCH_CONNECTIONS', 50, 1, 1000),
     pipelining: 1,
     warmup: WARMUP_SECONDS,
-    minRatio: ratioSetting(env, 'BENCH_MIN_RATIO')
+    scenarios: scenarioSetting(env, 'BENCH_SCENARIOS'),
+    minRatio: ratioSetting(env, 'BENCH_MIN_RATIO'),
+    maxAddedCpu: microsecondsSetting(env, 'BENCH_MAX_ADDED_CPU_US')
   }
+}
+
+function scenarioSetting (env, name) {
+  const text = env[name]
+  if (text === undefined || text.trim() === '') return SCENARIO_NAMES
+  const names = text.split(',').map((part) => part.trim())
+  for (const scenario of names) {
+    if (!SCENARIO_NAMES.includes(scenario)) {
+      throw new Error(`${name}: unknown scenario "${scenario}"; known: ${SCENARIO_NAMES.join(', ')}`)
+    }
+  }
+  if (new Set(names).size !== names.length) throw new Error(`${name} names a scenario twice: "${text}"`)
+  return names
 }
 
 function integerSetting (env, name, fallback, min, max) {
@@ -56,8 +113,19 @@ function ratioSetting (env, name) {
   return value
 }
 
-async function startServer (scenario) {
-  const child = fork(SERVER_SCRIPT, [scenario], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+function microsecondsSetting (env, name) {
+  const text = env[name]
+  if (text === undefined || text === '') return null
+  const value = Number(text)
+  if (!Number.isFinite(value) || value < 0) throw new Error(`${name} must be a number of microseconds, 0 or more, got "${text}"`)
+  return value
+}
+
+async function startServer (scenario, serverOptions = {}) {
+  const child = fork(SERVER_SCRIPT, [scenario], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    env: { ...process.env, BENCH_SERVER_OPTIONS: JSON.stringify(serverOptions) }
+  })
   children.add(child)
   child.once('exit', () => children.delete(child))
   const port = await new Promise((resolve, reject) => {
@@ -77,8 +145,22 @@ async function stopServer (server) {
   await exited
 }
 
-async function fetchOnce (server, scenario) {
-  const response = await fetch(server.url + scenario.path, { headers: scenario.headers, signal: AbortSignal.timeout(VERIFY_TIMEOUT_MS) })
+// The server's user + system CPU time so far, in microseconds.
+async function serverCpu (server) {
+  const reply = once(server.child, 'message', { signal: AbortSignal.timeout(CPU_QUERY_TIMEOUT_MS) })
+  server.child.send('cpu?')
+  let message
+  try {
+    [message] = await reply
+  } catch (err) {
+    throw new Error(`server "${server.scenario}" did not report its CPU time: ${err.message}`)
+  }
+  if (!Number.isFinite(message?.cpu)) throw new Error(`server "${server.scenario}" sent an invalid CPU report: ${JSON.stringify(message)}`)
+  return message.cpu
+}
+
+async function fetchOnce (server, path, headers) {
+  const response = await fetch(server.url + path, { headers, signal: AbortSignal.timeout(VERIFY_TIMEOUT_MS) })
   const text = await response.text()
   let body
   try { body = JSON.parse(text) } catch { body = text }
@@ -86,9 +168,9 @@ async function fetchOnce (server, scenario) {
 }
 
 // A benchmark of a broken server is worthless: both must answer 200 with the same JSON.
-async function verifySameResponse (baseline, target, scenario) {
-  const expected = await fetchOnce(baseline, scenario)
-  const actual = await fetchOnce(target, scenario)
+async function verifySameResponse (baseline, target, scenario, headers) {
+  const expected = await fetchOnce(baseline, scenario.path, headers)
+  const actual = await fetchOnce(target, scenario.path, headers)
   if (expected.status !== 200 || actual.status !== 200 || !isDeepStrictEqual(expected.body, actual.body)) {
     throw new Error(`${scenario.name}: responses differ for GET ${scenario.path}\n` +
       `  baseline: ${expected.status} ${JSON.stringify(expected.body)}\n` +
@@ -96,10 +178,21 @@ async function verifySameResponse (baseline, target, scenario) {
   }
 }
 
-async function load (server, scenario, connections, duration) {
+// A 200 from a target that lets anyone in would measure nothing: without its credentials the
+// request must be refused.
+async function verifyRefusedWithout (target, scenario, headers) {
+  const { authorization, ...rest } = headers
+  const refused = await fetchOnce(target, scenario.path, rest)
+  if (refused.status !== 401) {
+    throw new Error(`${scenario.name}: GET ${scenario.path} without credentials answered ` +
+      `${refused.status} ${JSON.stringify(refused.body)}, expected 401`)
+  }
+}
+
+async function load (server, scenario, headers, connections, duration) {
   const result = await autocannon({
     url: server.url + scenario.path,
-    headers: scenario.headers,
+    headers,
     connections,
     pipelining: 1,
     duration
@@ -118,17 +211,28 @@ async function load (server, scenario, connections, duration) {
   }
 }
 
+// One measured run, with the server's CPU time read just before and just after it.
+async function measure (server, scenario, headers, settings) {
+  const before = await serverCpu(server)
+  const run = await load(server, scenario, headers, settings.connections, settings.duration)
+  const cpuMicros = await serverCpu(server) - before
+  if (run.requests === 0) throw new Error(`${scenario.name}/${server.scenario}: no request completed during the run`)
+  return { ...run, cpuMicros, cpuPerRequest: cpuMicros / run.requests }
+}
+
 // Baseline and target take turns, so drift on the machine weighs on both alike.
 async function runScenario (scenario, settings) {
-  const [baseline, target] = await Promise.all([startServer('baseline'), startServer(scenario.name)])
+  const { headers, serverOptions, requiresCredentials = false } = scenario.prepare(settings)
+  const [baseline, target] = await Promise.all([startServer('baseline'), startServer(scenario.name, serverOptions)])
   try {
-    await verifySameResponse(baseline, target, scenario)
+    await verifySameResponse(baseline, target, scenario, headers)
+    if (requiresCredentials) await verifyRefusedWithout(target, scenario, headers)
     const runs = { baseline: [], target: [] }
     for (let round = 1; round <= settings.rounds; round++) {
       for (const [role, server] of [['baseline', baseline], ['target', target]]) {
         console.error(`${scenario.name}: round ${round}/${settings.rounds}, ${role} (${settings.warmup} s warm-up, ${settings.duration} s measured)`)
-        await load(server, scenario, settings.connections, settings.warmup)
-        runs[role].push(await load(server, scenario, settings.connections, settings.duration))
+        await load(server, scenario, headers, settings.connections, settings.warmup)
+        runs[role].push(await measure(server, scenario, headers, settings))
       }
     }
     return summarize(scenario.name, runs)
@@ -147,7 +251,9 @@ function summarize (name, runs) {
     ratio: {
       requestsPerSecond: target.requestsPerSecond / baseline.requestsPerSecond,
       p99: baseline.p99 > 0 ? target.p99 / baseline.p99 : null
-    }
+    },
+    // What the plugins cost the server per request, in CPU microseconds.
+    addedCpuPerRequest: target.cpuPerRequest - baseline.cpuPerRequest
   }
 }
 
@@ -155,7 +261,8 @@ function medians (runs) {
   return {
     requestsPerSecond: median(runs.map((run) => run.requestsPerSecond)),
     p50: median(runs.map((run) => run.p50)),
-    p99: median(runs.map((run) => run.p99))
+    p99: median(runs.map((run) => run.p99)),
+    cpuPerRequest: median(runs.map((run) => run.cpuPerRequest))
   }
 }
 
@@ -166,19 +273,44 @@ function median (values) {
 }
 
 function printTable (results, settings) {
-  const rows = [['scenario', 'server', 'req/s', 'p50 ms', 'p99 ms']]
+  const rows = [['scenario', 'server', 'req/s', 'p50 ms', 'p99 ms', 'CPU µs/req']]
   for (const result of results) {
-    rows.push([result.scenario, 'baseline', fixed(result.baseline.requestsPerSecond, 0), fixed(result.baseline.p50, 2), fixed(result.baseline.p99, 2)])
-    rows.push([result.scenario, 'target', fixed(result.target.requestsPerSecond, 0), fixed(result.target.p50, 2), fixed(result.target.p99, 2)])
-    rows.push([result.scenario, 'ratio', fixed(result.ratio.requestsPerSecond, 3), '', fixed(result.ratio.p99, 3)])
+    for (const side of ['baseline', 'target']) {
+      const { requestsPerSecond, p50, p99, cpuPerRequest } = result[side]
+      rows.push([result.scenario, side, fixed(requestsPerSecond, 0), fixed(p50, 2), fixed(p99, 2), fixed(cpuPerRequest, 2)])
+    }
+    rows.push([result.scenario, 'ratio', fixed(result.ratio.requestsPerSecond, 3), '', fixed(result.ratio.p99, 3), ''])
   }
-  const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => row[column].length)))
   console.log(`\n${settings.connections} connections, pipelining ${settings.pipelining}, ` +
     `${settings.duration} s x ${settings.rounds} rounds (medians), node ${process.version}\n`)
-  for (const row of rows) {
-    console.log(row.map((cell, column) => column < 2 ? cell.padEnd(widths[column]) : cell.padStart(widths[column])).join('  '))
-  }
+  printRows(rows)
   console.log('\nratio = target / baseline: req/s below 1 is throughput lost to the plugins, p99 above 1 is added tail latency.')
+  console.log('CPU µs/req = server process CPU time (user + system) during the run / responses in the run.')
+
+  const limit = settings.maxAddedCpu === null ? '' : `, limit ${settings.maxAddedCpu} µs`
+  console.log(`\nadded server CPU per request (target - baseline${limit}):\n`)
+  printRows(results.map((result) => [
+    result.scenario,
+    `${signed(result.addedCpuPerRequest)} µs`,
+    settings.maxAddedCpu === null ? '' : (exceedsCpuLimit(result, settings) ? 'FAIL' : 'ok')
+  ]), 1)
+  console.log('')
+}
+
+// Text columns (the first `leftColumns`) are aligned left, numbers right.
+function printRows (rows, leftColumns = 2) {
+  const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => row[column].length)))
+  for (const row of rows) {
+    console.log(row.map((cell, column) => column < leftColumns ? cell.padEnd(widths[column]) : cell.padStart(widths[column])).join('  ').trimEnd())
+  }
+}
+
+function signed (value) {
+  return (value >= 0 ? '+' : '') + value.toFixed(2)
+}
+
+function exceedsCpuLimit (result, settings) {
+  return settings.maxAddedCpu !== null && result.addedCpuPerRequest > settings.maxAddedCpu
 }
 
 function fixed (value, digits) {
@@ -206,7 +338,9 @@ function killChildren () {
 async function main () {
   const settings = readSettings(process.env)
   const results = []
-  for (const scenario of SCENARIOS) results.push(await runScenario(scenario, settings))
+  for (const name of settings.scenarios) {
+    results.push(await runScenario(SCENARIOS.find((scenario) => scenario.name === name), settings))
+  }
   printTable(results, settings)
   await writeResults(results, settings)
   if (settings.minRatio !== null) {
@@ -216,6 +350,12 @@ async function main () {
     }
     if (slow.length > 0) process.exitCode = 1
   }
+  const costly = results.filter((result) => exceedsCpuLimit(result, settings))
+  for (const result of costly) {
+    console.error(`FAIL ${result.scenario}: added CPU per request ${signed(result.addedCpuPerRequest)} µs ` +
+      `is above BENCH_MAX_ADDED_CPU_US=${settings.maxAddedCpu}`)
+  }
+  if (costly.length > 0) process.exitCode = 1
 }
 
 // Servers must never outlive the run, whichever way it ends.

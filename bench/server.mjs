@@ -1,8 +1,15 @@
 // One benchmark server, run as a child of run.mjs so that the load generator never shares its
-// event loop. Usage: node bench/server.mjs <scenario>. Reports { port } to the parent over IPC.
+// event loop. Usage: node bench/server.mjs <scenario>. Reports { port } to the parent over IPC,
+// then answers each 'cpu?' message with { cpu }: the process's user + system CPU time in µs.
+// Scenario settings that run.mjs makes per run (keys) arrive as JSON in BENCH_SERVER_OPTIONS.
 import Fastify from 'fastify'
 import { portcullis } from '@portcullis/gateway'
-import { SnapshotHolder } from '@portcullis/core'
+import { portcullisCore, SnapshotHolder } from '@portcullis/core'
+import { portcullisAuthn } from '@portcullis/authn'
+
+// Must match the claims of the token run.mjs signs.
+const JWT_ISSUER = 'https://idp.bench.local/'
+const JWT_AUDIENCE = 'orders-api'
 
 // Each scenario registers its plugins on the app; the route is added after, identically for all.
 const SCENARIOS = {
@@ -10,12 +17,40 @@ const SCENARIOS = {
   core: async (app) => {
     const snapshot = new SnapshotHolder({ version: 'v1', value: {} })
     await app.register(portcullis, { core: { trustedProxies: ['127.0.0.1/32'], snapshot } })
+  },
+  'jwt-es256': async (app, options) => {
+    const key = requireOption(options, 'publicKey')
+    await registerJwt(app, { kid: 'k1', algorithms: ['ES256'], key })
+  },
+  'jwt-hs256': async (app, options) => {
+    const key = Buffer.from(requireOption(options, 'secret'), 'base64url')
+    await registerJwt(app, { kid: 'k1', algorithms: ['HS256'], key })
   }
 }
 
-async function buildApp (scenario) {
+async function registerJwt (app, key) {
+  await app.register(portcullisCore)
+  await app.register(portcullisAuthn, {
+    methods: { jwt: { type: 'jwt', issuer: JWT_ISSUER, audience: JWT_AUDIENCE, keys: [key] } }
+  })
+}
+
+function requireOption (options, name) {
+  const value = options[name]
+  if (typeof value !== 'string' || value === '') throw new Error(`BENCH_SERVER_OPTIONS has no ${name}`)
+  return value
+}
+
+function readOptions (text) {
+  if (text === undefined || text === '') return {}
+  const options = JSON.parse(text)
+  if (typeof options !== 'object' || options === null) throw new Error('BENCH_SERVER_OPTIONS must be a JSON object')
+  return options
+}
+
+async function buildApp (scenario, options) {
   const app = Fastify({ logger: false })
-  await SCENARIOS[scenario](app)
+  await SCENARIOS[scenario](app, options)
   app.get('/orders/:id', async (request) => {
     return { id: request.params.id, item: 'lamp', quantity: 1 }
   })
@@ -33,16 +68,23 @@ function assertCoreSetup (app) {
   if (snapshot?.current.version !== 'v1') throw new Error('core has no policy snapshot installed')
 }
 
+function reportCpu (message) {
+  if (message !== 'cpu?') return
+  const { user, system } = process.cpuUsage()
+  process.send({ cpu: user + system })
+}
+
 async function main () {
   const scenario = process.argv[2]
   if (!Object.hasOwn(SCENARIOS, scenario)) {
     throw new Error(`unknown scenario "${scenario}"; known: ${Object.keys(SCENARIOS).join(', ')}`)
   }
   if (typeof process.send !== 'function') throw new Error('server.mjs must be started by run.mjs (needs an IPC channel)')
-  const app = await buildApp(scenario)
+  const app = await buildApp(scenario, readOptions(process.env.BENCH_SERVER_OPTIONS))
   await app.listen({ host: '127.0.0.1', port: 0 })
   // Never outlive the parent, even if it dies without killing us.
   process.on('disconnect', () => process.exit(0))
+  process.on('message', reportCpu)
   process.send({ port: app.server.address().port })
 }
 

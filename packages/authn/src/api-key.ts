@@ -1,6 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { createPrincipal, invalidOption, type Principal, type PrincipalInput } from '@portcullis/core'
+import { within, type RedisLike } from './redis.js'
 
 /** Who a key stands for: a principal without `method` and `credentialId`, which authn sets. */
 export type KeyOwner = Omit<PrincipalInput, 'method' | 'credentialId'>
@@ -139,4 +140,43 @@ function checkRecord (record: ApiKeyRecord, path: string): ApiKeyRecord {
     throw invalidOption(`${path}.owner`, `a valid principal: ${(err as Error).message}`)
   }
   return Object.freeze({ ...record })
+}
+
+/**
+ * API keys shared by every instance through Redis: each record is stored under its hash, and
+ * an index from key id to hash serves `revoke()`.
+ */
+export class RedisApiKeyStore implements ApiKeyStore {
+  readonly #client: RedisLike
+  readonly #prefix: string
+  readonly #timeout: number
+
+  constructor (options: { client: RedisLike, prefix?: string, timeoutMs?: number }) {
+    if (typeof options?.client?.get !== 'function') throw invalidOption('apiKeyStore.client', 'a Redis client such as an ioredis instance')
+    this.#client = options.client
+    this.#prefix = options.prefix ?? 'portcullis:apikey:'
+    this.#timeout = options.timeoutMs ?? 200
+  }
+
+  async find (hash: string): Promise<ApiKeyRecord | undefined> {
+    const text = await within(this.#client.get(`${this.#prefix}hash:${hash}`), this.#timeout)
+    return text === null ? undefined : JSON.parse(text) as ApiKeyRecord
+  }
+
+  async add (record: ApiKeyRecord): Promise<void> {
+    const checked = checkRecord(record, 'apiKey')
+    const taken = await within(this.#client.set(`${this.#prefix}id:${checked.id}`, checked.hash, 'NX'), this.#timeout)
+    if (taken === null) throw invalidOption(`apiKey ${checked.id}`, 'a key id not used by another key')
+    await within(this.#client.set(`${this.#prefix}hash:${checked.hash}`, JSON.stringify(checked)), this.#timeout)
+  }
+
+  /** Revokes a key for every instance at once. Returns false when no key has that id. */
+  async revoke (id: string): Promise<boolean> {
+    const hash = await within(this.#client.get(`${this.#prefix}id:${id}`), this.#timeout)
+    if (hash === null) return false
+    const record = await this.find(hash)
+    if (record === undefined) return false
+    await within(this.#client.set(`${this.#prefix}hash:${hash}`, JSON.stringify({ ...record, revoked: true })), this.#timeout)
+    return true
+  }
 }

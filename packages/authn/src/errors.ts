@@ -7,4 +7,5 @@ export const InvalidToken = createError('PORTCULLIS_AUTHN_INVALID_TOKEN', 'The a
 export const InvalidCredentials = createError('PORTCULLIS_AUTHN_INVALID_CREDENTIALS', 'The credentials are not valid', 401, 'Unauthorized')
 export const InvalidRequest = createError('PORTCULLIS_AUTHN_INVALID_REQUEST', 'The credentials in the request are malformed: %s', 400, 'Bad Request')
 export const AmbiguousCredentials = createError('PORTCULLIS_AUTHN_AMBIGUOUS_CREDENTIALS', 'The request carries credentials in more than one way', 400, 'Bad Request')
-export const KeysUnavailableError = createError('PORTCULLIS_AUTHN_KEYS_UNAVAILABLE', 'The identity provider cannot be reached to check the credentials', 503, 'Service Unavailable')
+export const ProviderUnavailable = createError('PORTCULLIS_AUTHN_PROVIDER_UNAVAILABLE', 'The identity provider cannot be reached to check the credentials', 503, 'Service Unavailable')
+export const RevocationUnavailable = createError('PORTCULLIS_AUTHN_REVOCATION_UNAVAILABLE', 'The revocation status of the credentials cannot be checked', 503, 'Service Unavailable')

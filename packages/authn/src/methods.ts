@@ -3,7 +3,7 @@ import { checkKnownKeys, createPrincipal, invalidOption, type Principal } from '
 import { MemoryApiKeyStore, verifyApiKey, type ApiKeyRecord, type ApiKeyStore } from './api-key.js'
 import { isToken68, quote, type Authorization } from './authorization.js'
 import { decodeBasic, hashPassword, parsePasswordHash, verifyPassword, type BasicUser } from './basic.js'
-import { AmbiguousCredentials, InvalidCredentials, InvalidRequest, InvalidToken, KeysUnavailableError } from './errors.js'
+import { AmbiguousCredentials, InvalidCredentials, InvalidRequest, InvalidToken, ProviderUnavailable } from './errors.js'
 import { compileJwt, isKeysUnavailable, type JwtMethodOptions } from './jwt.js'
 
 export interface ApiKeyMethodOptions {
@@ -37,6 +37,8 @@ export interface Method {
   find: (request: FastifyRequest, authorization: Authorization | null) => string | undefined
   /** Verifies the credential; throws InvalidToken or InvalidCredentials, with the challenge. */
   verify: (credential: string) => Promise<Principal>
+  /** The refusal of a credential that verified but must not be accepted (revoked). */
+  refuse: () => Error
   /** JWT methods: whether a token names this method's issuer (unverified), to route among issuers. */
   claimsIssuer?: (credential: string) => boolean
 }
@@ -80,7 +82,8 @@ function apiKeyMethod (name: string, options: ApiKeyMethodOptions, realm: string
       const verified = await verifyApiKey(store, credential)
       if (verified === null) throw invalid()
       return verified.principal
-    }
+    },
+    refuse: invalid
   }
 }
 
@@ -117,7 +120,8 @@ async function basicMethod (name: string, options: BasicMethodOptions, realm: st
       const matches = await verifyPassword(decoded.password, user?.hash ?? decoy)
       if (user === undefined || !matches) throw invalid()
       return createPrincipal({ ...user.owner, method: 'basic', credentialId: decoded.username })
-    }
+    },
+    refuse: invalid
   }
 }
 
@@ -147,11 +151,12 @@ function jwtMethod (name: string, options: JwtMethodOptions, realm: string, path
       } catch (err) {
         // Fail closed, but honestly: without the provider's keys nothing can be decided, and
         // the client may retry. Nothing about the token is said either way.
-        if (isKeysUnavailable(err)) throw Object.assign(new KeysUnavailableError(), { headers: { 'retry-after': '5' } })
+        if (isKeysUnavailable(err)) throw Object.assign(new ProviderUnavailable(), { headers: { 'retry-after': '5' } })
         // Which check failed stays here: the client, forger or not, learns only that it failed.
         throw withChallenge(new InvalidToken(), invalidToken)
       }
-    }
+    },
+    refuse: () => withChallenge(new InvalidToken(), invalidToken)
   }
 }
 

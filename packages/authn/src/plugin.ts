@@ -5,7 +5,8 @@ import {
   type Mode, type PortcullisError, type Principal
 } from '@portcullis/core'
 import { parseAuthorization } from './authorization.js'
-import { AmbiguousCredentials, InvalidToken, MissingCredentials } from './errors.js'
+import { AmbiguousCredentials, InvalidToken, MissingCredentials, RevocationUnavailable } from './errors.js'
+import { revocationKey, type RevocationStore } from './revocation.js'
 import { compileMethod, type Method, type MethodOptions } from './methods.js'
 
 export const PLUGIN_NAME = '@portcullis/authn'
@@ -29,6 +30,11 @@ export interface AuthnOptions {
   realm?: string
   /** @default 'enforce' */
   mode?: Mode
+  /**
+   * Where revoked credentials are looked up after they verify: JWTs by `jti`, API keys by id
+   * (see `revocationKey()`). Redis-backed for a fleet. @default none
+   */
+  revocation?: RevocationStore
   /**
    * What routes without `config.authn` require (unknown paths included, so a 404 never tells an
    * anonymous client which routes exist). @default { require: 'any' } with every method
@@ -56,7 +62,11 @@ const kPolicy = Symbol('portcullis.authn.policy')
 type WithPolicy = Record<typeof kPolicy, Policy | null | undefined>
 
 const plugin: FastifyPluginAsync<AuthnOptions> = async (app, options) => {
-  checkKnownKeys(options, ['methods', 'realm', 'mode', 'defaults'], 'authn')
+  checkKnownKeys(options, ['methods', 'realm', 'mode', 'defaults', 'revocation'], 'authn')
+  const revocation = options.revocation ?? null
+  if (revocation !== null && (typeof revocation.isRevoked !== 'function' || typeof revocation.revoke !== 'function')) {
+    throw invalidOption('authn.revocation', 'a revocation store with revoke() and isRevoked(), such as a RedisRevocationStore')
+  }
   const realm = options.realm ?? 'api'
   if (typeof realm !== 'string' || realm === '' || /["\\\u0000-\u001f]/.test(realm)) { // eslint-disable-line no-control-regex -- characters a quoted realm cannot hold
     throw invalidOption('authn.realm', 'a non-empty string without quotes, backslashes or control characters', realm)
@@ -102,7 +112,7 @@ const plugin: FastifyPluginAsync<AuthnOptions> = async (app, options) => {
     if (policy === null) return
     let principal: Principal | undefined
     try {
-      principal = await authenticate(request, policy)
+      principal = await authenticate(request, policy, revocation)
     } catch (err) {
       const error = err as PortcullisError
       if (error.statusCode === 401 && error.headers === undefined) error.headers = { 'www-authenticate': policy.challenges }
@@ -119,7 +129,22 @@ function oneOrMany (values: string[]): string | string[] {
   return values.length === 1 ? values[0] as string : values
 }
 
-async function authenticate (request: FastifyRequest, policy: Policy): Promise<Principal> {
+async function authenticate (request: FastifyRequest, policy: Policy, revocation: RevocationStore | null): Promise<Principal> {
+  const verify = async ([method, credential]: [Method, string]): Promise<Principal> => {
+    const principal = await method.verify(credential)
+    const key = revocation === null ? undefined : revocationKey(principal)
+    if (key === undefined) return principal
+    let revoked: boolean
+    try {
+      revoked = await (revocation as RevocationStore).isRevoked(key)
+    } catch (err) {
+      // Fail closed: a credential whose revocation cannot be checked is not accepted.
+      request.log.warn({ err }, 'revocation store unavailable')
+      throw Object.assign(new RevocationUnavailable(), { headers: { 'retry-after': '5' } })
+    }
+    if (revoked) throw method.refuse()
+    return principal
+  }
   const authorization = parseAuthorization(request)
   if (authorization === 'duplicate') throw new AmbiguousCredentials()
   const presented: Array<[Method, string]> = []
@@ -129,15 +154,14 @@ async function authenticate (request: FastifyRequest, policy: Policy): Promise<P
   }
   if (policy.all) {
     if (presented.length < policy.methods.length) throw new MissingCredentials()
-    const principals = await Promise.all(presented.map(([method, credential]) => method.verify(credential)))
+    const principals = await Promise.all(presented.map(verify))
     return principals[0] as Principal
   }
   if (presented.length === 0) {
     if (policy.anonymous) return ANONYMOUS
     throw new MissingCredentials()
   }
-  const [method, credential] = choose(presented)
-  return await method.verify(credential)
+  return await verify(choose(presented))
 }
 
 // Several JWT methods see the same Bearer token: the token's issuer says whose it is. Any other

@@ -79,7 +79,7 @@ test('a provider that is down means 503, never a guess', async (t) => {
   const res = await call(app, token)
   t.equal(res.statusCode, 503)
   t.equal(res.headers['retry-after'], '5')
-  t.equal(res.json().code, 'PORTCULLIS_AUTHN_KEYS_UNAVAILABLE')
+  t.equal(res.json().code, 'PORTCULLIS_AUTHN_PROVIDER_UNAVAILABLE')
 })
 
 test('a provider that answers errors is asked again only after a pause', async (t) => {
