@@ -145,7 +145,7 @@ async function stopServer (server) {
   await exited
 }
 
-// The server's user + system CPU time so far, in microseconds.
+// The server's CPU time so far, { user, system }, in microseconds.
 async function serverCpu (server) {
   const reply = once(server.child, 'message', { signal: AbortSignal.timeout(CPU_QUERY_TIMEOUT_MS) })
   server.child.send('cpu?')
@@ -155,8 +155,9 @@ async function serverCpu (server) {
   } catch (err) {
     throw new Error(`server "${server.scenario}" did not report its CPU time: ${err.message}`)
   }
-  if (!Number.isFinite(message?.cpu)) throw new Error(`server "${server.scenario}" sent an invalid CPU report: ${JSON.stringify(message)}`)
-  return message.cpu
+  const { user, system } = message?.cpu ?? {}
+  if (!Number.isFinite(user) || !Number.isFinite(system)) throw new Error(`server "${server.scenario}" sent an invalid CPU report: ${JSON.stringify(message)}`)
+  return { user, system }
 }
 
 async function fetchOnce (server, path, headers) {
@@ -215,9 +216,18 @@ async function load (server, scenario, headers, connections, duration) {
 async function measure (server, scenario, headers, settings) {
   const before = await serverCpu(server)
   const run = await load(server, scenario, headers, settings.connections, settings.duration)
-  const cpuMicros = await serverCpu(server) - before
+  const after = await serverCpu(server)
   if (run.requests === 0) throw new Error(`${scenario.name}/${server.scenario}: no request completed during the run`)
-  return { ...run, cpuMicros, cpuPerRequest: cpuMicros / run.requests }
+  const userMicros = after.user - before.user
+  const systemMicros = after.system - before.system
+  return {
+    ...run,
+    cpuMicros: userMicros + systemMicros,
+    userMicros,
+    systemMicros,
+    cpuPerRequest: (userMicros + systemMicros) / run.requests,
+    userCpuPerRequest: userMicros / run.requests
+  }
 }
 
 // Baseline and target take turns, so drift on the machine weighs on both alike.
@@ -252,8 +262,10 @@ function summarize (name, runs) {
       requestsPerSecond: target.requestsPerSecond / baseline.requestsPerSecond,
       p99: baseline.p99 > 0 ? target.p99 / baseline.p99 : null
     },
-    // What the plugins cost the server per request, in CPU microseconds.
-    addedCpuPerRequest: target.cpuPerRequest - baseline.cpuPerRequest
+    // What the plugins cost the server per request, in CPU microseconds (user + system), and
+    // the part of it spent in user space.
+    addedCpuPerRequest: target.cpuPerRequest - baseline.cpuPerRequest,
+    addedUserCpuPerRequest: target.userCpuPerRequest - baseline.userCpuPerRequest
   }
 }
 
@@ -262,7 +274,8 @@ function medians (runs) {
     requestsPerSecond: median(runs.map((run) => run.requestsPerSecond)),
     p50: median(runs.map((run) => run.p50)),
     p99: median(runs.map((run) => run.p99)),
-    cpuPerRequest: median(runs.map((run) => run.cpuPerRequest))
+    cpuPerRequest: median(runs.map((run) => run.cpuPerRequest)),
+    userCpuPerRequest: median(runs.map((run) => run.userCpuPerRequest))
   }
 }
 
@@ -273,25 +286,27 @@ function median (values) {
 }
 
 function printTable (results, settings) {
-  const rows = [['scenario', 'server', 'req/s', 'p50 ms', 'p99 ms', 'CPU µs/req']]
+  const rows = [['scenario', 'server', 'req/s', 'p50 ms', 'p99 ms', 'CPU µs/req', 'user µs/req']]
   for (const result of results) {
     for (const side of ['baseline', 'target']) {
-      const { requestsPerSecond, p50, p99, cpuPerRequest } = result[side]
-      rows.push([result.scenario, side, fixed(requestsPerSecond, 0), fixed(p50, 2), fixed(p99, 2), fixed(cpuPerRequest, 2)])
+      const { requestsPerSecond, p50, p99, cpuPerRequest, userCpuPerRequest } = result[side]
+      rows.push([result.scenario, side, fixed(requestsPerSecond, 0), fixed(p50, 2), fixed(p99, 2), fixed(cpuPerRequest, 2), fixed(userCpuPerRequest, 2)])
     }
-    rows.push([result.scenario, 'ratio', fixed(result.ratio.requestsPerSecond, 3), '', fixed(result.ratio.p99, 3), ''])
+    rows.push([result.scenario, 'ratio', fixed(result.ratio.requestsPerSecond, 3), '', fixed(result.ratio.p99, 3), '', ''])
   }
   console.log(`\n${settings.connections} connections, pipelining ${settings.pipelining}, ` +
     `${settings.duration} s x ${settings.rounds} rounds (medians), node ${process.version}\n`)
   printRows(rows)
   console.log('\nratio = target / baseline: req/s below 1 is throughput lost to the plugins, p99 above 1 is added tail latency.')
-  console.log('CPU µs/req = server process CPU time (user + system) during the run / responses in the run.')
+  console.log('CPU µs/req = server process CPU time (user + system) during the run / responses in the run;')
+  console.log('user µs/req = the part spent running JavaScript and Node.js itself, outside the kernel.')
 
   const limit = settings.maxAddedCpu === null ? '' : `, limit ${settings.maxAddedCpu} µs`
   console.log(`\nadded server CPU per request (target - baseline${limit}):\n`)
   printRows(results.map((result) => [
     result.scenario,
     `${signed(result.addedCpuPerRequest)} µs`,
+    `(user ${signed(result.addedUserCpuPerRequest)} µs)`,
     settings.maxAddedCpu === null ? '' : (exceedsCpuLimit(result, settings) ? 'FAIL' : 'ok')
   ]), 1)
   console.log('')

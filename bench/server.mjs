@@ -1,6 +1,6 @@
 // One benchmark server, run as a child of run.mjs so that the load generator never shares its
 // event loop. Usage: node bench/server.mjs <scenario>. Reports { port } to the parent over IPC,
-// then answers each 'cpu?' message with { cpu }: the process's user + system CPU time in µs.
+// then answers each 'cpu?' message with { cpu: { user, system } }: its CPU time so far, in µs.
 // Scenario settings that run.mjs makes per run (keys) arrive as JSON in BENCH_SERVER_OPTIONS.
 import Fastify from 'fastify'
 import { portcullis } from '@portcullis/gateway'
@@ -71,7 +71,7 @@ function assertCoreSetup (app) {
 function reportCpu (message) {
   if (message !== 'cpu?') return
   const { user, system } = process.cpuUsage()
-  process.send({ cpu: user + system })
+  process.send({ cpu: { user, system } })
 }
 
 async function main () {

@@ -127,5 +127,6 @@ test('store and option checks', async (t) => {
   t.throws(() => new RedisRevocationStore({ client: {} as RedisLike }), /revocation\.client must be a Redis client/)
   t.throws(() => new RedisRevocationStore({ client: asRedis(redis), timeoutMs: -1 }), /revocation\.timeoutMs must be a whole number/)
   t.throws(() => new RedisApiKeyStore({ client: {} as RedisLike }), /apiKeyStore\.client must be a Redis client/)
+  t.equal(await new RedisApiKeyStore({ client: asRedis(redis) }).find(`sha256:${'A'.repeat(43)}`), undefined, 'the default namespace answers too')
   await t.rejects(build({ methods: { jwt: jwtMethod }, revocation: {} as never }), /authn\.revocation must be a revocation store/)
 })
