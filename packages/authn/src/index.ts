@@ -9,6 +9,7 @@ export {
 export { hashPassword, DEFAULT_SCRYPT, type BasicUser } from './basic.js'
 export type { JwtKey, JwtLocalKeys, JwtMethodOptions, JwtPrincipalMapping, JwtRemoteKeys } from './jwt.js'
 export type { RemoteKeyOptions } from './remote-keys.js'
+export type { IntrospectionMethodOptions } from './introspection.js'
 export {
   MemoryRevocationStore, RedisRevocationStore, revocationKey,
   type RedisRevocationOptions, type RevocationStore

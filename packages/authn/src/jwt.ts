@@ -1,7 +1,7 @@
 import { createPublicKey, createSecretKey, type KeyObject, type JsonWebKey } from 'node:crypto'
 import { createDecoder, createVerifier, type Algorithm, type DecodedJwt } from 'fast-jwt'
 import { checkKnownKeys, createPrincipal, invalidOption, type Principal, type PrincipalType } from '@portcullis/core'
-import { checkProviderUrl, KeysUnavailable, remoteKeys, type RemoteKeyOptions } from './remote-keys.js'
+import { checkProviderUrl, ProviderUnreachable, remoteKeys, type RemoteKeyOptions } from './remote-keys.js'
 
 /** One verification key, with the only algorithms it may be used with. */
 export interface JwtKey {
@@ -127,7 +127,7 @@ export function compileJwt (options: JwtMethodOptions, path: string): JwtVerifie
     allowedCritHeaders: [],
     cache: cacheSize === 0 ? false : cacheSize,
     // A provider that could not be reached says nothing about the token: that failure is not cached.
-    errorCacheTTL: (error) => isKeysUnavailable(error) ? -(tolerance * 1000) - 1 : -1,
+    errorCacheTTL: (error) => isProviderUnreachable(error) ? -(tolerance * 1000) - 1 : -1,
     complete: false
   })
   const decodeIssuer = createDecoder({ complete: false })
@@ -203,8 +203,8 @@ function positive (value: unknown, fallback: number, path: string): number {
 }
 
 /** Whether a verification failed because the provider's keys could not be had. */
-export function isKeysUnavailable (error: unknown): boolean {
-  return (error as { originalError?: unknown } | undefined)?.originalError instanceof KeysUnavailable
+export function isProviderUnreachable (error: unknown): boolean {
+  return (error as { originalError?: unknown } | undefined)?.originalError instanceof ProviderUnreachable
 }
 
 function prepareKey (input: JwtKey, path: string): PreparedKey {
@@ -249,9 +249,9 @@ function seconds (value: unknown, fallback: number, path: string): number {
   return value
 }
 
-type Mapping = Required<Pick<JwtPrincipalMapping, 'idClaim' | 'type' | 'rolesClaim' | 'scopesClaim'>> & Pick<JwtPrincipalMapping, 'tenantClaim' | 'planClaim'>
+export type Mapping = Required<Pick<JwtPrincipalMapping, 'idClaim' | 'type' | 'rolesClaim' | 'scopesClaim'>> & Pick<JwtPrincipalMapping, 'tenantClaim' | 'planClaim'>
 
-function principalMapping (input: JwtPrincipalMapping | undefined, path: string): Mapping {
+export function principalMapping (input: JwtPrincipalMapping | undefined, path: string): Mapping {
   const mapping = checkKnownKeys(input ?? {}, ['idClaim', 'type', 'rolesClaim', 'scopesClaim', 'tenantClaim', 'planClaim'], path) as JwtPrincipalMapping
   const type = mapping.type ?? 'auto'
   if (!['auto', 'user', 'service'].includes(type)) throw invalidOption(`${path}.type`, 'one of auto, user, service', type)
@@ -276,8 +276,9 @@ function text (value: unknown): string | undefined {
   return typeof value === 'string' && value !== '' ? value : undefined
 }
 
-function toPrincipal (claims: Record<string, unknown>, mapping: Mapping): Principal {
-  const id = text(claim(claims, mapping.idClaim))
+/** Maps verified claims (of a token, or an introspection answer) to a principal. */
+export function toPrincipal (claims: Record<string, unknown>, mapping: Mapping, method = 'jwt', fallbackId?: string): Principal {
+  const id = text(claim(claims, mapping.idClaim)) ?? fallbackId
   if (id === undefined) throw new Error('no subject')
   const client = text(claims.client_id) ?? text(claims.azp)
   const type = mapping.type === 'auto' ? (client !== undefined && client === id ? 'service' : 'user') : mapping.type
@@ -287,7 +288,7 @@ function toPrincipal (claims: Record<string, unknown>, mapping: Mapping): Princi
   return createPrincipal({
     id,
     type,
-    method: 'jwt',
+    method,
     roles: list(claim(claims, mapping.rolesClaim)),
     scopes: list(claim(claims, mapping.scopesClaim)),
     claims,

@@ -4,7 +4,9 @@ import { MemoryApiKeyStore, verifyApiKey, type ApiKeyRecord, type ApiKeyStore } 
 import { isToken68, quote, type Authorization } from './authorization.js'
 import { decodeBasic, hashPassword, parsePasswordHash, verifyPassword, type BasicUser } from './basic.js'
 import { AmbiguousCredentials, InvalidCredentials, InvalidRequest, InvalidToken, ProviderUnavailable } from './errors.js'
-import { compileJwt, isKeysUnavailable, type JwtMethodOptions } from './jwt.js'
+import { compileJwt, isProviderUnreachable, type JwtMethodOptions } from './jwt.js'
+import { compileIntrospection, type IntrospectionMethodOptions } from './introspection.js'
+import { ProviderUnreachable } from './remote-keys.js'
 
 export interface ApiKeyMethodOptions {
   type: 'api-key'
@@ -22,7 +24,7 @@ export interface BasicMethodOptions {
   users: BasicUser[]
 }
 
-export type MethodOptions = ApiKeyMethodOptions | BasicMethodOptions | JwtMethodOptions
+export type MethodOptions = ApiKeyMethodOptions | BasicMethodOptions | JwtMethodOptions | IntrospectionMethodOptions
 
 /** A compiled authentication method: finds its credential in a request, and verifies it. */
 export interface Method {
@@ -51,7 +53,8 @@ export async function compileMethod (name: string, options: MethodOptions, realm
     case 'api-key': return apiKeyMethod(name, options, realm, path)
     case 'basic': return await basicMethod(name, options, realm, path)
     case 'jwt': return jwtMethod(name, options, realm, path)
-    default: throw invalidOption(`${path}.type`, 'one of api-key, basic, jwt', (options as { type?: unknown }).type)
+    case 'introspection': return introspectionMethod(name, options, realm, path)
+    default: throw invalidOption(`${path}.type`, 'one of api-key, basic, jwt, introspection', (options as { type?: unknown }).type)
   }
 }
 
@@ -125,35 +128,65 @@ async function basicMethod (name: string, options: BasicMethodOptions, realm: st
   }
 }
 
+/** The Bearer token of a request (RFC 6750 §2.1), for the methods that take one. */
+function findBearer (request: FastifyRequest, authorization: Authorization | null, challenge: string): string | undefined {
+  const inQuery = (request.query as Record<string, unknown> | undefined)?.access_token !== undefined
+  const invalidRequest = `${challenge}, error="invalid_request"`
+  if (authorization?.scheme !== 'bearer') {
+    // RFC 6750 §2.3 tokens in the URL end up in logs and caches: refused, never used.
+    if (inQuery) throw withChallenge(new InvalidRequest('access tokens are not accepted in the query string'), invalidRequest)
+    return undefined
+  }
+  if (inQuery) throw withChallenge(new AmbiguousCredentials(), invalidRequest)
+  if (!isToken68(authorization.value)) throw withChallenge(new InvalidRequest('a Bearer token must be a token68'), invalidRequest)
+  return authorization.value
+}
+
+/**
+ * The refusal for a bearer token. Fail closed, but honestly: when the provider cannot be reached
+ * nothing can be decided and the client may retry (503). Otherwise which check failed stays
+ * here: the client, forger or not, learns only that the token was refused.
+ */
+function bearerRefusal (err: unknown, invalidToken: string): Error {
+  if (err instanceof ProviderUnreachable || isProviderUnreachable(err)) return Object.assign(new ProviderUnavailable(), { headers: { 'retry-after': '5' } })
+  return withChallenge(new InvalidToken(), invalidToken)
+}
+
 function jwtMethod (name: string, options: JwtMethodOptions, realm: string, path: string): Method {
   const verifier = compileJwt(options, path)
   const challenge = `Bearer realm=${quote(realm)}`
-  const invalidToken = `Bearer realm=${quote(realm)}, error="invalid_token"`
+  const invalidToken = `${challenge}, error="invalid_token"`
   return {
     name,
     type: 'jwt',
     challenge,
-    find (request, authorization) {
-      const inQuery = (request.query as Record<string, unknown> | undefined)?.access_token !== undefined
-      if (authorization?.scheme !== 'bearer') {
-        // RFC 6750 §2.3 tokens in the URL end up in logs and caches: refused, never used.
-        if (inQuery) throw withChallenge(new InvalidRequest('access tokens are not accepted in the query string'), `${challenge}, error="invalid_request"`)
-        return undefined
-      }
-      if (inQuery) throw withChallenge(new AmbiguousCredentials(), `${challenge}, error="invalid_request"`)
-      if (!isToken68(authorization.value)) throw withChallenge(new InvalidRequest('a Bearer token must be a token68'), `${challenge}, error="invalid_request"`)
-      return authorization.value
-    },
+    find: (request, authorization) => findBearer(request, authorization, challenge),
     claimsIssuer: (credential) => verifier.peekIssuer(credential) === verifier.issuer,
     async verify (credential) {
       try {
         return await verifier.verify(credential)
       } catch (err) {
-        // Fail closed, but honestly: without the provider's keys nothing can be decided, and
-        // the client may retry. Nothing about the token is said either way.
-        if (isKeysUnavailable(err)) throw Object.assign(new ProviderUnavailable(), { headers: { 'retry-after': '5' } })
-        // Which check failed stays here: the client, forger or not, learns only that it failed.
-        throw withChallenge(new InvalidToken(), invalidToken)
+        throw bearerRefusal(err, invalidToken)
+      }
+    },
+    refuse: () => withChallenge(new InvalidToken(), invalidToken)
+  }
+}
+
+function introspectionMethod (name: string, options: IntrospectionMethodOptions, realm: string, path: string): Method {
+  const introspector = compileIntrospection(options, path)
+  const challenge = `Bearer realm=${quote(realm)}`
+  const invalidToken = `${challenge}, error="invalid_token"`
+  return {
+    name,
+    type: 'introspection',
+    challenge,
+    find: (request, authorization) => findBearer(request, authorization, challenge),
+    async verify (credential) {
+      try {
+        return await introspector.introspect(credential)
+      } catch (err) {
+        throw bearerRefusal(err, invalidToken)
       }
     },
     refuse: () => withChallenge(new InvalidToken(), invalidToken)

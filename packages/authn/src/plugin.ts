@@ -5,7 +5,7 @@ import {
   type Mode, type PortcullisError, type Principal
 } from '@portcullis/core'
 import { parseAuthorization } from './authorization.js'
-import { AmbiguousCredentials, InvalidToken, MissingCredentials, RevocationUnavailable } from './errors.js'
+import { AmbiguousCredentials, MissingCredentials, RevocationUnavailable } from './errors.js'
 import { revocationKey, type RevocationStore } from './revocation.js'
 import { compileMethod, type Method, type MethodOptions } from './methods.js'
 
@@ -164,16 +164,20 @@ async function authenticate (request: FastifyRequest, policy: Policy, revocation
   return await verify(choose(presented))
 }
 
-// Several JWT methods see the same Bearer token: the token's issuer says whose it is. Any other
-// mix of credentials is ambiguous, and refused rather than guessed between.
+// Several bearer methods see the same token: a JWT goes to the method of the issuer it names,
+// anything else to introspection. Any other mix of credentials is ambiguous, and refused rather
+// than guessed between.
 function choose (presented: Array<[Method, string]>): [Method, string] {
   if (presented.length === 1) return presented[0] as [Method, string]
-  const token = presented[0]?.[1]
-  if (!presented.every(([method, credential]) => method.type === 'jwt' && credential === token)) throw new AmbiguousCredentials()
-  const match = presented.find(([method, credential]) => method.claimsIssuer?.(credential) === true)
-  if (match === undefined) throw Object.assign(new InvalidToken(), { headers: { 'www-authenticate': `${(presented[0] as [Method, string])[0].challenge}, error="invalid_token"` } })
+  const [first] = presented as [[Method, string]]
+  if (!presented.every(([method, credential]) => BEARER_METHODS.has(method.type) && credential === first[1])) throw new AmbiguousCredentials()
+  const match = presented.find(([method, credential]) => method.claimsIssuer?.(credential) === true) ??
+    presented.find(([method]) => method.type === 'introspection')
+  if (match === undefined) throw first[0].refuse()
   return match
 }
+
+const BEARER_METHODS: ReadonlySet<string> = new Set(['jwt', 'introspection'])
 
 /**
  * Sets `request.principal` from the credentials each route accepts: API keys, Basic, JWT bearer

@@ -16,12 +16,12 @@ export interface RemoteKeyOptions {
 }
 
 /** Thrown when the provider cannot be reached or answers nonsense: authentication cannot be decided. */
-export class KeysUnavailable extends Error {
-  override readonly name = 'KeysUnavailable'
+export class ProviderUnreachable extends Error {
+  override readonly name = 'ProviderUnreachable'
 }
 
 export interface RemoteKeys {
-  /** The PEM of the provider's key for this `alg` and `kid`; rejects with KeysUnavailable or a plain Error (no such key). */
+  /** The PEM of the provider's key for this `alg` and `kid`; rejects with ProviderUnreachable or a plain Error (no such key). */
   key: (alg: string, kid: string | undefined) => Promise<string>
 }
 
@@ -58,14 +58,14 @@ export function remoteKeys (issuer: string, source: { jwksUri: URL } | { discove
       if (response.status !== 200) throw new Error(`status ${response.status}`)
       metadata = await response.json() as typeof metadata
     } catch (err) {
-      throw new KeysUnavailable(`OpenID discovery at ${url} failed: ${(err as Error).message}`)
+      throw new ProviderUnreachable(`OpenID discovery at ${url} failed: ${(err as Error).message}`)
     }
-    if (metadata.issuer !== issuer) throw new KeysUnavailable(`OpenID discovery at ${url} names another issuer`)
+    if (metadata.issuer !== issuer) throw new ProviderUnreachable(`OpenID discovery at ${url} names another issuer`)
     let jwksUri: URL
     try {
       jwksUri = checkProviderUrl(metadata.jwks_uri, 'jwks_uri')
     } catch {
-      throw new KeysUnavailable(`OpenID discovery at ${url} has no usable jwks_uri`)
+      throw new ProviderUnreachable(`OpenID discovery at ${url} has no usable jwks_uri`)
     }
     return createRemoteJWKSet(jwksUri, settings)
   }
@@ -75,7 +75,7 @@ export function remoteKeys (issuer: string, source: { jwksUri: URL } | { discove
       if (jwks === undefined) {
         // One discovery at a time, and after a failure none for a second: an outage of the
         // provider is not met with a flood of retries.
-        if (Date.now() < retryAt) throw new KeysUnavailable('OpenID discovery failed a moment ago')
+        if (Date.now() < retryAt) throw new ProviderUnreachable('OpenID discovery failed a moment ago')
         discovering ??= discover().then((found) => found, (err: unknown) => {
           retryAt = Date.now() + 1000
           throw err
@@ -88,7 +88,7 @@ export function remoteKeys (issuer: string, source: { jwksUri: URL } | { discove
       } catch (err) {
         const code = (err as { code?: string }).code
         if (code === 'ERR_JWKS_NO_MATCHING_KEY' || code === 'ERR_JWKS_MULTIPLE_MATCHING_KEYS') throw new Error('no key for this token')
-        throw new KeysUnavailable(`fetching the key set failed: ${(err as Error).message}`)
+        throw new ProviderUnreachable(`fetching the key set failed: ${(err as Error).message}`)
       }
       let pem = pems.get(found)
       if (pem === undefined) {
