@@ -15,5 +15,9 @@ export {
   type RedisRevocationOptions, type RevocationStore
 } from './revocation.js'
 export type { RedisLike } from './redis.js'
+export {
+  devJwtMethod, loadDevIdentity, loadOrCreateDevIdentity, signDevToken,
+  type DevIdentity, type DevPrincipal
+} from './dev-identity.js'
 export * from './errors.js'
 export default portcullisAuthn

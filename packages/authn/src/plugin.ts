@@ -35,11 +35,14 @@ export interface AuthnOptions {
    * (see `revocationKey()`). Redis-backed for a fleet. @default none
    */
   revocation?: RevocationStore
-  /**
-   * What routes without `config.authn` require (unknown paths included, so a 404 never tells an
-   * anonymous client which routes exist). @default { require: 'any' } with every method
-   */
+  /** What routes without `config.authn` require. @default { require: 'any' } with every method */
   defaults?: Exclude<RouteAuthn, false>
+  /**
+   * Require `defaults` on unknown paths too, so an anonymous client gets 401 rather than 404 and
+   * cannot map which routes exist. Off by default: like other gateways, no route, no credentials.
+   * @default false
+   */
+  authenticateNotFound?: boolean
 }
 
 declare module 'fastify' {
@@ -62,7 +65,9 @@ const kPolicy = Symbol('portcullis.authn.policy')
 type WithPolicy = Record<typeof kPolicy, Policy | null | undefined>
 
 const plugin: FastifyPluginAsync<AuthnOptions> = async (app, options) => {
-  checkKnownKeys(options, ['methods', 'realm', 'mode', 'defaults', 'revocation'], 'authn')
+  checkKnownKeys(options, ['methods', 'realm', 'mode', 'defaults', 'revocation', 'authenticateNotFound'], 'authn')
+  const authenticateNotFound = options.authenticateNotFound ?? false
+  if (typeof authenticateNotFound !== 'boolean') throw invalidOption('authn.authenticateNotFound', 'a boolean', authenticateNotFound)
   const revocation = options.revocation ?? null
   if (revocation !== null && (typeof revocation.isRevoked !== 'function' || typeof revocation.revoke !== 'function')) {
     throw invalidOption('authn.revocation', 'a revocation store with revoke() and isRevoked(), such as a RedisRevocationStore')
@@ -107,6 +112,7 @@ const plugin: FastifyPluginAsync<AuthnOptions> = async (app, options) => {
   })
 
   app.addHook('onRequest', async (request) => {
+    if (request.is404 && !authenticateNotFound) return
     const compiled = (request.routeOptions.config as unknown as WithPolicy)[kPolicy]
     const policy = compiled === undefined ? defaults : compiled
     if (policy === null) return

@@ -18,7 +18,10 @@ test('routes follow the defaults: deny without credentials, with every challenge
   t.same(res.headers['www-authenticate'], ['ApiKey realm="orders", header="x-api-key"', 'Basic realm="orders", charset="UTF-8"'])
   t.equal(res.headers['content-type'], 'application/problem+json; charset=utf-8')
   const unknown = await app.inject('/no-such-route')
-  t.equal(unknown.statusCode, 401, 'unknown paths follow the defaults: no route map for anonymous clients')
+  t.equal(unknown.statusCode, 404, 'no route, no credentials asked')
+  const strict = await build({ methods, authenticateNotFound: true })
+  t.equal((await strict.inject('/no-such-route')).statusCode, 401, 'authenticateNotFound: no route map for anonymous clients')
+  t.equal((await strict.inject({ url: '/no-such-route', headers: { 'x-api-key': key.key } })).statusCode, 404)
 })
 
 test('per route: off, anonymous, a subset of methods, all of them', async (t) => {
@@ -69,7 +72,8 @@ test('bad options fail at startup naming the option', async (t) => {
     [{}, /authn\.methods must be an object \(got undefined\)/],
     [{ methods, realm: 'a"b' }, /authn\.realm must be a non-empty string without quotes/],
     [{ methods, mode: 'audit' }, /authn\.mode must be one of enforce, report/],
-    [{ methods, default: {} }, /authn\.default is not a known option; allowed: methods, realm, mode, defaults/],
+    [{ methods, authenticateNotFound: 'yes' }, /authn\.authenticateNotFound must be a boolean/],
+    [{ methods, default: {} }, /authn\.default is not a known option; allowed: methods, realm, mode, defaults, revocation, authenticateNotFound/],
     [{ methods: { x: null } }, /authn\.methods\.x must be an object with a type/],
     [{ methods: { x: { type: 'saml' } } }, /authn\.methods\.x\.type must be one of api-key, basic, jwt/],
     [{ methods: { x: { type: 'api-key' } } }, /authn\.methods\.x must be given exactly one of store or keys/],
