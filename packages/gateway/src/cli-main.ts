@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util'
 import type { FastifyInstance, FastifyServerOptions } from 'fastify'
+import { loadDevIdentity, signDevToken } from '@portcullis/authn'
 import { loadGatewayConfig } from './config.js'
 import { buildGateway } from './standalone.js'
 import { VERSION } from './version.js'
@@ -20,7 +21,10 @@ export const USAGE = `Usage: portcullis <command> [options]
 
 Commands:
   start <config-file>   Start the standalone gateway from a YAML or JSON configuration file
-                        (server, core, upstreams). Options: --host <address>, --port <number>
+                        (server, core, authn, upstreams). Options: --host <address>, --port <number>
+  token <principal>     Print a bearer token for a principal of a development identity, such as
+                        the quickstart's alice or bob. Options: --identity <file> (or the
+                        PORTCULLIS_DEV_IDENTITY variable), --ttl <seconds> (default 3600)
   help                  Show this help
 
 Options:
@@ -41,7 +45,9 @@ export async function main (argv: readonly string[], io: CliIo, env: NodeJS.Proc
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
         host: { type: 'string' },
-        port: { type: 'string' }
+        port: { type: 'string' },
+        identity: { type: 'string' },
+        ttl: { type: 'string' }
       }
     })
   } catch (err) {
@@ -58,6 +64,13 @@ export async function main (argv: readonly string[], io: CliIo, env: NodeJS.Proc
     io.stdout(USAGE)
     return 0
   }
+  if (command === 'token') {
+    if (rest.length !== 1) {
+      io.stderr(`portcullis token: expected one principal name, got ${rest.length}\n\n${USAGE}`)
+      return 2
+    }
+    return await token(rest[0] as string, values.identity ?? env.PORTCULLIS_DEV_IDENTITY, values.ttl, io)
+  }
   if (command !== 'start') {
     io.stderr(`portcullis: unknown command "${command}"\n\n${USAGE}`)
     return 2
@@ -67,6 +80,21 @@ export async function main (argv: readonly string[], io: CliIo, env: NodeJS.Proc
     return 2
   }
   return await start(rest[0] as string, values.host ?? env.HOST, values.port ?? env.PORT, io)
+}
+
+async function token (name: string, identityFile: string | undefined, ttl: string | undefined, io: CliIo): Promise<number> {
+  if (identityFile === undefined) {
+    io.stderr('portcullis token: no development identity; pass --identity <file> or set PORTCULLIS_DEV_IDENTITY (the quickstart creates one when it first starts)')
+    return 2
+  }
+  try {
+    const identity = await loadDevIdentity(identityFile)
+    io.stdout(signDevToken(identity, name, ttl === undefined ? undefined : Number(ttl)))
+    return 0
+  } catch (err) {
+    io.stderr(`portcullis token: ${(err as Error).message}`)
+    return 1
+  }
 }
 
 async function start (file: string, host: string | undefined, port: string | undefined, io: CliIo): Promise<number> {

@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises'
 import { extname } from 'node:path'
 import { parse as parseYaml } from 'yaml'
 import { checkKnownKeys, InvalidOption, invalidOption, type CoreOptions } from '@portcullis/core'
+import type { AuthnOptions } from '@portcullis/authn'
 
 /** One upstream service the standalone gateway proxies to. */
 export interface UpstreamConfig {
@@ -26,6 +27,8 @@ export interface UpstreamConfig {
 export interface GatewayConfig {
   server?: { host?: string, port?: number }
   core?: CoreOptions
+  /** Authentication (`@portcullis/authn` options); without it, no credentials are asked for. */
+  authn?: AuthnOptions
   upstreams?: UpstreamConfig[]
 }
 
@@ -35,8 +38,8 @@ export const DEFAULT_UPSTREAM_TIMEOUT = 10_000
 export const HEALTH_PATHS: readonly string[] = Object.freeze(['/healthz'])
 
 /** Checks a configuration document and returns it with defaults applied. Throws naming the option. */
-export function validateGatewayConfig (input: unknown): Required<GatewayConfig> & { server: { host: string, port: number }, upstreams: Array<Required<UpstreamConfig>> } {
-  const doc = checkKnownKeys(input, ['server', 'core', 'upstreams'], 'gateway')
+export function validateGatewayConfig (input: unknown): Omit<Required<GatewayConfig>, 'authn'> & Pick<GatewayConfig, 'authn'> & { server: { host: string, port: number }, upstreams: Array<Required<UpstreamConfig>> } {
+  const doc = checkKnownKeys(input, ['server', 'core', 'authn', 'upstreams'], 'gateway')
   const server = checkKnownKeys(doc.server ?? {}, ['host', 'port'], 'server')
   const host = server.host ?? DEFAULT_HOST
   if (typeof host !== 'string' || host === '') throw invalidOption('server.host', 'a host name or IP address', host)
@@ -53,7 +56,8 @@ export function validateGatewayConfig (input: unknown): Required<GatewayConfig> 
     prefixes.add(upstream.prefix)
     return upstream
   })
-  return { server: { host, port: port as number }, core: (doc.core ?? {}) as CoreOptions, upstreams }
+  // Plugin options are checked in full by the plugins themselves, at registration.
+  return { server: { host, port: port as number }, core: (doc.core ?? {}) as CoreOptions, ...(doc.authn === undefined ? {} : { authn: doc.authn as AuthnOptions }), upstreams }
 }
 
 function validateUpstream (input: unknown, path: string): Required<UpstreamConfig> {

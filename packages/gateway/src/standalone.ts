@@ -15,7 +15,7 @@ import { validateGatewayConfig, type GatewayConfig } from './config.js'
  * keep-alive clients go away and the close completes without waiting for idle timeouts.
  */
 export async function buildGateway (config: GatewayConfig, serverOptions: FastifyServerOptions = {}): Promise<FastifyInstance> {
-  const { core, upstreams } = validateGatewayConfig(config)
+  const { core, authn, upstreams } = validateGatewayConfig(config)
   // Requests still being routed while closing are served, not answered with Fastify's own 503
   // (which is not problem+json); the onSend hook below ends their connections.
   // Request ids are UUIDs, unique across instances, and are returned as X-Request-Id.
@@ -27,8 +27,9 @@ export async function buildGateway (config: GatewayConfig, serverOptions: Fastif
     done()
   })
 
-  await app.register(portcullis, { core: { requestIdHeader: 'x-request-id', ...core } })
-  app.get('/healthz', async () => ({ status: 'ok' }))
+  await app.register(portcullis, { core: { requestIdHeader: 'x-request-id', ...core }, ...(authn === undefined ? {} : { authn }) })
+  // Health checks come from load balancers, which hold no credentials.
+  app.get('/healthz', { config: { authn: false } }, async () => ({ status: 'ok' }))
 
   for (const upstream of upstreams) {
     await app.register(httpProxy, {

@@ -8,7 +8,9 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { FastifyInstance } from 'fastify'
 import { main, USAGE } from '../src/cli-main.js'
-import { installShutdown } from '../src/index.js'
+import Fastify from 'fastify'
+import { devJwtMethod, loadOrCreateDevIdentity } from '@portcullis/authn'
+import { installShutdown, portcullis } from '../src/index.js'
 
 function io () {
   const out: string[] = []
@@ -86,6 +88,34 @@ test('start failures exit 1 with the reason and its code', async (t) => {
     t.equal(await main(argv, run.io, env), 1, argv.join(' '))
     t.match(run.err[0], message)
     t.equal(run.listening, undefined)
+  }
+})
+
+test('token prints a development token that the identity verifies', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'portcullis-token-'))
+  const file = join(dir, 'identity.json')
+  const identity = await loadOrCreateDevIdentity(file, { issuer: 'dev', audience: 'api', principals: { alice: { scope: 'orders:read' } } })
+  const run = io()
+  t.equal(await main(['token', 'alice', '--ttl', '60'], run.io, { PORTCULLIS_DEV_IDENTITY: file }), 0)
+  const token = run.out[0] as string
+  t.match(token, /^ey[\w-]+\.ey[\w-]+\.[\w-]+$/)
+  const app = Fastify()
+  await app.register(portcullis, { authn: { methods: { dev: devJwtMethod(identity) } } })
+  app.get('/me', async (request) => request.principal)
+  t.match((await app.inject({ url: '/me', headers: { authorization: `Bearer ${token}` } })).json(), { id: 'alice', scopes: ['orders:read'] })
+  const flag = io()
+  t.equal(await main(['token', 'alice', '--identity', file], flag.io, {}), 0, '--identity works without the variable')
+  const cases: Array<[string[], NodeJS.ProcessEnv, number, RegExp]> = [
+    [['token'], {}, 2, /expected one principal name, got 0/],
+    [['token', 'alice'], {}, 2, /no development identity; pass --identity <file> or set PORTCULLIS_DEV_IDENTITY/],
+    [['token', 'mallory', '--identity', file], {}, 1, /principal must be one of alice/],
+    [['token', 'alice', '--identity', file, '--ttl', 'soon'], {}, 1, /ttl must be seconds/],
+    [['token', 'alice', '--identity', join(dir, 'missing.json')], {}, 1, /ENOENT/]
+  ]
+  for (const [argv, env, code, message] of cases) {
+    const failed = io()
+    t.equal(await main(argv, failed.io, env), code, argv.join(' '))
+    t.match(failed.err[0], message)
   }
 })
 

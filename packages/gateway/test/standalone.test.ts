@@ -2,6 +2,7 @@ import { test, type Test } from 'tap'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Agent, get as httpGet } from 'node:http'
+import { createApiKey } from '@portcullis/authn'
 import { buildGateway, type GatewayConfig } from '../src/index.js'
 
 // A real upstream on a loopback port, answering what it received so the test sees what went through.
@@ -103,6 +104,22 @@ function get (agent: Agent, url: string) {
     }).on('error', reject)
   })
 }
+
+test('with authn: upstream routes need credentials, health checks do not', async (t) => {
+  const upstream = await startUpstream(t)
+  const key = createApiKey({ id: 'k1', owner: { id: 'alice', type: 'user' } })
+  const gateway = await startGateway(t, {
+    authn: { methods: { key: { type: 'api-key', keys: [key.record] } } },
+    upstreams: [{ prefix: '/api', url: upstream.url }]
+  })
+  const anonymous = await fetch(`${gateway.url}/api/orders`)
+  t.equal(anonymous.status, 401)
+  t.equal(anonymous.headers.get('www-authenticate'), 'ApiKey realm="api", header="x-api-key"')
+  const withKey = await fetch(`${gateway.url}/api/orders`, { headers: { 'x-api-key': key.key } })
+  t.equal(withKey.status, 200)
+  t.equal((await fetch(`${gateway.url}/healthz`)).status, 200)
+  t.equal((await fetch(`${gateway.url}/nope`)).status, 404)
+})
 
 test('bad configuration fails before listening', async (t) => {
   await t.rejects(buildGateway({ upstreams: [{ prefix: 'api', url: 'http://127.0.0.1:1' }] }), { code: 'PORTCULLIS_CORE_INVALID_OPTION' })
