@@ -1,6 +1,8 @@
 import { pathToFileURL } from 'node:url'
 import type { FastifyInstance } from 'fastify'
+import { devJwtMethod, loadOrCreateDevIdentity } from '@portcullis/authn'
 import { buildGateway, installShutdown } from '@portcullis/gateway'
+import { DEFAULT_IDENTITY_FILE, demoKeyRecords, IDENTITY_DEFAULTS } from './identities.js'
 import { buildOrdersApi } from './orders.js'
 
 export const DEFAULT_HOST = '127.0.0.1'
@@ -11,6 +13,8 @@ export interface QuickstartOptions {
   port?: number
   /** Log requests as JSON lines on stdout. */
   logger?: boolean
+  /** Where the development identity (the token signing key) is kept. */
+  identityFile?: string
 }
 
 export interface Quickstart {
@@ -22,12 +26,21 @@ export interface Quickstart {
 
 /**
  * Starts the demo orders API on a free loopback port, and the gateway in front of it: requests
- * to `/api/*` on the gateway go to the orders API with the `/api` prefix removed.
+ * to `/api/*` on the gateway need alice's or bob's API key or token, and go to the orders API
+ * with the `/api` prefix removed. `/healthz` is public.
  */
-export async function startQuickstart ({ host = DEFAULT_HOST, port = DEFAULT_PORT, logger = false }: QuickstartOptions = {}): Promise<Quickstart> {
+export async function startQuickstart ({ host = DEFAULT_HOST, port = DEFAULT_PORT, logger = false, identityFile = DEFAULT_IDENTITY_FILE }: QuickstartOptions = {}): Promise<Quickstart> {
+  const identity = await loadOrCreateDevIdentity(identityFile, IDENTITY_DEFAULTS)
   const orders = buildOrdersApi()
   const upstream = await orders.listen({ host: '127.0.0.1', port: 0 })
   const gateway = await buildGateway({
+    authn: {
+      realm: 'quickstart',
+      methods: {
+        keys: { type: 'api-key', keys: demoKeyRecords() },
+        tokens: devJwtMethod(identity)
+      }
+    },
     upstreams: [{ prefix: '/api', url: upstream }]
   }, { logger })
   try {
@@ -58,8 +71,9 @@ async function run (): Promise<void> {
   const quickstart = await startQuickstart({ ...optionsFromEnv(process.env), logger: true })
   process.stdout.write(`Portcullis quickstart gateway listening on ${quickstart.url}
   try: curl -i ${quickstart.url}/healthz
-       curl -i ${quickstart.url}/api/orders
-       curl -i ${quickstart.url}/nope
+       curl -i ${quickstart.url}/api/orders                  (401: credentials needed)
+       curl -i ${quickstart.url}/api/orders -H 'x-api-key: demo-alice-key-0000000000000001'
+       curl -i ${quickstart.url}/api/orders -H "authorization: Bearer $(pnpm -s portcullis token alice)"
 `)
   installShutdown(quickstart, process)
 }

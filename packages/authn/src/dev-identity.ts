@@ -36,8 +36,13 @@ export async function loadOrCreateDevIdentity (file: string, defaults: Omit<DevI
     const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' })
     const identity: DevIdentity = { ...defaults, key: { ...privateKey.export({ format: 'jwk' }), kid: `dev-${randomUUID()}` } }
     await mkdir(dirname(file), { recursive: true })
-    await writeFile(file, `${JSON.stringify(identity, null, 2)}\n`, { mode: 0o600, flag: 'wx' })
-    return identity
+    try {
+      await writeFile(file, `${JSON.stringify(identity, null, 2)}\n`, { mode: 0o600, flag: 'wx' })
+      return identity
+    } catch {
+      // Most likely another process made it first: theirs is the one (or the read says what failed).
+      return await loadDevIdentity(file)
+    }
   }
   return checkIdentity(JSON.parse(text) as DevIdentity, file)
 }

@@ -30,6 +30,14 @@ test('a development identity is made once, kept private, and its tokens verify',
   t.equal(claims.exp - claims.iat, 120)
 })
 
+test('two processes creating the identity at once end up with one', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'portcullis-dev-'))
+  const file = join(dir, 'id.json')
+  const [a, b] = await Promise.all([loadOrCreateDevIdentity(file, defaults), loadOrCreateDevIdentity(file, defaults)])
+  t.equal(a.key.kid, b.key.kid)
+  await t.rejects(loadOrCreateDevIdentity(join(file, 'below-a-file.json'), defaults), { code: 'ENOTDIR' })
+})
+
 test('only the identity principals, for a bounded time', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'portcullis-dev-'))
   const identity = await loadOrCreateDevIdentity(join(dir, 'id.json'), defaults)
