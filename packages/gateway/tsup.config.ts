@@ -1,12 +1,10 @@
 import { defineConfig } from 'tsup'
+import { packageBuild } from '../../tsup.base.js'
 
 export default defineConfig({
+  ...packageBuild,
   entry: ['src/index.ts', 'src/cli.ts'],
-  format: ['esm', 'cjs'],
   dts: { entry: 'src/index.ts' },
-  clean: true,
   // import.meta.url in the CommonJS build
-  shims: true,
-  target: 'node20',
-  tsconfig: 'tsconfig.build.json'
+  shims: true
 })

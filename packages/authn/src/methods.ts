@@ -152,19 +152,18 @@ function bearerRefusal (err: unknown, invalidToken: string): Error {
   return withChallenge(new InvalidToken(), invalidToken)
 }
 
-function jwtMethod (name: string, options: JwtMethodOptions, realm: string, path: string): Method {
-  const verifier = compileJwt(options, path)
+/** A method that takes a Bearer token (RFC 6750) and checks it with `check`. */
+function bearerMethod (name: string, type: 'jwt' | 'introspection', realm: string, check: (token: string) => Promise<Principal>): Method {
   const challenge = `Bearer realm=${quote(realm)}`
   const invalidToken = `${challenge}, error="invalid_token"`
   return {
     name,
-    type: 'jwt',
+    type,
     challenge,
     find: (request, authorization) => findBearer(request, authorization, challenge),
-    claimsIssuer: (credential) => verifier.peekIssuer(credential) === verifier.issuer,
     async verify (credential) {
       try {
-        return await verifier.verify(credential)
+        return await check(credential)
       } catch (err) {
         throw bearerRefusal(err, invalidToken)
       }
@@ -173,24 +172,16 @@ function jwtMethod (name: string, options: JwtMethodOptions, realm: string, path
   }
 }
 
-function introspectionMethod (name: string, options: IntrospectionMethodOptions, realm: string, path: string): Method {
-  const introspector = compileIntrospection(options, path)
-  const challenge = `Bearer realm=${quote(realm)}`
-  const invalidToken = `${challenge}, error="invalid_token"`
+function jwtMethod (name: string, options: JwtMethodOptions, realm: string, path: string): Method {
+  const verifier = compileJwt(options, path)
   return {
-    name,
-    type: 'introspection',
-    challenge,
-    find: (request, authorization) => findBearer(request, authorization, challenge),
-    async verify (credential) {
-      try {
-        return await introspector.introspect(credential)
-      } catch (err) {
-        throw bearerRefusal(err, invalidToken)
-      }
-    },
-    refuse: () => withChallenge(new InvalidToken(), invalidToken)
+    ...bearerMethod(name, 'jwt', realm, verifier.verify),
+    claimsIssuer: (credential) => verifier.peekIssuer(credential) === verifier.issuer
   }
+}
+
+function introspectionMethod (name: string, options: IntrospectionMethodOptions, realm: string, path: string): Method {
+  return bearerMethod(name, 'introspection', realm, compileIntrospection(options, path).introspect)
 }
 
 function withChallenge<E extends Error> (error: E, challenge: string): E {
