@@ -87,6 +87,8 @@ interface PreparedKey { kid: string | undefined, algorithms: ReadonlySet<string>
 
 export interface JwtVerifier {
   readonly issuer: string
+  /** The principal of a token verified before and still valid; `undefined` otherwise. */
+  cached: (token: string) => Principal | undefined
   /** Verifies a compact JWS and maps it to a principal; rejects on any failure. */
   verify: (token: string) => Promise<Principal>
   /** The unverified `iss` of a token, to route it among several issuers; `undefined` when unreadable. */
@@ -125,19 +127,38 @@ export function compileJwt (options: JwtMethodOptions, path: string): JwtVerifie
     ...(maxAge === undefined ? {} : { maxAge: maxAge * 1000 }),
     ...(options.typ === undefined ? {} : { checkTyp: options.typ }),
     allowedCritHeaders: [],
-    cache: cacheSize === 0 ? false : cacheSize,
-    // A provider that could not be reached says nothing about the token: that failure is not cached.
-    errorCacheTTL: (error) => isProviderUnreachable(error) ? -(tolerance * 1000) - 1 : -1,
+    // Verified tokens are remembered below, with their principal, so fast-jwt keeps none.
+    cache: false,
     complete: false
   })
   const decodeIssuer = createDecoder({ complete: false })
+  // Verified tokens and their principals, until the token expires (or reaches maxAge). On the hot
+  // path a repeated token costs one map lookup: no hashing, no decoding, no new principal. The
+  // tokens are held in memory only; the map is bounded, oldest out first.
+  const verified = new Map<string, { principal: Principal, until: number }>()
   return {
     issuer: options.issuer,
+    cached (token) {
+      const entry = verified.get(token)
+      if (entry === undefined) return undefined
+      if (entry.until > Date.now()) return entry.principal
+      verified.delete(token)
+      return undefined
+    },
     async verify (token) {
       const claims = await verifier(token) as Record<string, unknown>
-      const iat = claims.iat
-      if (iat !== undefined && (typeof iat !== 'number' || !Number.isFinite(iat) || iat * 1000 > Date.now() + tolerance * 1000)) throw new Error('bad iat')
-      return toPrincipal(claims, mapping)
+      const now = Date.now()
+      const { iat, exp } = claims
+      if (iat !== undefined && (typeof iat !== 'number' || !Number.isFinite(iat) || iat * 1000 > now + tolerance * 1000)) throw new Error('bad iat')
+      const principal = toPrincipal(claims, mapping)
+      if (cacheSize > 0) {
+        const ends = [now + 600_000]
+        if (typeof exp === 'number') ends.push(exp * 1000 + tolerance * 1000)
+        if (maxAge !== undefined && typeof iat === 'number') ends.push((iat + maxAge + tolerance) * 1000)
+        if (verified.size >= cacheSize) verified.delete(verified.keys().next().value as string)
+        verified.set(token, { principal, until: Math.min(...ends) })
+      }
+      return principal
     },
     peekIssuer (token) {
       try {

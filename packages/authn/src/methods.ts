@@ -138,7 +138,6 @@ function findBearer (request: FastifyRequest, authorization: Authorization | nul
     return undefined
   }
   if (inQuery) throw withChallenge(new AmbiguousCredentials(), invalidRequest)
-  if (!isToken68(authorization.value)) throw withChallenge(new InvalidRequest('a Bearer token must be a token68'), invalidRequest)
   return authorization.value
 }
 
@@ -152,8 +151,11 @@ function bearerRefusal (err: unknown, invalidToken: string): Error {
   return withChallenge(new InvalidToken(), invalidToken)
 }
 
-/** A method that takes a Bearer token (RFC 6750) and checks it with `check`. */
-function bearerMethod (name: string, type: 'jwt' | 'introspection', realm: string, check: (token: string) => Promise<Principal>): Method {
+/**
+ * A method that takes a Bearer token (RFC 6750) and checks it with `check`. A token verified
+ * before (`cached`) is answered at once; any other must first have the token68 form.
+ */
+function bearerMethod (name: string, type: 'jwt' | 'introspection', realm: string, check: (token: string) => Promise<Principal>, cached?: (token: string) => Principal | undefined): Method {
   const challenge = `Bearer realm=${quote(realm)}`
   const invalidToken = `${challenge}, error="invalid_token"`
   return {
@@ -162,6 +164,9 @@ function bearerMethod (name: string, type: 'jwt' | 'introspection', realm: strin
     challenge,
     find: (request, authorization) => findBearer(request, authorization, challenge),
     async verify (credential) {
+      const known = cached?.(credential)
+      if (known !== undefined) return known
+      if (!isToken68(credential)) throw withChallenge(new InvalidRequest('a Bearer token must be a token68'), `${challenge}, error="invalid_request"`)
       try {
         return await check(credential)
       } catch (err) {
@@ -175,7 +180,7 @@ function bearerMethod (name: string, type: 'jwt' | 'introspection', realm: strin
 function jwtMethod (name: string, options: JwtMethodOptions, realm: string, path: string): Method {
   const verifier = compileJwt(options, path)
   return {
-    ...bearerMethod(name, 'jwt', realm, verifier.verify),
+    ...bearerMethod(name, 'jwt', realm, verifier.verify, verifier.cached),
     claimsIssuer: (credential) => verifier.peekIssuer(credential) === verifier.issuer
   }
 }
