@@ -9,3 +9,4 @@ export const InvalidRequest = createError('PORTCULLIS_AUTHN_INVALID_REQUEST', 'T
 export const AmbiguousCredentials = createError('PORTCULLIS_AUTHN_AMBIGUOUS_CREDENTIALS', 'The request carries credentials in more than one way', 400, 'Bad Request')
 export const ProviderUnavailable = createError('PORTCULLIS_AUTHN_PROVIDER_UNAVAILABLE', 'The identity provider cannot be reached to check the credentials', 503, 'Service Unavailable')
 export const RevocationUnavailable = createError('PORTCULLIS_AUTHN_REVOCATION_UNAVAILABLE', 'The revocation status of the credentials cannot be checked', 503, 'Service Unavailable')
+export const StoreUnavailable = createError('PORTCULLIS_AUTHN_STORE_UNAVAILABLE', 'The credential store cannot be reached to check the credentials', 503, 'Service Unavailable')

@@ -5,7 +5,7 @@ import {
   type Mode, type PortcullisError, type Principal
 } from '@portcullis/core'
 import { parseAuthorization } from './authorization.js'
-import { AmbiguousCredentials, MissingCredentials, RevocationUnavailable } from './errors.js'
+import { AmbiguousCredentials, MissingCredentials, RevocationUnavailable, StoreUnavailable } from './errors.js'
 import { revocationKey, type RevocationStore } from './revocation.js'
 import { compileMethod, type Method, type MethodOptions } from './methods.js'
 
@@ -137,7 +137,15 @@ function oneOrMany (values: string[]): string | string[] {
 
 async function authenticate (request: FastifyRequest, policy: Policy, revocation: RevocationStore | null): Promise<Principal> {
   const verify = async ([method, credential]: [Method, string]): Promise<Principal> => {
-    const principal = await method.verify(credential)
+    let principal: Principal
+    try {
+      principal = await method.verify(credential)
+    } catch (err) {
+      if (typeof (err as { statusCode?: unknown }).statusCode === 'number') throw err
+      // Anything else is a key store that failed (Redis down or slow): fail closed, honestly.
+      request.log.warn({ err }, 'credential store unavailable')
+      throw Object.assign(new StoreUnavailable(), { headers: { 'retry-after': '5' } })
+    }
     const key = revocation === null ? undefined : revocationKey(principal)
     if (key === undefined) return principal
     let revoked: boolean

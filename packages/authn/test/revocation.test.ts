@@ -106,6 +106,20 @@ test('Redis unreachable: fail closed with 503, never a guess, never a hang', asy
   t.ok(Date.now() - started < 1000, 'answered at the store timeout')
 })
 
+test('an API key store that cannot answer means 503, not 500 and never a pass', async (t) => {
+  const dead = new Redis({ host: '127.0.0.1', port: 1, lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => 50 })
+  dead.on('error', () => {})
+  t.teardown(() => dead.disconnect())
+  const store = new RedisApiKeyStore({ client: asRedis(dead), prefix, timeoutMs: 100 })
+  for (const mode of ['enforce', 'report'] as const) {
+    const app = await build({ methods: { key: { type: 'api-key', store } }, mode })
+    const res = await app.inject({ url: '/me', headers: { 'x-api-key': 'pk_any-key-long-enough-to-look-up' } })
+    t.equal(res.statusCode, mode === 'enforce' ? 503 : 200, mode)
+    if (mode === 'enforce') t.equal(res.json().code, 'PORTCULLIS_AUTHN_STORE_UNAVAILABLE')
+    else t.match(res.json(), { principal: null, decisions: [{ outcome: 'would-deny', reason: 'PORTCULLIS_AUTHN_STORE_UNAVAILABLE' }] })
+  }
+})
+
 test('API keys shared through Redis: added once, found and revoked everywhere', async (t) => {
   const storeA = new RedisApiKeyStore({ client: asRedis(redis), prefix })
   const storeB = new RedisApiKeyStore({ client: asRedis(redis), prefix, timeoutMs: 500 })
