@@ -89,19 +89,27 @@ export class MemoryApiKeyStore implements ApiKeyStore {
    */
   rotate (id: string, newId: string, overlapSeconds: number): { key: string, record: ApiKeyRecord } {
     const old = this.#byId.get(id)
-    if (old === undefined) throw invalidOption('rotate id', 'the id of a stored key', id)
-    if (!Number.isInteger(overlapSeconds) || overlapSeconds < 0) throw invalidOption('overlapSeconds', 'a whole number of seconds, 0 or more', overlapSeconds)
-    const created = createApiKey({ id: newId, owner: old.owner })
+    const { created, retired } = rotation(old, id, newId, overlapSeconds)
     this.add(created.record)
-    const end = new Date(Date.now() + overlapSeconds * 1000)
-    const current = old.expiresAt === undefined ? undefined : new Date(old.expiresAt)
-    this.#replace(old, { ...old, expiresAt: current !== undefined && current < end ? current : end })
+    this.#replace(old as ApiKeyRecord, retired)
     return created
   }
 
   #replace (old: ApiKeyRecord, next: ApiKeyRecord): void {
     this.#byHash.set(old.hash, next)
     this.#byId.set(old.id, next)
+  }
+}
+
+/** The new key of a rotation, and the old record with its expiry brought to the end of the overlap. */
+function rotation (old: ApiKeyRecord | undefined, id: string, newId: string, overlapSeconds: number): { created: { key: string, record: ApiKeyRecord }, retired: ApiKeyRecord } {
+  if (old === undefined) throw invalidOption('rotate id', 'the id of a stored key', id)
+  if (!Number.isInteger(overlapSeconds) || overlapSeconds < 0) throw invalidOption('overlapSeconds', 'a whole number of seconds, 0 or more', overlapSeconds)
+  const end = new Date(Date.now() + overlapSeconds * 1000)
+  const current = old.expiresAt === undefined ? undefined : new Date(old.expiresAt)
+  return {
+    created: createApiKey({ id: newId, owner: old.owner }),
+    retired: { ...old, expiresAt: current !== undefined && current < end ? current : end }
   }
 }
 
@@ -167,16 +175,31 @@ export class RedisApiKeyStore implements ApiKeyStore {
     const checked = checkRecord(record, 'apiKey')
     const taken = await within(this.#client.set(`${this.#prefix}id:${checked.id}`, checked.hash, 'NX'), this.#timeout)
     if (taken === null) throw invalidOption(`apiKey ${checked.id}`, 'a key id not used by another key')
-    await within(this.#client.set(`${this.#prefix}hash:${checked.hash}`, JSON.stringify(checked)), this.#timeout)
+    await this.#put(checked)
   }
 
   /** Revokes a key for every instance at once. Returns false when no key has that id. */
   async revoke (id: string): Promise<boolean> {
-    const hash = await within(this.#client.get(`${this.#prefix}id:${id}`), this.#timeout)
-    if (hash === null) return false
-    const record = await this.find(hash)
+    const record = await this.#byId(id)
     if (record === undefined) return false
-    await within(this.#client.set(`${this.#prefix}hash:${hash}`, JSON.stringify({ ...record, revoked: true })), this.#timeout)
+    await this.#put({ ...record, revoked: true })
     return true
+  }
+
+  /** As `MemoryApiKeyStore.rotate()`, for every instance at once. */
+  async rotate (id: string, newId: string, overlapSeconds: number): Promise<{ key: string, record: ApiKeyRecord }> {
+    const { created, retired } = rotation(await this.#byId(id), id, newId, overlapSeconds)
+    await this.add(created.record)
+    await this.#put(retired)
+    return created
+  }
+
+  async #byId (id: string): Promise<ApiKeyRecord | undefined> {
+    const hash = await within(this.#client.get(`${this.#prefix}id:${id}`), this.#timeout)
+    return hash === null ? undefined : await this.find(hash)
+  }
+
+  async #put (record: ApiKeyRecord): Promise<void> {
+    await within(this.#client.set(`${this.#prefix}hash:${record.hash}`, JSON.stringify(record)), this.#timeout)
   }
 }
