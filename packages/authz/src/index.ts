@@ -1,0 +1,8 @@
+import { portcullisAuthz } from './plugin.js'
+
+export { portcullisAuthz, PLUGIN_NAME, OVERRIDE_HEADERS, type AuthzOptions } from './plugin.js'
+export { portcullisIpRules, compileIpRules, IP_RULES_PLUGIN, type IpRuleList, type IpRulesOptions } from './ip-rules.js'
+export type { AuthzRule, Requirement } from './rules.js'
+export type { RoleDefinition } from './roles.js'
+export * from './errors.js'
+export default portcullisAuthz

@@ -1,0 +1,124 @@
+import fp from 'fastify-plugin'
+import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
+import { allow, checkKnownKeys, checkMode, deny, invalidOption, withHeaders, type Mode, type PortcullisError } from '@portcullis/core'
+import { Forbidden, InsufficientScope, NoRule, OverrideRefused, Unauthenticated } from './errors.js'
+import { compileRoles, type RoleDefinition } from './roles.js'
+import { compileRule, type AuthzRule, type CompiledRule } from './rules.js'
+
+export const PLUGIN_NAME = '@portcullis/authz'
+
+/**
+ * Headers that ask a server to act on another method or URL than the one routed. The gateway
+ * decided on the request it routed; a backend that honours these would act on another one.
+ */
+export const OVERRIDE_HEADERS: readonly string[] = Object.freeze([
+  'x-http-method-override', 'x-http-method', 'x-method-override', 'x-original-method',
+  'x-original-url', 'x-rewrite-url', 'x-override-url'
+])
+
+export interface AuthzOptions {
+  /** Roles with the roles they include and the permissions they grant: `{ admin: { inherits: ['user'] } }`. */
+  roles?: Record<string, RoleDefinition>
+  /**
+   * The rule of routes without `config.authz`: `'deny'` refuses them (a new route is never
+   * silently open), or a rule that applies to all of them. @default 'deny'
+   */
+  defaultRule?: 'deny' | AuthzRule
+  /** `refuse` answers 400; `strip` removes them before the handler or upstream sees them. @default 'refuse' */
+  overrideHeaders?: 'refuse' | 'strip'
+  /** The realm of the 401 and insufficient_scope challenges. @default 'api' */
+  realm?: string
+  /** @default 'enforce' */
+  mode?: Mode
+}
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** Authorization for this route (`@portcullis/authz`); `false` marks it public. */
+    authz?: AuthzRule | false
+  }
+}
+
+const kRule = Symbol('portcullis.authz.rule')
+type Compiled = CompiledRule | 'deny' | null
+/** A route's compiled rule, and its name for decisions (`GET /orders/:id`), made once per route. */
+interface RouteRule { rule: Compiled, name: string }
+
+const plugin: FastifyPluginAsync<AuthzOptions> = async (app, options) => {
+  checkKnownKeys(options, ['roles', 'defaultRule', 'overrideHeaders', 'realm', 'mode'], 'authz')
+  const mode = checkMode(options.mode, 'authz.mode')
+  const realm = options.realm ?? 'api'
+  if (typeof realm !== 'string' || !/^[^"\\\p{Cc}]+$/u.test(realm)) throw invalidOption('authz.realm', 'a non-empty string without quotes, backslashes or control characters', realm)
+  const overrides = options.overrideHeaders ?? 'refuse'
+  if (overrides !== 'refuse' && overrides !== 'strip') throw invalidOption('authz.overrideHeaders', 'refuse or strip', overrides)
+  const grantsOf = compileRoles(options.roles)
+  const declared = options.roles === undefined ? null : new Set(Object.keys(options.roles))
+
+  const compile = (rule: AuthzRule | false | 'deny', path: string): Compiled => {
+    if (rule === false) return null
+    if (rule === 'deny') return 'deny'
+    const compiled = compileRule(rule, path)
+    // With declared roles, a rule naming any other role is a typo that would deny everyone.
+    const unknown = declared === null ? undefined : compiled.roles.find((r) => !declared.has(r))
+    if (unknown !== undefined) throw invalidOption(path, `naming declared roles only: ${[...(declared as Set<string>)].join(', ')}`, unknown)
+    return compiled
+  }
+  const defaultRule = compile(options.defaultRule ?? 'deny', 'authz.defaultRule')
+
+  app.addHook('onRoute', (route) => {
+    const config = (route.config ?? {}) as { authz?: AuthzRule | false }
+    const compiled = config.authz === undefined ? defaultRule : compile(config.authz, `route ${route.method} ${route.url} config.authz`)
+    route.config = Object.assign({ ...config }, { [kRule]: { rule: compiled, name: `${String(route.method)} ${route.url}` } satisfies RouteRule })
+  })
+
+  const challenge = { 'www-authenticate': `Bearer realm="${realm}"` }
+  app.addHook('onRequest', (request, _reply, done) => {
+    try {
+      checkOverrides(request, overrides)
+      if (request.is404) return done()
+      const { routeOptions } = request
+      // Routes added before this plugin have no compiled rule: the default one applies.
+      const { rule, name: routeName } = (routeOptions.config as unknown as Record<typeof kRule, RouteRule | undefined>)[kRule] ??
+        { rule: defaultRule, name: `${request.method} ${routeOptions.url as string}` }
+      if (rule === null) return done()
+      if (rule === 'deny') {
+        deny(request, mode, PLUGIN_NAME, new NoRule(), routeName)
+        return done()
+      }
+      const principal = request.principal
+      if (principal === null || principal.type === 'anonymous') {
+        // No identity on a protected route is 401, never 403: authenticating may still help.
+        deny(request, mode, PLUGIN_NAME, withHeaders(new Unauthenticated(), challenge), routeName)
+        return done()
+      }
+      const verdict = rule.evaluate(grantsOf(principal))
+      if (verdict === 'allow') allow(request, PLUGIN_NAME, 'PORTCULLIS_AUTHZ_OK', routeName)
+      else if (verdict === 'scope') deny(request, mode, PLUGIN_NAME, insufficientScope(realm, rule.scopes), routeName)
+      else deny(request, mode, PLUGIN_NAME, new Forbidden(), routeName)
+    } catch (err) {
+      return done(err as Error)
+    }
+    done()
+  })
+}
+
+function checkOverrides (request: FastifyRequest, mode: 'refuse' | 'strip'): void {
+  for (const name of OVERRIDE_HEADERS) {
+    if (request.headers[name] === undefined) continue
+    if (mode === 'refuse') throw new OverrideRefused()
+    delete request.headers[name]
+    delete request.raw.headers[name]
+  }
+}
+
+// RFC 6750 §3.1: the scopes the resource needs, so the client can ask for a better token.
+function insufficientScope (realm: string, scopes: readonly string[]): PortcullisError {
+  return withHeaders(new InsufficientScope(), { 'www-authenticate': `Bearer realm="${realm}", error="insufficient_scope", scope="${scopes.join(' ')}"` })
+}
+
+/**
+ * Decides, for every matched route, whether `request.principal` may go on: roles (with a
+ * hierarchy), scopes and permissions, any-of and all-of. Routes without a rule are denied
+ * unless `defaultRule` says otherwise; public routes are marked with `config.authz: false`.
+ */
+export const portcullisAuthz = fp(plugin, { fastify: '5.x', name: PLUGIN_NAME, dependencies: ['@portcullis/core'] })

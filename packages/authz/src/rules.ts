@@ -1,0 +1,90 @@
+import { checkKnownKeys, invalidOption } from '@portcullis/core'
+import type { Grants } from './roles.js'
+
+/** One set of conditions; every field given must hold. */
+export interface Requirement {
+  /** At least one of these roles (after the hierarchy is expanded). */
+  anyRole?: string[]
+  /** Every one of these roles. */
+  allRoles?: string[]
+  /** Every one of these scopes: exact, case-sensitive. */
+  allScopes?: string[]
+  /** At least one of these scopes. */
+  anyScope?: string[]
+  /** Every one of these permissions (granted by roles). */
+  allPermissions?: string[]
+  /** At least one of these permissions. */
+  anyPermission?: string[]
+}
+
+/** A route's rule: a requirement, or alternatives of which one must hold. */
+export type AuthzRule = Requirement | { anyOf: Requirement[] }
+
+const FIELDS = ['anyRole', 'allRoles', 'allScopes', 'anyScope', 'allPermissions', 'anyPermission'] as const
+
+/** The outcome of a rule for one principal: allowed, or which kind of grant was missing. */
+export type Verdict = 'allow' | 'scope' | 'other'
+
+export interface CompiledRule {
+  /** The scopes to name in an insufficient_scope challenge. */
+  scopes: string[]
+  /** The roles the rule mentions, to check against the declared ones. */
+  roles: string[]
+  evaluate: (grants: Grants) => Verdict
+}
+
+type Check = (grants: Grants) => boolean
+
+/** Compiles a rule once, at load time, into set lookups. */
+export function compileRule (rule: AuthzRule, path: string): CompiledRule {
+  if (typeof rule !== 'object' || rule === null) throw invalidOption(path, 'false (a public route), a requirement such as { anyRole: ["admin"] }, or { anyOf: [...] }', rule)
+  const alternatives = 'anyOf' in rule ? rule.anyOf : [rule]
+  if ('anyOf' in rule) checkKnownKeys(rule, ['anyOf'], path)
+  if (!Array.isArray(alternatives) || alternatives.length === 0) throw invalidOption(`${path}.anyOf`, 'a non-empty list of requirements', alternatives)
+  const compiled = alternatives.map((req, i) => compileRequirement(req, 'anyOf' in rule ? `${path}.anyOf[${i}]` : path))
+  return {
+    scopes: [...new Set(compiled.flatMap((c) => c.scopes))],
+    roles: [...new Set(compiled.flatMap((c) => c.roles))],
+    evaluate (grants) {
+      let verdict: Verdict = 'scope'
+      for (const alternative of compiled) {
+        const failed = alternative.failing(grants)
+        if (failed === null) return 'allow'
+        if (failed !== 'scope') verdict = 'other'
+      }
+      return verdict
+    }
+  }
+}
+
+function compileRequirement (req: Requirement, path: string): { scopes: string[], roles: string[], failing: (grants: Grants) => 'scope' | 'other' | null } {
+  checkKnownKeys(req, FIELDS, path)
+  const present = FIELDS.filter((field) => req[field] !== undefined)
+  if (present.length === 0) throw invalidOption(path, `at least one of ${FIELDS.join(', ')} (mark a public route with config.authz: false)`)
+  const checks: Array<[Check, 'scope' | 'other']> = present.map((field) => {
+    const values = req[field]
+    if (!Array.isArray(values) || values.length === 0 || !values.every((v) => typeof v === 'string' && v !== '' && !/\s/.test(v))) {
+      throw invalidOption(`${path}.${field}`, 'a non-empty list of names without spaces', values)
+    }
+    const set = field.endsWith('Role') || field.endsWith('Roles') ? 'roles' : field.endsWith('Scope') || field.endsWith('Scopes') ? 'scopes' : 'permissions'
+    const all = field.startsWith('all')
+    const check: Check = all
+      ? (grants) => values.every((v) => grants[set].has(v))
+      : (grants) => values.some((v) => grants[set].has(v))
+    return [check, set === 'scopes' ? 'scope' : 'other']
+  })
+  return {
+    scopes: [...(req.allScopes ?? []), ...(req.anyScope ?? [])],
+    roles: [...(req.anyRole ?? []), ...(req.allRoles ?? [])],
+    failing (grants) {
+      let missing: 'scope' | 'other' | null = null
+      for (const [check, kind] of checks) {
+        if (!check(grants)) {
+          if (kind === 'other') return 'other'
+          missing = 'scope'
+        }
+      }
+      return missing
+    }
+  }
+}
