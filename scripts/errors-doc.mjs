@@ -10,6 +10,7 @@ export async function render () {
   const core = await import('@portcullis/core')
   await import('@portcullis/gateway')
   await import('@portcullis/authn')
+  await import('@portcullis/authz')
   const rows = core.errorCatalog()
     .filter((entry) => !entry.code.startsWith('PORTCULLIS_TEST_'))
     .map((entry) => `| \`${entry.code}\` | ${entry.statusCode} | ${entry.title} | ${entry.message.replaceAll('%s', '…').replaceAll('|', '\\|')} |`)

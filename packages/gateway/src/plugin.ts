@@ -2,12 +2,17 @@ import fp from 'fastify-plugin'
 import type { FastifyPluginAsync } from 'fastify'
 import { checkKnownKeys, portcullisCore, type CoreOptions } from '@portcullis/core'
 import { portcullisAuthn, type AuthnOptions } from '@portcullis/authn'
+import { portcullisAuthz, portcullisIpRules, type AuthzOptions, type IpRulesOptions } from '@portcullis/authz'
 
 export interface PortcullisOptions {
   /** Options of `@portcullis/core`: trusted proxies, the policy snapshot, problem+json. Always registered. */
   core?: CoreOptions
-  /** Options of `@portcullis/authn`; registered when given. */
+  /** IP allow/deny lists (`@portcullis/authz`), step 2; registered when given. */
+  ipRules?: IpRulesOptions
+  /** Options of `@portcullis/authn`, step 5; registered when given. */
   authn?: AuthnOptions
+  /** Options of `@portcullis/authz`, step 7; registered when given. */
+  authz?: AuthzOptions
 }
 
 interface Part {
@@ -21,7 +26,9 @@ interface Part {
 // its package exists; options for parts that do not exist yet are refused, never ignored.
 const PARTS: readonly Part[] = [
   { key: 'core', plugin: portcullisCore as FastifyPluginAsync<never>, always: true },
-  { key: 'authn', plugin: portcullisAuthn as FastifyPluginAsync<never>, always: false }
+  { key: 'ipRules', plugin: portcullisIpRules as FastifyPluginAsync<never>, always: false },
+  { key: 'authn', plugin: portcullisAuthn as FastifyPluginAsync<never>, always: false },
+  { key: 'authz', plugin: portcullisAuthz as FastifyPluginAsync<never>, always: false }
 ]
 
 /**

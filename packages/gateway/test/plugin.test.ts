@@ -31,7 +31,7 @@ test('the meta-plugin works with no options at all', async (t) => {
 test('options for parts it does not have are refused, not ignored', async (t) => {
   const app = Fastify()
   app.register(portcullis, { rateLimit: { max: 10 } } as never)
-  await t.rejects(async () => app.ready(), { code: 'PORTCULLIS_CORE_INVALID_OPTION', message: 'portcullis.rateLimit is not a known option; allowed: core, authn' })
+  await t.rejects(async () => app.ready(), { code: 'PORTCULLIS_CORE_INVALID_OPTION', message: 'portcullis.rateLimit is not a known option; allowed: core, ipRules, authn, authz' })
   const bad = Fastify()
   bad.register(portcullis, { core: { trustedProxies: ['localhost'] } })
   await t.rejects(async () => bad.ready(), { message: /core\.trustedProxies\[0\]: "localhost" is not an IP address/ })
@@ -50,6 +50,25 @@ test('authn joins the chain after core when configured', async (t) => {
   const without = Fastify()
   await without.register(portcullis)
   t.notOk(without.hasPlugin('@portcullis/authn'), 'not registered without options')
+})
+
+test('IP rules, authn and authz run in the recommended order', async (t) => {
+  const key = createApiKey({ id: 'k1', owner: { id: 'alice', type: 'user', roles: ['user'] } })
+  const app = Fastify()
+  await app.register(portcullis, {
+    ipRules: { deny: ['192.0.2.0/24'] },
+    authn: { methods: { key: { type: 'api-key', keys: [key.record] } } },
+    authz: { roles: { user: {}, admin: { inherits: ['user'] } } }
+  })
+  app.get('/orders', { config: { authz: { anyRole: ['user'] } } }, async (request) => ({ decisions: request.decisions?.map((d) => d.plugin) }))
+  app.delete('/orders/:id', { config: { authz: { anyRole: ['admin'] } } }, async () => 'deleted')
+  const headers = { 'x-api-key': key.key }
+  t.same((await app.inject({ url: '/orders', headers })).json(), { decisions: ['@portcullis/authz/ip-rules', '@portcullis/authn', '@portcullis/authz'] }, 'one decision per step, in order')
+  t.equal((await app.inject({ url: '/orders' })).statusCode, 401, 'authn refuses before authz is asked')
+  t.equal((await app.inject({ method: 'DELETE', url: '/orders/1', headers })).statusCode, 403)
+  const blocked = await app.inject({ url: '/orders', headers, remoteAddress: '192.0.2.5' })
+  t.equal(blocked.statusCode, 403, 'the IP rule refuses before credentials are even looked at')
+  t.equal(blocked.json().code, 'PORTCULLIS_AUTHZ_IP_DENIED')
 })
 
 test('the recommended order is complete and consistent', async (t) => {
