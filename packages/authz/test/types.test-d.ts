@@ -15,7 +15,8 @@ app.get('/public', { config: { authz: false } }, async () => 'ok')
 app.post('/orders', { config: { authz: { allScopes: ['orders:write'] } } }, async () => 'ok')
 app.delete('/orders/:id', { config: { authz: { anyOf: [{ anyRole: ['admin'] }, { allPermissions: ['orders:delete'] }] } } }, async () => 'ok')
 app.get('/internal', { config: { ipRules: { allow: ['10.0.0.0/8'] } } }, async () => 'ok')
-// @ts-expect-error roles are listed under anyRole or allRoles
-app.get('/typo', { config: { authz: { roles: ['admin'] } } }, async () => 'ok')
-// @ts-expect-error public is false, not true
-app.get('/typo2', { config: { authz: true } }, async () => 'ok')
+// @ts-expect-error roles are a list
+app.get('/typo', { config: { authz: { anyRole: 'admin' } } }, async () => 'ok')
+// @ts-expect-error alternatives are a list of requirements
+app.get('/typo2', { config: { authz: { anyOf: { anyRole: ['admin'] } } } }, async () => 'ok')
+// Rules are checked in full at startup too: unknown fields and `true` fail there (see authz.test.ts).
