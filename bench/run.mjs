@@ -33,7 +33,10 @@ const SCENARIOS = [
   { name: 'core', path: '/orders/42', prepare: () => ({ headers: { 'x-forwarded-for': '198.51.100.7' } }) },
   // One token on every request: what is measured is a token the plugin has already verified.
   { name: 'jwt-es256', path: '/orders/42', prepare: prepareEs256 },
-  { name: 'jwt-hs256', path: '/orders/42', prepare: prepareHs256 }
+  { name: 'jwt-hs256', path: '/orders/42', prepare: prepareHs256 },
+  // Authorization alone: the baseline is the jwt-es256 server, the same chain without authz, so
+  // the difference is the cost of a role and a scope check on the matched route.
+  { name: 'authz', path: '/orders/42', prepare: prepareEs256, baseline: 'jwt-es256' }
 ]
 const SCENARIO_NAMES = SCENARIOS.map((scenario) => scenario.name)
 
@@ -62,6 +65,7 @@ function signToken (key, algorithm, settings) {
     aud: JWT_AUDIENCE,
     sub: 'alice',
     scope: 'orders:read',
+    roles: ['user'],
     exp: Math.floor(Date.now() / 1000) + lifetime
   })
 }
@@ -233,7 +237,7 @@ async function measure (server, scenario, headers, settings) {
 // Baseline and target take turns, so drift on the machine weighs on both alike.
 async function runScenario (scenario, settings) {
   const { headers, serverOptions, requiresCredentials = false } = scenario.prepare(settings)
-  const [baseline, target] = await Promise.all([startServer('baseline'), startServer(scenario.name, serverOptions)])
+  const [baseline, target] = await Promise.all([startServer(scenario.baseline ?? 'baseline', serverOptions), startServer(scenario.name, serverOptions)])
   try {
     await verifySameResponse(baseline, target, scenario, headers)
     if (requiresCredentials) await verifyRefusedWithout(target, scenario, headers)

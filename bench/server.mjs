@@ -6,6 +6,7 @@ import Fastify from 'fastify'
 import { portcullis } from '@portcullis/gateway'
 import { portcullisCore, SnapshotHolder } from '@portcullis/core'
 import { portcullisAuthn } from '@portcullis/authn'
+import { portcullisAuthz } from '@portcullis/authz'
 
 // Must match the claims of the token run.mjs signs.
 const JWT_ISSUER = 'https://idp.bench.local/'
@@ -25,8 +26,15 @@ const SCENARIOS = {
   'jwt-hs256': async (app, options) => {
     const key = Buffer.from(requireOption(options, 'secret'), 'base64url')
     await registerJwt(app, { kid: 'k1', algorithms: ['HS256'], key })
+  },
+  authz: async (app, options) => {
+    await SCENARIOS['jwt-es256'](app, options)
+    await app.register(portcullisAuthz, { roles: { user: {}, admin: { inherits: ['user'] } } })
   }
 }
+
+// The route's rule, read by authz where it is registered and ignored elsewhere.
+const ORDERS_RULE = { anyRole: ['user'], allScopes: ['orders:read'] }
 
 async function registerJwt (app, key) {
   await app.register(portcullisCore)
@@ -51,7 +59,7 @@ function readOptions (text) {
 async function buildApp (scenario, options) {
   const app = Fastify({ logger: false })
   await SCENARIOS[scenario](app, options)
-  app.get('/orders/:id', async (request) => {
+  app.get('/orders/:id', { config: { authz: ORDERS_RULE } }, async (request) => {
     return { id: request.params.id, item: 'lamp', quantity: 1 }
   })
   await app.ready()
