@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import { checkKnownKeys, invalidOption, type Principal } from '@portcullis/core'
+import { checkKnownKeys, checkNumber, invalidOption, type Principal } from '@portcullis/core'
 import { principalMapping, toPrincipal, type JwtPrincipalMapping } from './jwt.js'
 import { checkProviderUrl, ProviderUnreachable } from './remote-keys.js'
 
@@ -45,9 +45,9 @@ export function compileIntrospection (options: IntrospectionMethodOptions, path:
     throw invalidOption(`${path}.audience`, 'a string or a non-empty list of strings', options.audience)
   }
   if (options.issuer !== undefined && (typeof options.issuer !== 'string' || options.issuer === '')) throw invalidOption(`${path}.issuer`, 'a non-empty string', options.issuer)
-  const timeoutMs = whole(options.timeoutMs, 2000, 1, `${path}.timeoutMs`)
-  const cacheMs = whole(options.cacheSeconds, 60, 0, `${path}.cacheSeconds`) * 1000
-  const cacheSize = whole(options.cacheSize, 10_000, 1, `${path}.cacheSize`)
+  const timeoutMs = checkNumber(options.timeoutMs, 2000, `${path}.timeoutMs`, WHOLE_FROM_1, isWholeFrom(1))
+  const cacheMs = checkNumber(options.cacheSeconds, 60, `${path}.cacheSeconds`, 'a whole number, 0 or more', isWholeFrom(0)) * 1000
+  const cacheSize = checkNumber(options.cacheSize, 10_000, `${path}.cacheSize`, WHOLE_FROM_1, isWholeFrom(1))
   const mapping = principalMapping(options.principal, `${path}.principal`)
   const authorization = `Basic ${Buffer.from(`${encodeURIComponent(options.clientId)}:${encodeURIComponent(options.clientSecret)}`).toString('base64')}`
 
@@ -118,8 +118,5 @@ function digest (token: string): string {
   return createHash('sha256').update(token).digest('base64url')
 }
 
-function whole (value: unknown, fallback: number, min: number, path: string): number {
-  if (value === undefined) return fallback
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min) throw invalidOption(path, `a whole number, ${min} or more`, value)
-  return value
-}
+const WHOLE_FROM_1 = 'a whole number, 1 or more'
+const isWholeFrom = (min: number) => (n: number): boolean => Number.isInteger(n) && n >= min

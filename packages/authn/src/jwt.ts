@@ -1,6 +1,6 @@
 import { createPublicKey, createSecretKey, type KeyObject, type JsonWebKey } from 'node:crypto'
 import { createDecoder, createVerifier, type Algorithm, type DecodedJwt } from 'fast-jwt'
-import { checkKnownKeys, createPrincipal, invalidOption, type Principal, type PrincipalType } from '@portcullis/core'
+import { checkKnownKeys, checkNumber, createPrincipal, invalidOption, type Principal, type PrincipalType } from '@portcullis/core'
 import { checkProviderUrl, ProviderUnreachable, remoteKeys, type RemoteKeyOptions } from './remote-keys.js'
 
 /** One verification key, with the only algorithms it may be used with. */
@@ -218,9 +218,7 @@ function keySource (options: JwtMethodOptions, path: string): KeySource {
 }
 
 function positive (value: unknown, fallback: number, path: string): number {
-  if (value === undefined) return fallback
-  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) throw invalidOption(path, 'a positive number', value)
-  return value
+  return checkNumber(value, fallback, path, 'a positive number', (n) => n > 0)
 }
 
 /** Whether a verification failed because the provider's keys could not be had. */
@@ -265,9 +263,7 @@ function prepareKey (input: JwtKey, path: string): PreparedKey {
 }
 
 function seconds (value: unknown, fallback: number, path: string): number {
-  if (value === undefined) return fallback
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) throw invalidOption(path, 'a number of seconds, 0 or more', value)
-  return value
+  return checkNumber(value, fallback, path, 'a number of seconds, 0 or more', (n) => n >= 0)
 }
 
 export type Mapping = Required<Pick<JwtPrincipalMapping, 'idClaim' | 'type' | 'rolesClaim' | 'scopesClaim'>> & Pick<JwtPrincipalMapping, 'tenantClaim' | 'planClaim'>

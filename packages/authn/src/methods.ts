@@ -1,5 +1,5 @@
 import type { FastifyRequest } from 'fastify'
-import { checkKnownKeys, createPrincipal, invalidOption, type Principal } from '@portcullis/core'
+import { checkKnownKeys, createPrincipal, invalidOption, isHeaderName, withHeaders, type PortcullisError, type Principal } from '@portcullis/core'
 import { MemoryApiKeyStore, verifyApiKey, type ApiKeyRecord, type ApiKeyStore } from './api-key.js'
 import { isToken68, quote, type Authorization } from './authorization.js'
 import { decodeBasic, hashPassword, parsePasswordHash, verifyPassword, type BasicUser } from './basic.js'
@@ -61,14 +61,14 @@ export async function compileMethod (name: string, options: MethodOptions, realm
 function apiKeyMethod (name: string, options: ApiKeyMethodOptions, realm: string, path: string): Method {
   checkKnownKeys(options, ['type', 'header', 'query', 'store', 'keys'], path)
   const header = (options.header ?? 'x-api-key').toLowerCase()
-  if (!/^[!#$%&'*+.^_`|~0-9a-z-]+$/.test(header) || header === 'authorization') throw invalidOption(`${path}.header`, 'a header name other than authorization', options.header)
+  if (!isHeaderName(header) || header === 'authorization') throw invalidOption(`${path}.header`, 'a header name other than authorization', options.header)
   const query = options.query
   if (query !== undefined && (typeof query !== 'string' || query === '')) throw invalidOption(`${path}.query`, 'a query parameter name', query)
   if ((options.store === undefined) === (options.keys === undefined)) throw invalidOption(path, 'given exactly one of store or keys')
   if (options.store !== undefined && typeof options.store.find !== 'function') throw invalidOption(`${path}.store`, 'an object with find(hash)')
   const store = options.store ?? new MemoryApiKeyStore(options.keys)
   const challenge = `ApiKey realm=${quote(realm)}, header=${quote(header)}`
-  const invalid = () => Object.assign(new InvalidCredentials(), { headers: { 'www-authenticate': challenge } })
+  const invalid = () => withHeaders(new InvalidCredentials(), { 'www-authenticate': challenge })
   return {
     name,
     type: 'api-key',
@@ -106,19 +106,19 @@ async function basicMethod (name: string, options: BasicMethodOptions, realm: st
   // Unknown users cost the same scrypt work as known ones, so timing does not tell which exist.
   const decoy = parsePasswordHash(await hashPassword('decoy'), 'decoy')
   const challenge = `Basic realm=${quote(realm)}, charset="UTF-8"`
-  const invalid = () => Object.assign(new InvalidCredentials(), { headers: { 'www-authenticate': challenge } })
+  const invalid = () => withHeaders(new InvalidCredentials(), { 'www-authenticate': challenge })
   return {
     name,
     type: 'basic',
     challenge,
     find (_request, authorization) {
       if (authorization?.scheme !== 'basic') return undefined
-      if (!isToken68(authorization.value)) throw withChallenge(new InvalidRequest('Basic credentials must be base64'), challenge)
+      if (!isToken68(authorization.value)) throw challenged(new InvalidRequest('Basic credentials must be base64'), challenge)
       return authorization.value
     },
     async verify (credential) {
       const decoded = decodeBasic(credential)
-      if (decoded === null) throw withChallenge(new InvalidRequest('Basic credentials must be base64 of UTF-8 user-id:password'), challenge)
+      if (decoded === null) throw challenged(new InvalidRequest('Basic credentials must be base64 of UTF-8 user-id:password'), challenge)
       const user = users.get(decoded.username)
       const matches = await verifyPassword(decoded.password, user?.hash ?? decoy)
       if (user === undefined || !matches) throw invalid()
@@ -134,10 +134,10 @@ function findBearer (request: FastifyRequest, authorization: Authorization | nul
   const invalidRequest = `${challenge}, error="invalid_request"`
   if (authorization?.scheme !== 'bearer') {
     // RFC 6750 §2.3 tokens in the URL end up in logs and caches: refused, never used.
-    if (inQuery) throw withChallenge(new InvalidRequest('access tokens are not accepted in the query string'), invalidRequest)
+    if (inQuery) throw challenged(new InvalidRequest('access tokens are not accepted in the query string'), invalidRequest)
     return undefined
   }
-  if (inQuery) throw withChallenge(new AmbiguousCredentials(), invalidRequest)
+  if (inQuery) throw challenged(new AmbiguousCredentials(), invalidRequest)
   return authorization.value
 }
 
@@ -146,9 +146,9 @@ function findBearer (request: FastifyRequest, authorization: Authorization | nul
  * nothing can be decided and the client may retry (503). Otherwise which check failed stays
  * here: the client, forger or not, learns only that the token was refused.
  */
-function bearerRefusal (err: unknown, invalidToken: string): Error {
-  if (err instanceof ProviderUnreachable || isProviderUnreachable(err)) return Object.assign(new ProviderUnavailable(), { headers: { 'retry-after': '5' } })
-  return withChallenge(new InvalidToken(), invalidToken)
+function bearerRefusal (err: unknown, invalidToken: string): PortcullisError {
+  if (err instanceof ProviderUnreachable || isProviderUnreachable(err)) return withHeaders(new ProviderUnavailable(), RETRY_LATER)
+  return challenged(new InvalidToken(), invalidToken)
 }
 
 /**
@@ -166,14 +166,14 @@ function bearerMethod (name: string, type: 'jwt' | 'introspection', realm: strin
     async verify (credential) {
       const known = cached?.(credential)
       if (known !== undefined) return known
-      if (!isToken68(credential)) throw withChallenge(new InvalidRequest('a Bearer token must be a token68'), `${challenge}, error="invalid_request"`)
+      if (!isToken68(credential)) throw challenged(new InvalidRequest('a Bearer token must be a token68'), `${challenge}, error="invalid_request"`)
       try {
         return await check(credential)
       } catch (err) {
         throw bearerRefusal(err, invalidToken)
       }
     },
-    refuse: () => withChallenge(new InvalidToken(), invalidToken)
+    refuse: () => challenged(new InvalidToken(), invalidToken)
   }
 }
 
@@ -189,6 +189,9 @@ function introspectionMethod (name: string, options: IntrospectionMethodOptions,
   return bearerMethod(name, 'introspection', realm, compileIntrospection(options, path).introspect)
 }
 
-function withChallenge<E extends Error> (error: E, challenge: string): E {
-  return Object.assign(error, { headers: { 'www-authenticate': challenge } })
+function challenged (error: PortcullisError, challenge: string): PortcullisError {
+  return withHeaders(error, { 'www-authenticate': challenge })
 }
+
+/** For answers that mean "try again shortly": the provider or a store could not be reached. */
+export const RETRY_LATER = Object.freeze({ 'retry-after': '5' })

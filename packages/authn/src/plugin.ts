@@ -1,13 +1,13 @@
 import fp from 'fastify-plugin'
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
 import {
-  allow, ANONYMOUS, checkKnownKeys, checkMode, deny, invalidOption, setPrincipal,
+  allow, ANONYMOUS, checkKnownKeys, checkMode, checkRealm, deny, invalidOption, setPrincipal, withHeaders,
   type Mode, type PortcullisError, type Principal
 } from '@portcullis/core'
 import { parseAuthorization } from './authorization.js'
 import { AmbiguousCredentials, MissingCredentials, RevocationUnavailable, StoreUnavailable } from './errors.js'
 import { revocationKey, type RevocationStore } from './revocation.js'
-import { compileMethod, type Method, type MethodOptions } from './methods.js'
+import { compileMethod, RETRY_LATER, type Method, type MethodOptions } from './methods.js'
 
 export const PLUGIN_NAME = '@portcullis/authn'
 
@@ -72,10 +72,7 @@ const plugin: FastifyPluginAsync<AuthnOptions> = async (app, options) => {
   if (revocation !== null && (typeof revocation.isRevoked !== 'function' || typeof revocation.revoke !== 'function')) {
     throw invalidOption('authn.revocation', 'a revocation store with revoke() and isRevoked(), such as a RedisRevocationStore')
   }
-  const realm = options.realm ?? 'api'
-  if (typeof realm !== 'string' || realm === '' || /["\\\u0000-\u001f]/.test(realm)) { // eslint-disable-line no-control-regex -- characters a quoted realm cannot hold
-    throw invalidOption('authn.realm', 'a non-empty string without quotes, backslashes or control characters', realm)
-  }
+  const realm = checkRealm(options.realm ?? 'api', 'authn.realm')
   const mode = checkMode(options.mode, 'authn.mode')
   const entries = Object.entries(checkKnownKeys(options.methods, Object.keys(options.methods ?? {}), 'authn.methods'))
   if (entries.length === 0) throw invalidOption('authn.methods', 'at least one method')
@@ -144,7 +141,7 @@ async function authenticate (request: FastifyRequest, policy: Policy, revocation
       if (typeof (err as { statusCode?: unknown }).statusCode === 'number') throw err
       // Anything else is a key store that failed (Redis down or slow): fail closed, honestly.
       request.log.warn({ err }, 'credential store unavailable')
-      throw Object.assign(new StoreUnavailable(), { headers: { 'retry-after': '5' } })
+      throw withHeaders(new StoreUnavailable(), RETRY_LATER)
     }
     const key = revocation === null ? undefined : revocationKey(principal)
     if (key === undefined) return principal
@@ -154,7 +151,7 @@ async function authenticate (request: FastifyRequest, policy: Policy, revocation
     } catch (err) {
       // Fail closed: a credential whose revocation cannot be checked is not accepted.
       request.log.warn({ err }, 'revocation store unavailable')
-      throw Object.assign(new RevocationUnavailable(), { headers: { 'retry-after': '5' } })
+      throw withHeaders(new RevocationUnavailable(), RETRY_LATER)
     }
     if (revoked) throw method.refuse()
     return principal

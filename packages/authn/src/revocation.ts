@@ -1,4 +1,4 @@
-import { invalidOption, type Principal } from '@portcullis/core'
+import { checkNumber, invalidOption, type Principal } from '@portcullis/core'
 import { within, type RedisLike } from './redis.js'
 
 /** Where revoked credentials are kept until they would have expired anyway. */
@@ -95,7 +95,5 @@ function checkRevocation (key: string, untilMs: number): void {
 }
 
 function nonNegative (value: unknown, fallback: number, path: string): number {
-  if (value === undefined) return fallback
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) throw invalidOption(path, 'a whole number, 0 or more', value)
-  return value
+  return checkNumber(value, fallback, path, 'a whole number, 0 or more', (n) => Number.isInteger(n) && n >= 0)
 }

@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
-import { allow, checkKnownKeys, checkMode, deny, invalidOption, withHeaders, type Mode, type PortcullisError } from '@portcullis/core'
+import { allow, checkKnownKeys, checkMode, checkRealm, deny, invalidOption, withHeaders, type Mode, type PortcullisError } from '@portcullis/core'
 import { Forbidden, InsufficientScope, NoRule, OverrideRefused, Unauthenticated } from './errors.js'
 import { compileRoles, type RoleDefinition } from './roles.js'
 import { compileRule, type AuthzRule, type CompiledRule } from './rules.js'
@@ -47,8 +47,7 @@ interface RouteRule { rule: Compiled, name: string }
 const plugin: FastifyPluginAsync<AuthzOptions> = async (app, options) => {
   checkKnownKeys(options, ['roles', 'defaultRule', 'overrideHeaders', 'realm', 'mode'], 'authz')
   const mode = checkMode(options.mode, 'authz.mode')
-  const realm = options.realm ?? 'api'
-  if (typeof realm !== 'string' || !/^[^"\\\p{Cc}]+$/u.test(realm)) throw invalidOption('authz.realm', 'a non-empty string without quotes, backslashes or control characters', realm)
+  const realm = checkRealm(options.realm ?? 'api', 'authz.realm')
   const overrides = options.overrideHeaders ?? 'refuse'
   if (overrides !== 'refuse' && overrides !== 'strip') throw invalidOption('authz.overrideHeaders', 'refuse or strip', overrides)
   const grantsOf = compileRoles(options.roles)

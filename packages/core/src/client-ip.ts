@@ -1,5 +1,6 @@
 import { InvalidOption } from './errors.js'
 import { canonicalIp, compileIpMatcher } from './ip.js'
+import { isHeaderName } from './options.js'
 
 export interface ClientIpOptions {
   /**
@@ -30,7 +31,7 @@ export function compileClientIp (options: ClientIpOptions = {}, path = 'options'
   const trusted = options.trustedProxies ?? []
   if (!Array.isArray(trusted)) throw new InvalidOption(`${path}.trustedProxies must be an array of IP addresses, CIDR ranges or aliases`)
   const header = (options.forwardedHeader ?? 'x-forwarded-for').toLowerCase()
-  if (!/^[!#$%&'*+.^_`|~0-9a-z-]+$/.test(header)) throw new InvalidOption(`${path}.forwardedHeader must be an HTTP header name, got "${header}"`)
+  if (!isHeaderName(header)) throw new InvalidOption(`${path}.forwardedHeader must be an HTTP header name, got "${header}"`)
   if (trusted.length === 0) return (remoteAddress) => socketIp(remoteAddress)
   const isTrusted = compileIpMatcher(trusted, `${path}.trustedProxies`)
   return (remoteAddress, headers) => {

@@ -33,3 +33,23 @@ function describeValue (value: unknown): string {
   if (value === null) return 'null'
   return typeof value === 'object' ? 'an object' : String(value)
 }
+
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9a-z-]+$/i
+
+/** Whether a string is an HTTP field name (RFC 9110 §5.1: a token). */
+export function isHeaderName (name: unknown): name is string {
+  return typeof name === 'string' && HEADER_NAME.test(name)
+}
+
+/** Checks the realm of `WWW-Authenticate` challenges: it must fit in a quoted-string as is. */
+export function checkRealm (value: unknown, path: string): string {
+  if (typeof value !== 'string' || !/^[^"\\\p{Cc}]+$/u.test(value)) throw invalidOption(path, 'a non-empty string without quotes, backslashes or control characters', value)
+  return value
+}
+
+/** Checks an optional number option: `fallback` when absent, else it must pass `accept`. */
+export function checkNumber (value: unknown, fallback: number, path: string, expected: string, accept: (n: number) => boolean): number {
+  if (value === undefined) return fallback
+  if (typeof value !== 'number' || !Number.isFinite(value) || !accept(value)) throw invalidOption(path, expected, value)
+  return value
+}

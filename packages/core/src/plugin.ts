@@ -2,7 +2,7 @@ import fp from 'fastify-plugin'
 import type { FastifyPluginAsync } from 'fastify'
 import { compileClientIp, type ClientIpOptions, type ClientIpResolver } from './client-ip.js'
 import type { Decision } from './decisions.js'
-import { checkKnownKeys, invalidOption } from './options.js'
+import { checkKnownKeys, invalidOption, isHeaderName } from './options.js'
 import { pathOptionsOf, type PathOptions } from './path.js'
 import { kPrincipal, principalGetter, type Principal } from './principal.js'
 import { createProblemHandlers, DEFAULT_PROBLEM_TYPE_BASE } from './problem.js'
@@ -62,8 +62,6 @@ declare module 'fastify' {
 
 const OPTION_KEYS = ['trustedProxies', 'forwardedHeader', 'snapshot', 'problemDetails', 'problemTypeBase', 'requestIdHeader']
 
-const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
-
 // Async, so that a bad option rejects app.ready() instead of escaping as an exception.
 const plugin: FastifyPluginAsync<CoreOptions> = async (app, options) => {
   checkKnownKeys(options, OPTION_KEYS, 'core')
@@ -79,7 +77,7 @@ const plugin: FastifyPluginAsync<CoreOptions> = async (app, options) => {
     throw invalidOption('core.problemTypeBase', 'an absolute URI prefix such as "https://docs.example.com/errors#"', typeBase)
   }
   const requestIdHeader = options.requestIdHeader ?? false
-  if (requestIdHeader !== false && (typeof requestIdHeader !== 'string' || !HEADER_NAME.test(requestIdHeader))) {
+  if (requestIdHeader !== false && !isHeaderName(requestIdHeader)) {
     throw invalidOption('core.requestIdHeader', 'false or a response header name such as "x-request-id"', requestIdHeader)
   }
   const resolveClientIp = compileClientIp(options, 'core')

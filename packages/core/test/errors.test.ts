@@ -1,5 +1,5 @@
 import { test } from 'tap'
-import { catalogEntry, checkKnownKeys, createError, errorCatalog, invalidOption, withHeaders } from '../src/index.js'
+import { catalogEntry, checkKnownKeys, checkNumber, checkRealm, createError, errorCatalog, invalidOption, isHeaderName, withHeaders } from '../src/index.js'
 
 test('createError makes classes with a stable code and status, listed in the catalog', async (t) => {
   const Limited = createError('PORTCULLIS_TEST_LIMITED', 'Too many requests for %s', 429, 'Too Many Requests')
@@ -31,4 +31,15 @@ test('option helpers name the option and what is allowed', async (t) => {
   t.equal(invalidOption('a.b', 'a number', null).message, 'a.b must be a number (got null)')
   t.equal(invalidOption('a.b', 'a number', true).message, 'a.b must be a number (got true)')
   t.equal(invalidOption('a.b', 'set').message, 'a.b must be set')
+})
+
+test('shared checks: header names, realms, numbers', async (t) => {
+  t.ok(isHeaderName('X-Request-Id'))
+  for (const bad of ['x request', '', 'x:y', 42]) t.notOk(isHeaderName(bad), String(bad))
+  t.equal(checkRealm('orders api', 'x.realm'), 'orders api')
+  for (const bad of ['', 'a"b', 'a\\b', 'a\nb', 7]) t.throws(() => checkRealm(bad, 'x.realm'), { message: /^x\.realm must be a non-empty string without quotes, backslashes or control characters/ })
+  const positive = (n: number) => n > 0
+  t.equal(checkNumber(undefined, 5, 'x.n', 'a positive number', positive), 5)
+  t.equal(checkNumber(2, 5, 'x.n', 'a positive number', positive), 2)
+  for (const bad of [0, Number.NaN, Number.POSITIVE_INFINITY, '3']) t.throws(() => checkNumber(bad, 5, 'x.n', 'a positive number', positive), { message: /^x\.n must be a positive number/ })
 })
