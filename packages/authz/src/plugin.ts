@@ -2,8 +2,9 @@ import fp from 'fastify-plugin'
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
 import { allow, checkKnownKeys, checkMode, checkRealm, deny, invalidOption, withHeaders, type Mode, type PortcullisError } from '@portcullis/core'
 import { Forbidden, InsufficientScope, NoRule, OverrideRefused, Unauthenticated } from './errors.js'
-import { compileRoles, type RoleDefinition } from './roles.js'
+import { compileRoles, type Grants, type RoleDefinition } from './roles.js'
 import { compileRule, type AuthzRule, type CompiledRule } from './rules.js'
+import { conditionsHook, responseHooks } from './route-checks.js'
 
 export const PLUGIN_NAME = '@portcullis/authz'
 
@@ -64,10 +65,24 @@ const plugin: FastifyPluginAsync<AuthzOptions> = async (app, options) => {
   }
   const defaultRule = compile(options.defaultRule ?? 'deny', 'authz.defaultRule')
 
+  const grantsOfRequest = (request: FastifyRequest): Grants => request.principal === null ? NO_GRANTS : grantsOf(request.principal)
   app.addHook('onRoute', (route) => {
-    const config = (route.config ?? {}) as { authz?: AuthzRule | false }
+    const config = (route.config ?? {}) as { authz?: AuthzRule | false, [kRule]?: RouteRule }
+    // Fastify derives HEAD routes from GET ones, with the options already seen here.
+    if (config[kRule] !== undefined) return
     const compiled = config.authz === undefined ? defaultRule : compile(config.authz, `route ${route.method} ${route.url} config.authz`)
-    route.config = Object.assign({ ...config }, { [kRule]: { rule: compiled, name: `${String(route.method)} ${route.url}` } satisfies RouteRule })
+    const name = `${String(route.method)} ${route.url}`
+    route.config = Object.assign({ ...config }, { [kRule]: { rule: compiled, name } satisfies RouteRule })
+    const checks = compiled === null || compiled === 'deny' ? null : compiled.checks
+    if (checks === null) return
+    const context = { plugin: PLUGIN_NAME, mode, name, grantsOf: grantsOfRequest }
+    // Step 9 comes before any preHandler of the route's own: those may act on what is denied here.
+    route.preHandler = [conditionsHook(checks, context), ...hooksOf(route.preHandler)]
+    if (checks.properties?.hasRead === true) {
+      const hooks = responseHooks(checks.properties, context)
+      route.preSerialization = [...hooksOf(route.preSerialization), hooks.preSerialization]
+      route.onSend = [...hooksOf(route.onSend), hooks.onSend]
+    }
   })
 
   const challenge = { 'www-authenticate': `Bearer realm="${realm}"` }
@@ -99,6 +114,12 @@ const plugin: FastifyPluginAsync<AuthzOptions> = async (app, options) => {
     }
     done()
   })
+}
+
+const NO_GRANTS: Grants = Object.freeze({ roles: new Set<string>(), scopes: new Set<string>(), permissions: new Set<string>() })
+
+function hooksOf<T> (hooks: T | T[] | undefined): T[] {
+  return hooks === undefined ? [] : Array.isArray(hooks) ? hooks : [hooks]
 }
 
 function checkOverrides (request: FastifyRequest, mode: 'refuse' | 'strip'): void {

@@ -1,5 +1,6 @@
 import { checkKnownKeys, invalidOption } from '@portcullis/core'
 import type { Grants } from './roles.js'
+import { checkRuleKeys, compileConditions, type Conditions, type RouteChecks } from './route-checks.js'
 
 /** One set of conditions; every field given must hold. */
 export interface Requirement {
@@ -17,8 +18,12 @@ export interface Requirement {
   anyPermission?: string[]
 }
 
-/** A route's rule: a requirement, or alternatives of which one must hold. */
-export type AuthzRule = Requirement | { anyOf: Requirement[] }
+/**
+ * A route's rule: a requirement, or alternatives of which one must hold, and conditions checked
+ * once the request is validated. A rule with conditions only admits any authenticated principal
+ * that meets them.
+ */
+export type AuthzRule = (Requirement & Conditions) | ({ anyOf: Requirement[] } & Conditions)
 
 const FIELDS = ['anyRole', 'allRoles', 'allScopes', 'anyScope', 'allPermissions', 'anyPermission'] as const
 
@@ -31,17 +36,26 @@ export interface CompiledRule {
   /** The roles the rule mentions, to check against the declared ones. */
   roles: string[]
   evaluate: (grants: Grants) => Verdict
+  /** Ownership, condition and property checks; `null` when the rule has none. */
+  checks: RouteChecks | null
 }
 
 type Check = (grants: Grants) => boolean
 
+const allowAll = (): Verdict => 'allow'
+
 /** Compiles a rule once, at load time, into set lookups. */
 export function compileRule (rule: AuthzRule, path: string): CompiledRule {
   if (typeof rule !== 'object' || rule === null) throw invalidOption(path, 'false (a public route), a requirement such as { anyRole: ["admin"] }, or { anyOf: [...] }', rule)
-  const alternatives = 'anyOf' in rule ? rule.anyOf : [rule]
-  if ('anyOf' in rule) checkKnownKeys(rule, ['anyOf'], path)
+  const anyOf = 'anyOf' in rule
+  checkRuleKeys(rule, anyOf ? ['anyOf'] : FIELDS, path)
+  const checks = compileConditions(rule, path)
+  if (!anyOf && checks !== null && FIELDS.every((field) => (rule as Requirement)[field] === undefined)) {
+    return { scopes: [], roles: [], evaluate: allowAll, checks }
+  }
+  const alternatives = anyOf ? rule.anyOf : [rule]
   if (!Array.isArray(alternatives) || alternatives.length === 0) throw invalidOption(`${path}.anyOf`, 'a non-empty list of requirements', alternatives)
-  const compiled = alternatives.map((req, i) => compileRequirement(req, 'anyOf' in rule ? `${path}.anyOf[${i}]` : path))
+  const compiled = alternatives.map((req, i) => compileRequirement(req, anyOf ? `${path}.anyOf[${i}]` : path, anyOf))
   return {
     scopes: [...new Set(compiled.flatMap((c) => c.scopes))],
     roles: [...new Set(compiled.flatMap((c) => c.roles))],
@@ -53,14 +67,15 @@ export function compileRule (rule: AuthzRule, path: string): CompiledRule {
         if (failed !== 'scope') verdict = 'other'
       }
       return verdict
-    }
+    },
+    checks
   }
 }
 
-function compileRequirement (req: Requirement, path: string): { scopes: string[], roles: string[], failing: (grants: Grants) => 'scope' | 'other' | null } {
-  checkKnownKeys(req, FIELDS, path)
+function compileRequirement (req: Requirement, path: string, alternative: boolean): { scopes: string[], roles: string[], failing: (grants: Grants) => 'scope' | 'other' | null } {
+  if (alternative) checkKnownKeys(req, FIELDS, path)
   const present = FIELDS.filter((field) => req[field] !== undefined)
-  if (present.length === 0) throw invalidOption(path, `at least one of ${FIELDS.join(', ')} (mark a public route with config.authz: false)`)
+  if (present.length === 0) throw invalidOption(path, `at least one of ${FIELDS.join(', ')}, or a condition (mark a public route with config.authz: false)`)
   const checks: Array<[Check, 'scope' | 'other']> = present.map((field) => {
     const values = req[field]
     if (!Array.isArray(values) || values.length === 0 || !values.every((v) => typeof v === 'string' && v !== '' && !/\s/.test(v))) {

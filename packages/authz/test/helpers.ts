@@ -13,7 +13,15 @@ export async function build (options: AuthzOptions, routes: Record<string, Authz
     const spec = request.headers['x-test-principal']
     if (typeof spec !== 'string') return
     const [id, roles = '', scopes = ''] = spec.split(';')
-    setPrincipal(request, createPrincipal({ id: id as string, type: 'user', method: 'test', roles: roles.split(',').filter(Boolean), scopes: scopes.split(' ').filter(Boolean) }))
+    const claims = request.headers['x-test-claims']
+    setPrincipal(request, createPrincipal({
+      id: id as string,
+      type: 'user',
+      method: 'test',
+      roles: roles.split(',').filter(Boolean),
+      scopes: scopes.split(' ').filter(Boolean),
+      ...(typeof claims === 'string' ? { claims: JSON.parse(claims) } : {})
+    }))
   })
   await app.register(portcullisAuthz, options)
   for (const [route, authz] of Object.entries(routes)) {
@@ -24,11 +32,11 @@ export async function build (options: AuthzOptions, routes: Record<string, Authz
       ...(authz === undefined ? {} : { config: { authz } }),
       handler: async (request) => {
         app.reached.push(`${request.method} ${request.url}`)
-        return { ok: true, decisions: request.decisions, headers: request.headers }
+        return { ok: true, decisions: request.decisions, headers: request.headers, body: request.body ?? null }
       }
     })
   }
   return app
 }
 
-export const as = (spec: string) => ({ 'x-test-principal': spec })
+export const as = (spec: string, claims?: Record<string, unknown>) => ({ 'x-test-principal': spec, ...(claims === undefined ? {} : { 'x-test-claims': JSON.stringify(claims) }) })

@@ -73,6 +73,25 @@ export function createError<C extends PortcullisCode, S extends number> (
   return createFastifyError(code, message, statusCode)
 }
 
+/**
+ * Attaches the rules a request broke to a Portcullis error; the problem+json body lists them
+ * under `errors`. Describe what was wrong with the request, never echo the values in it.
+ */
+export function withViolations<E extends PortcullisError> (error: E, violations: ProblemViolation[]): E & { violations: ProblemViolation[] } {
+  return Object.assign(error, { violations })
+}
+
+/** One violated rule, for rejections that have several (schema validation, unwritable fields). */
+export interface ProblemViolation {
+  /** Which part of the request: `body`, `querystring`, `params` or `headers`. */
+  in: string
+  /** JSON Pointer (RFC 6901) to the offending value within that part; `''` for the part itself. */
+  pointer: string
+  /** The rule that failed, such as `required` or `maxLength`. */
+  rule: string
+  message: string
+}
+
 /** Adds protocol headers to an error and returns it, for `throw withHeaders(new X(), {...})`. */
 export function withHeaders<E extends Error> (error: E, headers: ProtocolHeaders): E & { headers: ProtocolHeaders } {
   return Object.assign(error, { headers })

@@ -3,22 +3,11 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import {
   BadGateway, BadRequest, ClientError, GatewayTimeout, Internal, NotFound, PayloadTooLarge,
   ServiceUnavailable, UnsupportedMediaType, ValidationFailed, catalogEntry,
-  type ErrorCatalogEntry, type PortcullisErrorConstructor, type ProtocolHeaders
+  type ErrorCatalogEntry, type PortcullisErrorConstructor, type ProblemViolation, type ProtocolHeaders
 } from './errors.js'
 
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json; charset=utf-8'
 export const DEFAULT_PROBLEM_TYPE_BASE = 'urn:portcullis:problem:'
-
-/** One violated rule, for rejections that have several (schema validation). */
-export interface ProblemViolation {
-  /** Which part of the request: `body`, `querystring`, `params` or `headers`. */
-  in: string
-  /** JSON Pointer (RFC 6901) to the offending value within that part; `''` for the part itself. */
-  pointer: string
-  /** The rule that failed, such as `required` or `maxLength`. */
-  rule: string
-  message: string
-}
 
 /** An RFC 9457 problem details object, with the stable Portcullis `code`. */
 export interface ProblemDetails {
@@ -45,6 +34,7 @@ interface ErrorLike {
   headers?: unknown
   validation?: unknown
   validationContext?: unknown
+  violations?: unknown
 }
 
 interface AjvIssue {
@@ -76,6 +66,7 @@ export function toProblem (
   if (own !== undefined && status === own.statusCode) {
     entry = own
     detail = typeof err.message === 'string' ? err.message : own.message
+    if (Array.isArray(err.violations)) errors = err.violations as ProblemViolation[]
   } else if (status < 500) {
     entry = clientEntry(status, err)
     errors = violations(err)

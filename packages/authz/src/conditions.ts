@@ -1,0 +1,59 @@
+import { Environment } from '@marcbachmann/cel-js'
+import { InvalidOption } from '@portcullis/core'
+
+/**
+ * What a condition sees. `principal` is `request.principal`; `grants` holds its roles with the
+ * hierarchy expanded, its scopes and its permissions; `request` carries validated values only;
+ * `resource` is what the route's `resource` loader returned (or null); `env.time` is a timestamp.
+ */
+export interface ConditionInput {
+  principal: unknown
+  grants: { roles: readonly string[], scopes: readonly string[], permissions: readonly string[] }
+  request: { method: string, route: string, params: unknown, query: unknown, headers: unknown, body: unknown }
+  resource: unknown
+  env: { time: Date, clientIp: string | null }
+}
+
+/** Expressions are policy, not programs: a bound on their size keeps a typo from costing much. */
+export const MAX_CONDITION_LENGTH = 2048
+
+const environment = new Environment({ limits: { maxAstNodes: 512, maxDepth: 32, maxListElements: 256, maxMapEntries: 256, maxCallArguments: 8 } })
+  .registerVariable('principal', 'map')
+  .registerVariable('grants', 'map')
+  .registerVariable('request', 'map')
+  .registerVariable('resource', 'dyn')
+  .registerVariable('env', 'map')
+
+export type Condition = (input: ConditionInput) => boolean
+
+interface CelError { summary?: string, range?: { start: number } }
+
+/**
+ * Compiles a CEL expression once, at load time, and type-checks it against the variables above.
+ * An expression that does not parse, names an unknown variable or cannot yield a bool fails
+ * with the option path and the position (1-based line and column) of the fault.
+ */
+export function compileCondition (source: unknown, path: string): Condition {
+  if (typeof source !== 'string' || source.trim() === '' || source.length > MAX_CONDITION_LENGTH) {
+    throw new InvalidOption(`${path} must be a CEL expression of at most ${MAX_CONDITION_LENGTH} characters, such as 'resource.owner == principal.id' (got ${JSON.stringify(source)})`)
+  }
+  let evaluate: ReturnType<typeof environment.parse>
+  let fault: CelError | undefined
+  try {
+    evaluate = environment.parse(source)
+    const checked = evaluate.check()
+    if (!checked.valid) fault = checked.error as CelError
+    else if (checked.type !== 'bool' && checked.type !== 'dyn') fault = { summary: `the expression yields ${String(checked.type)}, not bool` }
+  } catch (err) {
+    fault = err as CelError
+  }
+  if (fault !== undefined) throw new InvalidOption(`${path} is not a valid condition${position(source, fault.range?.start)}: ${fault.summary ?? String(fault)}`)
+  // A value that is not exactly true (a dyn that turned out to be a string, say) is no permission.
+  return (input) => evaluate(input) === true
+}
+
+function position (source: string, offset: number | undefined): string {
+  if (offset === undefined) return ''
+  const before = source.slice(0, offset).split('\n')
+  return ` at line ${before.length}, column ${(before.at(-1) as string).length + 1}`
+}
