@@ -26,7 +26,7 @@ const environment = new Environment({ limits: { maxAstNodes: 512, maxDepth: 32, 
 
 export type Condition = (input: ConditionInput) => boolean
 
-interface CelError { summary?: string, range?: { start: number } }
+interface CelError { summary: string, range?: { start: number } }
 
 /**
  * Compiles a CEL expression once, at load time, and type-checks it against the variables above.
@@ -47,7 +47,7 @@ export function compileCondition (source: unknown, path: string): Condition {
   } catch (err) {
     fault = err as CelError
   }
-  if (fault !== undefined) throw new InvalidOption(`${path} is not a valid condition${position(source, fault.range?.start)}: ${fault.summary ?? String(fault)}`)
+  if (fault !== undefined) throw new InvalidOption(`${path} is not a valid condition${position(source, fault.range?.start)}: ${fault.summary}`)
   // A value that is not exactly true (a dyn that turned out to be a string, say) is no permission.
   return (input) => evaluate(input) === true
 }

@@ -67,9 +67,7 @@ const plugin: FastifyPluginAsync<AuthzOptions> = async (app, options) => {
 
   const grantsOfRequest = (request: FastifyRequest): Grants => request.principal === null ? NO_GRANTS : grantsOf(request.principal)
   app.addHook('onRoute', (route) => {
-    const config = (route.config ?? {}) as { authz?: AuthzRule | false, [kRule]?: RouteRule }
-    // Fastify derives HEAD routes from GET ones, with the options already seen here.
-    if (config[kRule] !== undefined) return
+    const config = (route.config ?? {}) as { authz?: AuthzRule | false }
     const compiled = config.authz === undefined ? defaultRule : compile(config.authz, `route ${route.method} ${route.url} config.authz`)
     const name = `${String(route.method)} ${route.url}`
     route.config = Object.assign({ ...config }, { [kRule]: { rule: compiled, name } satisfies RouteRule })
@@ -119,7 +117,7 @@ const plugin: FastifyPluginAsync<AuthzOptions> = async (app, options) => {
 const NO_GRANTS: Grants = Object.freeze({ roles: new Set<string>(), scopes: new Set<string>(), permissions: new Set<string>() })
 
 function hooksOf<T> (hooks: T | T[] | undefined): T[] {
-  return hooks === undefined ? [] : Array.isArray(hooks) ? hooks : [hooks]
+  return ([] as T[]).concat(hooks ?? [])
 }
 
 function checkOverrides (request: FastifyRequest, mode: 'refuse' | 'strip'): void {

@@ -67,7 +67,7 @@ export function compileProperties (input: unknown, path: string): CompiledProper
         // Roles add up: a field any held role may write or read is allowed. A field is masked
         // only when every held role that has masks masks it; a role without masks sees it.
         const write = tree(held.flatMap((r) => r.write ?? []))
-        const read = held.some((r) => r.read === undefined) ? tree(['*']) : tree(held.flatMap((r) => r.read ?? []))
+        const read = held.some((r) => r.read === undefined) ? tree(['*']) : tree(held.flatMap((r) => r.read as string[]))
         const masks = held.map((r) => new Set(r.mask ?? []))
         const mask = tree(masks.length === 0 ? [] : [...(masks[0] as Set<string>)].filter((p) => masks.every((m) => m.has(p))))
         policy = {
@@ -96,21 +96,48 @@ function paths (list: unknown, path: string): string[] | undefined {
 }
 
 function tree (list: readonly string[]): Node {
-  const root: Node = { all: false, keys: new Map(), any: null }
+  const root = newNode()
   for (const dotted of list) {
     let node = root
-    for (const key of dotted.split('.')) {
-      if (node.all) break
-      if (key === '*') node = node.any ??= { all: false, keys: new Map(), any: null }
-      else {
-        let next = node.keys.get(key)
-        if (next === undefined) node.keys.set(key, next = { all: false, keys: new Map(), any: null })
-        node = next
+    // '*' alone is the whole body; elsewhere it is any key or array item.
+    if (dotted !== '*') {
+      for (const key of dotted.split('.')) {
+        if (key === '*') node = node.any ??= newNode()
+        else {
+          let next = node.keys.get(key)
+          if (next === undefined) node.keys.set(key, next = newNode())
+          node = next
+        }
       }
     }
     node.all = true
   }
+  spread(root)
   return root
+}
+
+function newNode (): Node {
+  return { all: false, keys: new Map(), any: null }
+}
+
+// What is allowed under "any key" is allowed under each named key too, so that a lookup of a
+// named key finds the union of both at once.
+function spread (node: Node): void {
+  if (node.any !== null) {
+    for (const child of node.keys.values()) merge(child, node.any)
+    spread(node.any)
+  }
+  for (const child of node.keys.values()) spread(child)
+}
+
+function merge (into: Node, from: Node): void {
+  into.all ||= from.all
+  for (const [key, child] of from.keys) {
+    let target = into.keys.get(key)
+    if (target === undefined) into.keys.set(key, target = newNode())
+    merge(target, child)
+  }
+  if (from.any !== null) merge(into.any ??= newNode(), from.any)
 }
 
 function childOf (node: Node, key: string): Node | null {
@@ -142,15 +169,18 @@ function filterValue (value: unknown, read: Node | null, mask: Node | null): unk
   if (mask?.all === true) return MASK
   if (read === null) return undefined
   if (read.all && mask === null) return value
-  if (typeof value !== 'object' || value === null) return read.all ? value : undefined
+  // A plain value where masks expected fields under it is masked whole: the shape is not the
+  // one the rules were written for, and what it holds may be what they hide.
+  if (typeof value !== 'object' || value === null) return read.all ? MASK : undefined
   if (Array.isArray(value)) {
     const items = read.all ? read : read.any
     return value.map((item) => filterValue(item, items, mask?.any ?? null) ?? null)
   }
-  const copy: Record<string, unknown> = {}
+  const kept: Array<[string, unknown]> = []
   for (const [key, item] of Object.entries(value)) {
-    const kept = filterValue(item, read.all ? read : childOf(read, key), mask === null ? null : childOf(mask, key))
-    if (kept !== undefined) copy[key] = kept
+    const filtered = filterValue(item, read.all ? read : childOf(read, key), mask === null ? null : childOf(mask, key))
+    if (filtered !== undefined) kept.push([key, filtered])
   }
-  return copy
+  // fromEntries defines fields: a "__proto__" key parsed from JSON stays a field, not a prototype.
+  return Object.fromEntries(kept)
 }

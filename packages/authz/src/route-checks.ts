@@ -72,7 +72,7 @@ export function conditionsHook (checks: RouteChecks, { plugin, mode, name, grant
         verdict = checks.when({
           principal,
           grants: listsOf(grantsOf(request)),
-          request: { method: request.method, route: request.routeOptions.url ?? '', params: request.params, query: request.query, headers: request.headers, body: request.body ?? null },
+          request: { method: request.method, route: request.routeOptions.url as string, params: request.params, query: request.query, headers: request.headers, body: request.body ?? null },
           resource,
           env: { time: new Date(), clientIp: request.clientIp }
         })
@@ -142,7 +142,7 @@ function isSuccess (reply: FastifyReply): boolean {
 }
 
 async function readJson (payload: unknown, reply: FastifyReply): Promise<unknown> {
-  const type = String(reply.getHeader('content-type') ?? '')
+  const type = String(reply.getHeader('content-type'))
   if (!/^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i.test(type)) throw new Error(`content type "${type}" is not JSON`)
   const encoding = reply.getHeader('content-encoding')
   if (encoding !== undefined && String(encoding).toLowerCase() !== 'identity') throw new Error(`content encoding "${String(encoding)}" cannot be filtered`)

@@ -8,7 +8,12 @@ const orders = new Map([['1', { id: '1', owner: 'alice' }], ['2', { id: '2', own
 const loadOrder = async (request: { params: unknown }) => orders.get((request.params as { id: string }).id)
 
 test('a route parameter must equal the principal id', async (t) => {
-  const app = await build({}, { 'GET /users/:userId/cart': { owner: { param: 'userId' } } })
+  const app = await build({}, {})
+  app.get('/users/:userId/cart', {
+    config: { authz: { owner: { param: 'userId' } } },
+    // The route's own preHandler runs after ownership is settled, never on a denied request.
+    preHandler: async (request) => { app.reached.push(`${request.method} ${request.url}`) }
+  }, async () => ({ ok: true }))
   t.equal((await app.inject({ url: '/users/alice/cart', headers: as('alice') })).statusCode, 200)
   const other = await app.inject({ url: '/users/bob/cart', headers: as('alice') })
   t.equal(other.statusCode, 403)
