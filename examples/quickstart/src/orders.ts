@@ -24,6 +24,10 @@ export function buildOrdersApi (): FastifyInstance {
     const order = orders.get(request.params.id)
     return order ?? reply.code(404).send({ message: 'no such order' })
   })
+  app.delete<{ Params: { id: string } }>('/orders/:id', async (request, reply) => {
+    if (!orders.delete(request.params.id)) return reply.code(404).send({ message: 'no such order' })
+    return reply.code(204).send()
+  })
   app.post<{ Body: { item: string, quantity: number } }>('/orders', {
     schema: {
       body: {
@@ -34,6 +38,7 @@ export function buildOrdersApi (): FastifyInstance {
       }
     }
   }, async (request, reply) => {
+    // This demo API does not know who calls it: new orders belong to alice.
     const order: Order = { id: String(nextId++), owner: 'alice', ...request.body }
     orders.set(order.id, order)
     return reply.code(201).send(order)

@@ -28,7 +28,7 @@ test('the quickstart gateway serves health, proxies the orders API and answers p
   t.equal(created.status, 201)
   const { id } = await created.json() as { id: string }
   t.match(await (await fetch(`${quickstart.url}/api/orders/${id}`, { headers: alice })).json(), { id, item: 'desk', quantity: 2 })
-  t.equal((await fetch(`${quickstart.url}/api/orders/999`, { headers: alice })).status, 404, "the upstream's own 404 passes through")
+  t.equal((await fetch(`${quickstart.url}/api/orders/999`, { headers: alice })).status, 403, 'a missing order looks like another\'s')
   const unknown = await fetch(`${quickstart.url}/nope`)
   t.equal(unknown.status, 404)
   t.equal(unknown.headers.get('content-type'), 'application/problem+json; charset=utf-8')
@@ -56,6 +56,32 @@ test('the orders API needs alice\'s or bob\'s key or token', async (t) => {
   t.equal(noneRes.headers.get('www-authenticate'), 'Bearer realm="quickstart", error="invalid_token"')
   const changed = `${header}.${payload}.${signature.slice(0, -4)}${signature.endsWith('AAAA') ? 'BBBB' : 'AAAA'}`
   t.equal((await get({ authorization: `Bearer ${changed}` })).status, 401, 'a changed signature')
+})
+
+test('who may do what: scopes, roles, ownership and writable fields', async (t) => {
+  const quickstart = await startQuickstart({ port: 0, identityFile })
+  t.teardown(quickstart.close)
+  const identity = await loadDevIdentity(identityFile)
+  const bob = { authorization: `Bearer ${signDevToken(identity, 'bob')}` }
+  const call = async (method: string, path: string, headers: Record<string, string>, body?: unknown) => {
+    const res = await fetch(`${quickstart.url}${path}`, { method, headers: { ...headers, ...(body === undefined ? {} : { 'content-type': 'application/json' }) }, ...(body === undefined ? {} : { body: JSON.stringify(body) }) })
+    return { status: res.status, body: res.status === 204 ? null : await res.json() as { code?: string, errors?: Array<{ pointer: string }> } }
+  }
+  const aliceDelete = await call('DELETE', '/api/orders/1', alice)
+  t.equal(aliceDelete.status, 403, 'alice is not an admin')
+  t.equal(aliceDelete.body?.code, 'PORTCULLIS_AUTHZ_FORBIDDEN')
+  t.equal((await call('GET', '/api/orders/1', alice)).status, 200, 'so order 1 is still there')
+  t.equal((await call('DELETE', '/api/orders/1', bob)).status, 204, 'bob is')
+  t.equal((await call('GET', '/api/orders/1', alice)).status, 403, 'gone: a missing order looks like another\'s')
+  const bobsOrder = await call('GET', '/api/orders/2', alice)
+  t.equal(bobsOrder.status, 403, 'alice may not read bob\'s order')
+  t.equal(bobsOrder.body?.code, 'PORTCULLIS_AUTHZ_NOT_OWNER')
+  t.equal((await call('GET', '/api/orders/2', bob)).status, 200, 'bob may')
+  const stolen = await call('POST', '/api/orders', alice, { item: 'desk', quantity: 1, owner: 'bob' })
+  t.equal(stolen.status, 403, 'nobody sets the owner of an order')
+  t.same(stolen.body?.errors?.map((e) => e.pointer), ['/owner'])
+  t.equal((await call('PATCH', '/api/orders/2', bob)).body?.code, 'PORTCULLIS_AUTHZ_NO_RULE', 'a route the gateway does not know is denied')
+  t.equal((await call('GET', '/api/orders/2/..%2F1', alice)).status, 403, 'no encoded way around the owner check')
 })
 
 test('a port already in use fails the start and leaves nothing running', async (t) => {

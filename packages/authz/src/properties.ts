@@ -37,6 +37,8 @@ export interface PropertyPolicy {
 }
 
 export interface CompiledProperties {
+  /** The roles the rules name, to check against the declared ones. */
+  roles: string[]
   hasWrite: boolean
   hasRead: boolean
   /** The policy for a principal's grants, combined once per principal and cached. */
@@ -58,6 +60,7 @@ export function compileProperties (input: unknown, path: string): CompiledProper
   const hasRead = roles.some((r) => r.read !== undefined || r.mask !== undefined)
   const cache = new WeakMap<Grants, PropertyPolicy>()
   return {
+    roles: roles.map((r) => r.role),
     hasWrite,
     hasRead,
     policyFor (grants) {
@@ -166,8 +169,9 @@ function unwritableIn (value: unknown, node: Node, pointer: string, found: Probl
 
 /** Copies what may be read; `undefined` means "leave the field out". */
 function filterValue (value: unknown, read: Node | null, mask: Node | null): unknown {
-  if (mask?.all === true) return MASK
+  // What may not be read is left out, masked or not: its name is not shown either.
   if (read === null) return undefined
+  if (mask?.all === true) return MASK
   if (read.all && mask === null) return value
   // A plain value where masks expected fields under it is masked whole: the shape is not the
   // one the rules were written for, and what it holds may be what they hide.

@@ -51,14 +51,14 @@ export function compileRule (rule: AuthzRule, path: string): CompiledRule {
   checkRuleKeys(rule, anyOf ? ['anyOf'] : FIELDS, path)
   const checks = compileConditions(rule, path)
   if (!anyOf && checks !== null && FIELDS.every((field) => (rule as Requirement)[field] === undefined)) {
-    return { scopes: [], roles: [], evaluate: allowAll, checks }
+    return { scopes: [], roles: checks.properties?.roles ?? [], evaluate: allowAll, checks }
   }
   const alternatives = anyOf ? rule.anyOf : [rule]
   if (!Array.isArray(alternatives) || alternatives.length === 0) throw invalidOption(`${path}.anyOf`, 'a non-empty list of requirements', alternatives)
   const compiled = alternatives.map((req, i) => compileRequirement(req, anyOf ? `${path}.anyOf[${i}]` : path, anyOf))
   return {
     scopes: [...new Set(compiled.flatMap((c) => c.scopes))],
-    roles: [...new Set(compiled.flatMap((c) => c.roles))],
+    roles: [...new Set([...compiled.flatMap((c) => c.roles), ...(checks?.properties?.roles ?? [])])],
     evaluate (grants) {
       let verdict: Verdict = 'scope'
       for (const alternative of compiled) {

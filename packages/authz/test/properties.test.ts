@@ -6,7 +6,7 @@ import { portcullisCore } from '@portcullis/core'
 import { as, build } from './helpers.js'
 import { MASK, portcullisAuthz, type AuthzOptions, type PropertyRules } from '../src/index.js'
 
-const roles: AuthzOptions['roles'] = { user: {}, support: {}, auditor: {}, admin: { inherits: ['user'] } }
+const roles: AuthzOptions['roles'] = { user: {}, support: {}, auditor: {}, intern: {}, admin: { inherits: ['user'] } }
 
 const order = { id: '7', item: 'lamp', qty: 2, owner: 'alice', card: { last4: '4242', holder: 'Alice' }, notes: [{ by: 'bob', text: 'fragile', internal: true }] }
 
@@ -14,6 +14,7 @@ const properties: PropertyRules = {
   user: { write: ['item', 'qty', 'notes.*.text'], read: ['id', 'item', 'qty', 'card', 'notes.*.text'], mask: ['card.holder'] },
   support: { read: ['id', 'owner', 'card'], mask: ['card'] },
   auditor: { mask: ['owner', 'card.holder', 'qty.units', 'notes.*.by'] },
+  intern: { read: ['id'], mask: ['owner'] },
   admin: { write: ['*'], read: ['*'] }
 }
 
@@ -72,6 +73,7 @@ test('read allowlists and masks shape the response per role', async (t) => {
   t.same(await read('sam;support,user'), { id: '7', item: 'lamp', qty: 2, owner: 'alice', card: { last4: '4242', holder: 'Alice' }, notes: [{ text: 'fragile' }] },
     'roles add up: a field is masked only if every role that masks masks it')
   t.same(await read('bob;admin'), order, 'admin includes user, but admin has no masks')
+  t.same(await read('ivy;intern'), { id: '7' }, 'a field that may not be read is left out, not masked: even its name is hidden')
   t.same(await read('eve;guest'), {}, 'a principal none of whose roles is named reads nothing')
   t.same(await read('ann;auditor'), { ...order, owner: MASK, qty: MASK, card: { last4: '4242', holder: MASK }, notes: [{ ...order.notes[0], by: MASK }] },
     'masks alone leave every field readable; a plain value where a masked field was expected is masked whole')
@@ -155,12 +157,13 @@ test('bad property rules fail at startup naming them', async (t) => {
     [{ user: { write: 'item' } }, /properties\.user\.write must be a list of field paths/],
     [{ user: { read: ['a..b'] } }, /properties\.user\.read must be a list of field paths/],
     [{ user: { mask: ['a b'] } }, /properties\.user\.mask must be a list of field paths/],
-    [{ user: { hide: ['a'] } }, /hide/]
+    [{ user: { hide: ['a'] } }, /hide/],
+    [{ usr: { read: ['a'] } }, /naming declared roles only: user, support, auditor, intern, admin \(got "usr"\)/]
   ]
   for (const [rules, message] of cases) {
     const app = Fastify()
     await app.register(portcullisCore)
-    await app.register(portcullisAuthz)
+    await app.register(portcullisAuthz, { roles })
     await t.rejects(async () => {
       app.get('/x', { config: { authz: { properties: rules } as never } }, async () => 'x')
       await app.ready()

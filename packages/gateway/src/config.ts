@@ -3,6 +3,24 @@ import { extname } from 'node:path'
 import { parse as parseYaml } from 'yaml'
 import { checkKnownKeys, InvalidOption, invalidOption, type CoreOptions } from '@portcullis/core'
 import type { AuthnOptions } from '@portcullis/authn'
+import type { AuthzOptions, AuthzRule, IpRulesOptions } from '@portcullis/authz'
+
+/** HTTP methods a declared route may answer. */
+export const ROUTE_METHODS: readonly string[] = Object.freeze(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'])
+
+/**
+ * A route of an upstream that the gateway knows by its pattern, so that rules key on the route
+ * Fastify matched (`/orders/:id`), never on the raw URL. Paths under the prefix that no declared
+ * route matches still go to the upstream, under the authz default rule.
+ */
+export interface UpstreamRoute {
+  /** One method or a list; GET routes answer HEAD too. */
+  method: string | string[]
+  /** The path under the upstream's prefix, in Fastify's syntax: `/orders/:id`. */
+  path: string
+  /** The route's authorization rule (`@portcullis/authz`); `false` marks it public. Needs the `authz` section. */
+  authz?: AuthzRule | false
+}
 
 /** One upstream service the standalone gateway proxies to. */
 export interface UpstreamConfig {
@@ -21,6 +39,8 @@ export interface UpstreamConfig {
    * @default 10000
    */
   timeout?: number
+  /** Routes with rules of their own. */
+  routes?: UpstreamRoute[]
 }
 
 /** The standalone gateway's configuration document. */
@@ -29,6 +49,10 @@ export interface GatewayConfig {
   core?: CoreOptions
   /** Authentication (`@portcullis/authn` options); without it, no credentials are asked for. */
   authn?: AuthnOptions
+  /** IP allow/deny lists (`@portcullis/authz`). */
+  ipRules?: IpRulesOptions
+  /** Authorization (`@portcullis/authz` options); with it, routes without a rule are denied unless `defaultRule` says otherwise. */
+  authz?: AuthzOptions
   upstreams?: UpstreamConfig[]
 }
 
@@ -37,9 +61,16 @@ export const DEFAULT_PORT = 3000
 export const DEFAULT_UPSTREAM_TIMEOUT = 10_000
 export const HEALTH_PATHS: readonly string[] = Object.freeze(['/healthz'])
 
+/** A configuration document once checked, with defaults applied. */
+export type ValidGatewayConfig = Pick<GatewayConfig, 'authn' | 'ipRules' | 'authz'> & {
+  server: { host: string, port: number }
+  core: CoreOptions
+  upstreams: Array<Required<UpstreamConfig>>
+}
+
 /** Checks a configuration document and returns it with defaults applied. Throws naming the option. */
-export function validateGatewayConfig (input: unknown): Omit<Required<GatewayConfig>, 'authn'> & Pick<GatewayConfig, 'authn'> & { server: { host: string, port: number }, upstreams: Array<Required<UpstreamConfig>> } {
-  const doc = checkKnownKeys(input, ['server', 'core', 'authn', 'upstreams'], 'gateway')
+export function validateGatewayConfig (input: unknown): ValidGatewayConfig {
+  const doc = checkKnownKeys(input, ['server', 'core', 'authn', 'ipRules', 'authz', 'upstreams'], 'gateway')
   const server = checkKnownKeys(doc.server ?? {}, ['host', 'port'], 'server')
   const host = server.host ?? DEFAULT_HOST
   if (typeof host !== 'string' || host === '') throw invalidOption('server.host', 'a host name or IP address', host)
@@ -51,18 +82,25 @@ export function validateGatewayConfig (input: unknown): Omit<Required<GatewayCon
   if (!Array.isArray(upstreamList)) throw invalidOption('upstreams', 'a list of { prefix, url }', upstreamList)
   const prefixes = new Set<string>()
   const upstreams = upstreamList.map((entry: unknown, i) => {
-    const upstream = validateUpstream(entry, `upstreams[${i}]`)
+    const upstream = validateUpstream(entry, `upstreams[${i}]`, doc.authz !== undefined)
     if (prefixes.has(upstream.prefix)) throw new InvalidOption(`upstreams[${i}].prefix "${upstream.prefix}" is used by another upstream`)
     prefixes.add(upstream.prefix)
     return upstream
   })
   // Plugin options are checked in full by the plugins themselves, at registration.
-  return { server: { host, port: port as number }, core: (doc.core ?? {}) as CoreOptions, ...(doc.authn === undefined ? {} : { authn: doc.authn as AuthnOptions }), upstreams }
+  return {
+    server: { host, port: port as number },
+    core: (doc.core ?? {}) as CoreOptions,
+    ...(doc.authn === undefined ? {} : { authn: doc.authn as AuthnOptions }),
+    ...(doc.ipRules === undefined ? {} : { ipRules: doc.ipRules as IpRulesOptions }),
+    ...(doc.authz === undefined ? {} : { authz: doc.authz as AuthzOptions }),
+    upstreams
+  }
 }
 
-function validateUpstream (input: unknown, path: string): Required<UpstreamConfig> {
-  const entry = checkKnownKeys(input, ['prefix', 'url', 'rewritePrefix', 'timeout'], path)
-  const { prefix, url, rewritePrefix = '', timeout = DEFAULT_UPSTREAM_TIMEOUT } = entry
+function validateUpstream (input: unknown, path: string, authz: boolean): Required<UpstreamConfig> {
+  const entry = checkKnownKeys(input, ['prefix', 'url', 'rewritePrefix', 'timeout', 'routes'], path)
+  const { prefix, url, rewritePrefix = '', timeout = DEFAULT_UPSTREAM_TIMEOUT, routes = [] } = entry
   if (typeof prefix !== 'string' || !/^\/[A-Za-z0-9._~!$&'()*+,;=:@/-]*$/.test(prefix) || prefix.endsWith('/')) {
     throw invalidOption(`${path}.prefix`, 'a path that starts with "/" and does not end with one, such as "/api"', prefix)
   }
@@ -78,7 +116,27 @@ function validateUpstream (input: unknown, path: string): Required<UpstreamConfi
   if (!Number.isInteger(timeout) || (timeout as number) < 1 || (timeout as number) > 600_000) {
     throw invalidOption(`${path}.timeout`, 'milliseconds, an integer from 1 to 600000', timeout)
   }
-  return { prefix, url: new URL(url).origin, rewritePrefix, timeout: timeout as number }
+  if (!Array.isArray(routes)) throw invalidOption(`${path}.routes`, 'a list of { method, path, authz? }', routes)
+  const seen = new Set<string>()
+  const checked = routes.map((route: unknown, i) => validateRoute(route, `${path}.routes[${i}]`, authz, seen))
+  return { prefix, url: new URL(url).origin, rewritePrefix, timeout: timeout as number, routes: checked }
+}
+
+function validateRoute (input: unknown, path: string, authz: boolean, seen: Set<string>): UpstreamRoute {
+  const route = checkKnownKeys(input, ['method', 'path', 'authz'], path)
+  const methods = Array.isArray(route.method) ? route.method : [route.method]
+  if (methods.length === 0 || !methods.every((m) => typeof m === 'string' && ROUTE_METHODS.includes(m))) {
+    throw invalidOption(`${path}.method`, `one of ${ROUTE_METHODS.join(', ')}, or a list of them`, route.method)
+  }
+  if (typeof route.path !== 'string' || !route.path.startsWith('/')) throw invalidOption(`${path}.path`, 'a path under the prefix that starts with "/", such as "/orders/:id"', route.path)
+  for (const method of methods as string[]) {
+    const key = `${method} ${route.path}`
+    if (seen.has(key)) throw invalidOption(`${path}`, 'a method and path no other route of this upstream declares', key)
+    seen.add(key)
+  }
+  // A rule without the authz section would be ignored: the route would be open while it looks protected.
+  if (route.authz !== undefined && !authz) throw invalidOption(`${path}.authz`, 'used with the authz section of the configuration, which registers authorization', route.authz)
+  return { method: methods as string[], path: route.path, ...(route.authz === undefined ? {} : { authz: route.authz as AuthzRule | false }) }
 }
 
 function isOrigin (text: string): boolean {

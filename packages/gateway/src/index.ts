@@ -5,7 +5,7 @@ export { RECOMMENDED_ORDER, type ChainStep } from './order.js'
 export { buildGateway } from './standalone.js'
 export {
   loadGatewayConfig, validateGatewayConfig, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_UPSTREAM_TIMEOUT, HEALTH_PATHS,
-  type GatewayConfig, type UpstreamConfig
+  ROUTE_METHODS, type GatewayConfig, type UpstreamConfig, type UpstreamRoute, type ValidGatewayConfig
 } from './config.js'
 export { installShutdown, type ShutdownHost } from './shutdown.js'
 export default portcullis

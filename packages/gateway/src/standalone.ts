@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import httpProxy from '@fastify/http-proxy'
+import replyFrom from '@fastify/reply-from'
 import { BadGateway, GatewayTimeout } from '@portcullis/core'
 import { portcullis } from './plugin.js'
-import { validateGatewayConfig, type GatewayConfig } from './config.js'
+import { validateGatewayConfig, type GatewayConfig, type UpstreamConfig } from './config.js'
 
 /**
  * Builds the standalone gateway: the Portcullis chain, health endpoints and one proxy per
@@ -15,7 +16,7 @@ import { validateGatewayConfig, type GatewayConfig } from './config.js'
  * keep-alive clients go away and the close completes without waiting for idle timeouts.
  */
 export async function buildGateway (config: GatewayConfig, serverOptions: FastifyServerOptions = {}): Promise<FastifyInstance> {
-  const { core, authn, upstreams } = validateGatewayConfig(config)
+  const { core, authn, ipRules, authz, upstreams } = validateGatewayConfig(config)
   // Requests still being routed while closing are served, not answered with Fastify's own 503
   // (which is not problem+json); the onSend hook below ends their connections.
   // Request ids are UUIDs, unique across instances, and are returned as X-Request-Id.
@@ -27,11 +28,17 @@ export async function buildGateway (config: GatewayConfig, serverOptions: Fastif
     done()
   })
 
-  await app.register(portcullis, { core: { requestIdHeader: 'x-request-id', ...core }, ...(authn === undefined ? {} : { authn }) })
+  await app.register(portcullis, {
+    core: { requestIdHeader: 'x-request-id', ...core },
+    ...(ipRules === undefined ? {} : { ipRules }),
+    ...(authn === undefined ? {} : { authn }),
+    ...(authz === undefined ? {} : { authz })
+  })
   // Health checks come from load balancers, which hold no credentials.
-  app.get('/healthz', { config: { authn: false } }, async () => ({ status: 'ok' }))
+  app.get('/healthz', { config: { authn: false, authz: false } }, async () => ({ status: 'ok' }))
 
   for (const upstream of upstreams) {
+    if (upstream.routes.length > 0) await app.register(declaredRoutes, { prefix: upstream.prefix, upstream })
     await app.register(httpProxy, {
       upstream: upstream.url,
       prefix: upstream.prefix,
@@ -41,6 +48,26 @@ export async function buildGateway (config: GatewayConfig, serverOptions: Fastif
     })
   }
   return app
+}
+
+/**
+ * The routes an upstream declares, each a Fastify route of its own so that rules key on its
+ * pattern; the request goes upstream as it arrived, with the prefix rewritten.
+ */
+async function declaredRoutes (app: FastifyInstance, { upstream }: { upstream: Required<UpstreamConfig> }): Promise<void> {
+  await app.register(replyFrom, { base: upstream.url, undici: { headersTimeout: upstream.timeout, bodyTimeout: upstream.timeout } })
+  // Bodies other than JSON and text go upstream as streams, as they do through the proxy.
+  app.addContentTypeParser('*', (_request, payload, done) => { done(null, payload) })
+  for (const route of upstream.routes) {
+    app.route({
+      method: route.method as string[],
+      url: route.path,
+      ...(route.authz === undefined ? {} : { config: { authz: route.authz } }),
+      handler (request, reply) {
+        return reply.from(upstream.rewritePrefix + request.url.slice(upstream.prefix.length), { onError: upstreamFailed })
+      }
+    })
+  }
 }
 
 // The proxy's failures are the upstream's: connect and response timeouts are 504, anything else
