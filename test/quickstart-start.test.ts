@@ -33,6 +33,12 @@ test('the quickstart starts from its package script and answers on a real socket
   const { stdout: token } = await run(process.execPath, [join(root, 'scripts/portcullis.mjs'), 'token', 'alice'], { cwd: root })
   const withToken = await fetch(`${url}/api/orders`, { headers: { authorization: `Bearer ${token.trim()}` } })
   t.equal(withToken.status, 200, "alice's token from the portcullis command")
+  // The authorization the quickstart ships with, on the running program.
+  const bob = { 'x-api-key': 'demo-bob-key-0000000000000002' }
+  const alice = { authorization: `Bearer ${token.trim()}` }
+  t.equal((await fetch(`${url}/api/orders/2`, { headers: alice })).status, 403, "alice may not read bob's order")
+  t.equal((await fetch(`${url}/api/orders/1`, { method: 'DELETE', headers: alice })).status, 403, 'alice may not delete')
+  t.equal((await fetch(`${url}/api/orders/1`, { method: 'DELETE', headers: bob })).status, 204, 'bob, an admin, may')
   const unknown = await fetch(`${url}/no-such-path`)
   t.equal(unknown.status, 404)
   t.equal(unknown.headers.get('content-type'), 'application/problem+json; charset=utf-8')

@@ -78,7 +78,11 @@ export function compileProperties (input: unknown, path: string): CompiledProper
           hasRead,
           unwritable: (body) => {
             const found: ProblemViolation[] = []
-            if (body !== undefined && body !== null) unwritableIn(body, write, '', found)
+            if (body === undefined || body === null) return found
+            // A body that is not JSON (a stream, a buffer) has no fields to check: only a role
+            // that may write everything may send it.
+            if (isJson(body)) unwritableIn(body, write, '', found)
+            else if (!write.all) found.push({ in: 'body', pointer: '', rule: 'writable', message: 'the principal may not send this body' })
             return found
           },
           filter: (body) => filterValue(body, read, mask)
@@ -88,6 +92,12 @@ export function compileProperties (input: unknown, path: string): CompiledProper
       return policy
     }
   }
+}
+
+function isJson (value: unknown): boolean {
+  if (typeof value !== 'object') return true
+  const prototype = Object.getPrototypeOf(value)
+  return prototype === Object.prototype || prototype === Array.prototype || prototype === null
 }
 
 function paths (list: unknown, path: string): string[] | undefined {

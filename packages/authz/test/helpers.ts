@@ -23,6 +23,8 @@ export async function build (options: AuthzOptions, routes: Record<string, Authz
       ...(typeof claims === 'string' ? { claims: JSON.parse(claims) } : {})
     }))
   })
+  // Bodies that are not JSON reach the hooks as buffers, as uploads do.
+  app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer' }, (_request, body, done) => { done(null, body) })
   await app.register(portcullisAuthz, options)
   for (const [route, authz] of Object.entries(routes)) {
     const [method, url] = route.split(' ') as [string, string]

@@ -46,9 +46,16 @@ test('write allowlists refuse fields the role may not set, naming them (mass ass
   t.equal((await post('alice;user', { notes: 'x' })).statusCode, 403, 'a field whose parts are listed cannot be replaced whole')
   t.equal((await post('bob;admin', { item: 'x', owner: 'carol', status: 'paid' })).statusCode, 200)
   t.equal((await post('sam;support', { item: 'x' })).statusCode, 403, 'a role without write rules may set nothing')
+  const upload = (who: string) => app.inject({ method: 'POST', url: '/orders', headers: { ...as(who), 'content-type': 'application/octet-stream' }, payload: Buffer.from('raw') })
+  const raw = await upload('alice;user')
+  t.equal(raw.statusCode, 403, 'a body with no fields to check is refused')
+  t.same(raw.json().errors.map((e: { pointer: string }) => e.pointer), [''])
+  t.equal((await upload('bob;admin')).statusCode, 200, 'unless the role may write everything')
+  const scalar = await app.inject({ method: 'POST', url: '/orders', headers: { ...as('alice;user'), 'content-type': 'application/json' }, payload: '"lamp"' })
+  t.equal(scalar.statusCode, 403, 'a JSON body that is a plain value sets no allowed field')
   const many = await post('alice;user', Object.fromEntries(Array.from({ length: 50 }, (_, i) => [`f${i}`, i])))
   t.equal(many.json().errors.length, 10, 'the answer names at most ten fields')
-  t.same(app.reached, ['POST /orders', 'POST /orders', 'POST /orders'])
+  t.same(app.reached, ['POST /orders', 'POST /orders', 'POST /orders', 'POST /orders'])
 })
 
 test('a request without a body is not refused by write rules; write rules alone leave responses be', async (t) => {
