@@ -44,3 +44,27 @@ test('variants of a denied path never reach its handler', async (t) => {
     await app.close()
   }
 })
+
+test('OPTIONS never stands in for the method it asks about', async (t) => {
+  const app = await build({}, { 'GET /admin/:id': { anyRole: ['admin'] }, 'OPTIONS /*': false, 'OPTIONS /private/*': undefined })
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  t.teardown(() => app.close())
+  const port = (app.server.address() as { port: number }).port
+  t.equal(await raw(port, 'OPTIONS /admin/1 HTTP/1.1', as('alice;user')), 200, 'a public preflight route answers')
+  t.equal(await raw(port, 'OPTIONS /private/1 HTTP/1.1', as('alice;user')), 403, 'an OPTIONS route without a rule is denied like any other')
+  t.same(app.reached, ['OPTIONS /admin/1'], 'only the OPTIONS handler ran, never the GET one')
+})
+
+test('variants of another principal\'s id never pass an ownership check', async (t) => {
+  const app = await build({}, { 'GET /users/:userId/cart': { owner: { param: 'userId' } } })
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  t.teardown(() => app.close())
+  const port = (app.server.address() as { port: number }).port
+  t.equal(await raw(port, 'GET /users/alice/cart HTTP/1.1', as('alice')), 200)
+  app.reached.length = 0
+  for (const id of ['bob', 'alice%2F..%2Fbob', 'bob%2F..%2Falice', 'Alice', 'alice%00', 'alice%20', '%EF%BD%81lice', 'alice;bob', 'alice,bob', '%2561lice']) {
+    const status = await raw(port, `GET /users/${id}/cart HTTP/1.1`, as('alice'))
+    t.ok(status === 403 || status === 400 || status === 404, `${id} → ${status}`)
+  }
+  t.same(app.reached, [])
+})
