@@ -18,3 +18,23 @@ app.get('/internal', { config: { ipRules: { allow: ['10.0.0.0/8'] } } }, async (
 // @ts-expect-error roles are a list
 app.get('/typo', { config: { authz: { anyRole: 'admin' } } }, async () => 'ok')
 // Rules are checked in full at startup too: unknown fields and `true` fail there (see authz.test.ts).
+
+// Conditions, ownership and property rules sit next to the requirement.
+app.get('/orders/:id', {
+  config: {
+    authz: {
+      anyScope: ['orders:read'],
+      resource: async (request) => ({ owner: (request.params as { id: string }).id }),
+      owner: { resource: 'owner', status: 404 },
+      when: 'request.method == "GET"',
+      properties: { user: { read: ['id', 'item'], mask: ['card'] } }
+    }
+  }
+}, async () => 'ok')
+app.get('/carts/:userId', { config: { authz: { owner: { resolve: async (_request, principal) => principal.id !== '' } } } }, async () => 'ok')
+// @ts-expect-error an ownership status is 403 or 404
+app.get('/bad-status', { config: { authz: { owner: { param: 'id', status: 401 } } } }, async () => 'ok')
+// @ts-expect-error a condition is CEL text
+app.get('/bad-when', { config: { authz: { when: (x: unknown) => x !== null } } }, async () => 'ok')
+// @ts-expect-error property paths are lists
+app.get('/bad-props', { config: { authz: { properties: { user: { write: 'item' } } } } }, async () => 'ok')
