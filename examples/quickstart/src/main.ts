@@ -103,6 +103,8 @@ async function run (): Promise<void> {
        curl -i ${quickstart.url}/api/orders                  (401: credentials needed)
        curl -i ${quickstart.url}/api/orders -H 'x-api-key: demo-alice-key-0000000000000001'
        curl -i ${quickstart.url}/api/orders -H "authorization: Bearer $(pnpm -s portcullis token alice)"
+       curl -i -X DELETE ${quickstart.url}/api/orders/1 -H 'x-api-key: demo-alice-key-0000000000000001'   (403: admins only)
+       curl -i -X DELETE ${quickstart.url}/api/orders/1 -H 'x-api-key: demo-bob-key-0000000000000002'     (204: bob is an admin)
 `)
   installShutdown(quickstart, process)
 }
