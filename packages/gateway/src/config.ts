@@ -4,6 +4,7 @@ import { parse as parseYaml } from 'yaml'
 import { checkKnownKeys, InvalidOption, invalidOption, type CoreOptions } from '@portcullis/core'
 import type { AuthnOptions } from '@portcullis/authn'
 import type { AuthzOptions, AuthzRule, IpRulesOptions } from '@portcullis/authz'
+import { compileResourcePath, type UpstreamResource } from './resources.js'
 
 /** HTTP methods a declared route may answer. */
 export const ROUTE_METHODS: readonly string[] = Object.freeze(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'])
@@ -20,6 +21,11 @@ export interface UpstreamRoute {
   path: string
   /** The route's authorization rule (`@portcullis/authz`); `false` marks it public. Needs the `authz` section. */
   authz?: AuthzRule | false
+  /**
+   * The object the route addresses, fetched from the upstream for the route's `authz` rule (as
+   * its `resource`): `{ path: '/orders/:id' }`. Lets a configuration file check ownership.
+   */
+  resource?: UpstreamResource
 }
 
 /** One upstream service the standalone gateway proxies to. */
@@ -123,7 +129,7 @@ function validateUpstream (input: unknown, path: string, authz: boolean): Requir
 }
 
 function validateRoute (input: unknown, path: string, authz: boolean, seen: Set<string>): UpstreamRoute {
-  const route = checkKnownKeys(input, ['method', 'path', 'authz'], path)
+  const route = checkKnownKeys(input, ['method', 'path', 'authz', 'resource'], path)
   const methods = Array.isArray(route.method) ? route.method : [route.method]
   if (methods.length === 0 || !methods.every((m) => typeof m === 'string' && ROUTE_METHODS.includes(m))) {
     throw invalidOption(`${path}.method`, `one of ${ROUTE_METHODS.join(', ')}, or a list of them`, route.method)
@@ -136,7 +142,17 @@ function validateRoute (input: unknown, path: string, authz: boolean, seen: Set<
   }
   // A rule without the authz section would be ignored: the route would be open while it looks protected.
   if (route.authz !== undefined && !authz) throw invalidOption(`${path}.authz`, 'used with the authz section of the configuration, which registers authorization', route.authz)
-  return { method: methods as string[], path: route.path, ...(route.authz === undefined ? {} : { authz: route.authz as AuthzRule | false }) }
+  if (route.resource !== undefined) {
+    if (typeof route.authz !== 'object' || route.authz === null) throw invalidOption(`${path}.resource`, 'used with an authz rule on the route, which reads it', route.resource)
+    if ((route.authz as { resource?: unknown }).resource !== undefined) throw new InvalidOption(`${path}.resource and ${path}.authz.resource cannot both be given`)
+    compileResourcePath(route.resource, route.path, `${path}.resource`)
+  }
+  return {
+    method: methods as string[],
+    path: route.path,
+    ...(route.authz === undefined ? {} : { authz: route.authz as AuthzRule | false }),
+    ...(route.resource === undefined ? {} : { resource: route.resource as UpstreamResource })
+  }
 }
 
 function isOrigin (text: string): boolean {

@@ -7,5 +7,6 @@ export {
   loadGatewayConfig, validateGatewayConfig, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_UPSTREAM_TIMEOUT, HEALTH_PATHS,
   ROUTE_METHODS, type GatewayConfig, type UpstreamConfig, type UpstreamRoute, type ValidGatewayConfig
 } from './config.js'
+export type { UpstreamResource } from './resources.js'
 export { installShutdown, type ShutdownHost } from './shutdown.js'
 export default portcullis

@@ -4,7 +4,8 @@ import httpProxy from '@fastify/http-proxy'
 import replyFrom from '@fastify/reply-from'
 import { BadGateway, GatewayTimeout } from '@portcullis/core'
 import { portcullis } from './plugin.js'
-import { validateGatewayConfig, type GatewayConfig, type UpstreamConfig } from './config.js'
+import { validateGatewayConfig, type GatewayConfig, type UpstreamConfig, type UpstreamRoute } from './config.js'
+import { compileResourcePath, upstreamResourceLoader } from './resources.js'
 
 /**
  * Builds the standalone gateway: the Portcullis chain, health endpoints and one proxy per
@@ -62,12 +63,19 @@ async function declaredRoutes (app: FastifyInstance, { upstream }: { upstream: R
     app.route({
       method: route.method as string[],
       url: route.path,
-      ...(route.authz === undefined ? {} : { config: { authz: route.authz } }),
+      ...(route.authz === undefined ? {} : { config: { authz: ruleOf(route, upstream) } }),
       handler (request, reply) {
         return reply.from(upstream.rewritePrefix + request.url.slice(upstream.prefix.length), { onError: upstreamFailed })
       }
     })
   }
+}
+
+// A declared resource becomes the rule's loader, asking the same upstream within the same timeout.
+function ruleOf (route: UpstreamRoute, upstream: Required<UpstreamConfig>): UpstreamRoute['authz'] {
+  if (route.resource === undefined) return route.authz
+  const parts = compileResourcePath(route.resource, route.path, 'resource')
+  return { ...route.authz, resource: upstreamResourceLoader(upstream.url, parts, upstream.timeout) } as UpstreamRoute['authz']
 }
 
 // The proxy's failures are the upstream's: connect and response timeouts are 504, anything else

@@ -45,6 +45,14 @@ test('every bad option fails naming the option and what is allowed', async (t) =
     [up({ routes: [{ method: 'GET', path: '/x' }, { method: ['POST', 'GET'], path: '/x' }] }), 'upstreams[0].routes[1] must be a method and path no other route of this upstream declares (got "GET /x")'],
     [up({ routes: [{ method: 'GET', path: '/x', authz: false }] }), /upstreams\[0\]\.routes\[0\]\.authz must be used with the authz section/],
     [up({ routes: [{ method: 'GET', path: '/x', rateLimit: {} }] }), /routes\[0\]\.rateLimit is not a known option/],
+    [{ authz: {}, ...up({ routes: [{ method: 'GET', path: '/x/:id', resource: { path: '/x/:id' } }] }) }, /routes\[0\]\.resource must be used with an authz rule on the route/],
+    [{ authz: {}, ...up({ routes: [{ method: 'GET', path: '/x/:id', resource: { path: '/x/:id' }, authz: false }] }) }, /routes\[0\]\.resource must be used with an authz rule/],
+    [{ authz: {}, ...up({ routes: [{ method: 'GET', path: '/x/:id', resource: { path: '/x/:id' }, authz: { resource: () => null } }] }) }, 'upstreams[0].routes[0].resource and upstreams[0].routes[0].authz.resource cannot both be given'],
+    [{ authz: {}, ...up({ routes: [{ method: 'GET', path: '/x/:id', resource: { path: '/x/:key' }, authz: {} }] }) }, 'upstreams[0].routes[0].resource.path must be a path whose parameters are those of the route /x/:id (got "/x/:key")'],
+    [{ authz: {}, ...up({ routes: [{ method: 'GET', path: '/x/:id', resource: { path: 'x/:id' }, authz: {} }] }) }, /resource\.path must be the upstream path of the object, starting with "\/"/],
+    [{ authz: {}, ...up({ routes: [{ method: 'GET', path: '/x/:id', resource: { path: '/x/:id?full=1' }, authz: {} }] }) }, /resource\.path must be the upstream path/],
+    [{ authz: {}, ...up({ routes: [{ method: 'GET', path: '/x/:id', resource: '/x/:id', authz: {} }] }) }, /resource\.path must be the upstream path of the object, starting with "\/", such as "\/orders\/:id" \(got "\/x\/:id"\)/],
+    [{ authz: {}, ...up({ routes: [{ method: 'GET', path: '/x/:id', resource: { path: '/x/:id', method: 'POST' }, authz: {} }] }) }, 'upstreams[0].routes[0].resource.method is not a known option; allowed: path'],
     [{ upstreams: [{ prefix: '/a', url: 'http://u:1' }, { prefix: '/a', url: 'http://v:1' }] }, 'upstreams[1].prefix "/a" is used by another upstream']
   ]
   for (const [config, message] of cases) {

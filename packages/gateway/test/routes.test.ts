@@ -96,3 +96,59 @@ test('IP rules from the configuration apply before anything else', async (t) => 
   t.equal(res.status, 403)
   t.match(await res.json(), { code: 'PORTCULLIS_AUTHZ_IP_DENIED' })
 })
+
+test('a declared resource is fetched from the upstream for ownership checks', async (t) => {
+  const lookups: string[] = []
+  const orders = Fastify()
+  orders.get('/orders/:id', async (request, reply) => {
+    lookups.push(`${request.url} key=${String(request.headers['x-api-key'])}`)
+    const { id } = request.params as { id: string }
+    if (id === 'broken') return reply.code(500).send({ error: 'db' })
+    if (id === 'html') return reply.type('text/html').send('<p>alice</p>')
+    if (id === 'bad') return reply.type('application/json').send('{"owner":')
+    if (id === 'slow') return await new Promise((resolve) => setTimeout(() => resolve({ owner: 'alice' }), 2500))
+    if (id === 'gone') return reply.code(410).send()
+    if (id === 'empty') return reply.code(200).send()
+    return id === '1' || id === 'a/b' ? { id, owner: 'alice' } : reply.code(404).send({ message: 'no such order' })
+  })
+  const upstream = await orders.listen({ host: '127.0.0.1', port: 0 })
+  t.teardown(() => orders.close())
+  const app = await buildGateway({
+    authn: { methods: { key: { type: 'api-key', keys: [alice.record, bob.record] } } },
+    authz: {},
+    upstreams: [{
+      prefix: '/api',
+      url: upstream,
+      timeout: 1000,
+      routes: [{ method: 'GET', path: '/orders/:id', resource: { path: '/orders/:id' }, authz: { owner: { resource: 'owner' } } }]
+    }]
+  })
+  const gateway = await app.listen({ host: '127.0.0.1', port: 0 })
+  t.teardown(() => app.close())
+  const get = async (id: string, key = alice.key) => {
+    const res = await fetch(`${gateway}/api/orders/${id}`, { headers: { 'x-api-key': key } })
+    return { status: res.status, code: (await res.json() as { code?: string }).code }
+  }
+  t.same(await get('1'), { status: 200, code: undefined })
+  t.same(await get('1', bob.key), { status: 403, code: 'PORTCULLIS_AUTHZ_NOT_OWNER' })
+  t.same(await get('9'), { status: 403, code: 'PORTCULLIS_AUTHZ_NOT_OWNER' }, 'no such order: nobody owns it')
+  t.same(await get('gone'), { status: 403, code: 'PORTCULLIS_AUTHZ_NOT_OWNER' })
+  t.same(await get('a%2Fb'), { status: 200, code: undefined }, 'the parameter is encoded into the lookup path')
+  t.same(await get('..%2F..%2Fadmin'), { status: 403, code: 'PORTCULLIS_AUTHZ_NOT_OWNER' })
+  for (const id of ['broken', 'html', 'bad', 'empty']) t.same(await get(id), { status: 502, code: 'PORTCULLIS_CORE_BAD_GATEWAY' }, id)
+  t.same(await get('slow'), { status: 504, code: 'PORTCULLIS_CORE_GATEWAY_TIMEOUT' })
+  t.ok(lookups.includes('/orders/a%2Fb key=undefined'), 'the lookup carries no credential of the client')
+  t.ok(lookups.includes('/orders/..%2F..%2Fadmin key=undefined'), 'and cannot climb out of its path')
+  const down = Fastify()
+  const downUrl = await down.listen({ host: '127.0.0.1', port: 0 })
+  await down.close()
+  const unreachable = await buildGateway({
+    authn: { methods: { key: { type: 'api-key', keys: [alice.record] } } },
+    authz: {},
+    upstreams: [{ prefix: '/api', url: downUrl, routes: [{ method: 'GET', path: '/orders/:id', resource: { path: '/orders/:id' }, authz: { when: 'resource != null' } }] }]
+  })
+  t.teardown(() => unreachable.close())
+  const res = await unreachable.inject({ url: '/api/orders/1', headers: { 'x-api-key': alice.key } })
+  t.equal(res.statusCode, 502, 'an upstream that cannot be reached')
+  t.notMatch(res.body, /ECONNREFUSED|127\.0\.0\.1/)
+})
