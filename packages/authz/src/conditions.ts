@@ -26,6 +26,17 @@ const environment = new Environment({ limits: { maxAstNodes: 512, maxDepth: 32, 
 
 export type Condition = (input: ConditionInput) => boolean
 
+/**
+ * A compiled condition, with which of the variables that cost something to build (grants,
+ * request, env) its source names. An expression reads a variable only by naming it, so one whose
+ * name appears nowhere in the source (string literals and comments included, which can only err
+ * towards building it) is never read, and may be left undefined in the input.
+ */
+export interface CompiledCondition {
+  test: (input: Partial<ConditionInput>) => boolean
+  uses: { grants: boolean, request: boolean, env: boolean }
+}
+
 interface CelError { summary: string, range?: { start: number } }
 
 /**
@@ -34,6 +45,11 @@ interface CelError { summary: string, range?: { start: number } }
  * with the option path and the position (1-based line and column) of the fault.
  */
 export function compileCondition (source: unknown, path: string): Condition {
+  return compileWhen(source, path).test
+}
+
+/** `compileCondition`, with the variables the expression names. */
+export function compileWhen (source: unknown, path: string): CompiledCondition {
   if (typeof source !== 'string' || source.trim() === '' || source.length > MAX_CONDITION_LENGTH) {
     throw new InvalidOption(`${path} must be a CEL expression of at most ${MAX_CONDITION_LENGTH} characters, such as 'resource.owner == principal.id' (got ${JSON.stringify(source)})`)
   }
@@ -48,8 +64,11 @@ export function compileCondition (source: unknown, path: string): Condition {
     fault = err as CelError
   }
   if (fault !== undefined) throw new InvalidOption(`${path} is not a valid condition${position(source, fault.range?.start)}: ${fault.summary}`)
-  // A value that is not exactly true (a dyn that turned out to be a string, say) is no permission.
-  return (input) => evaluate(input) === true
+  return {
+    // A value that is not exactly true (a dyn that turned out to be a string, say) is no permission.
+    test: (input) => evaluate(input) === true,
+    uses: { grants: /\bgrants\b/.test(source), request: /\brequest\b/.test(source), env: /\benv\b/.test(source) }
+  }
 }
 
 function position (source: string, offset: number | undefined): string {

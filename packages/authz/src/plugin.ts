@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
+import type { FastifyPluginAsync, FastifyRequest, onSendHookHandler, preHandlerHookHandler, preSerializationHookHandler } from 'fastify'
 import { allow, checkKnownKeys, checkMode, checkRealm, deny, invalidOption, withHeaders, type Mode, type PortcullisError } from '@portcullis/core'
 import { Forbidden, InsufficientScope, NoRule, OverrideRefused, Unauthenticated } from './errors.js'
 import { compileRoles, type Grants, type RoleDefinition } from './roles.js'
@@ -42,8 +42,21 @@ declare module 'fastify' {
 
 const kRule = Symbol('portcullis.authz.rule')
 type Compiled = CompiledRule | 'deny' | null
-/** A route's compiled rule, and its name for decisions (`GET /orders/:id`), made once per route. */
-interface RouteRule { rule: Compiled, name: string }
+/**
+ * A route's compiled rule, its name for decisions (`GET /orders/:id`) and, when it has
+ * conditions, the checks of steps 9 and 11: made once per route.
+ */
+interface RouteRule {
+  rule: Compiled
+  name: string
+  preHandler?: preHandlerHookHandler
+  preSerialization?: preSerializationHookHandler<unknown>
+  onSend?: onSendHookHandler<unknown>
+}
+
+function routeRuleOf (request: FastifyRequest): RouteRule | undefined {
+  return (request.routeOptions.config as unknown as Record<typeof kRule, RouteRule | undefined>)[kRule]
+}
 
 const plugin: FastifyPluginAsync<AuthzOptions> = async (app, options) => {
   checkKnownKeys(options, ['roles', 'defaultRule', 'overrideHeaders', 'realm', 'mode'], 'authz')
@@ -70,25 +83,42 @@ const plugin: FastifyPluginAsync<AuthzOptions> = async (app, options) => {
     const config = (route.config ?? {}) as { authz?: AuthzRule | false }
     const compiled = config.authz === undefined ? defaultRule : compile(config.authz, `route ${route.method} ${route.url} config.authz`)
     const name = `${String(route.method)} ${route.url}`
-    route.config = Object.assign({ ...config }, { [kRule]: { rule: compiled, name } satisfies RouteRule })
     const checks = compiled === null || compiled === 'deny' ? null : compiled.checks
-    if (checks === null) return
     const context = { plugin: PLUGIN_NAME, mode, name, grantsOf: grantsOfRequest }
-    // Step 9 comes before any preHandler of the route's own: those may act on what is denied here.
-    route.preHandler = [conditionsHook(checks, context), ...hooksOf(route.preHandler)]
-    if (checks.properties?.hasRead === true) {
-      const hooks = responseHooks(checks.properties, context)
-      route.preSerialization = [...hooksOf(route.preSerialization), hooks.preSerialization]
-      route.onSend = [...hooksOf(route.onSend), hooks.onSend]
+    const routeRule: RouteRule = { rule: compiled, name }
+    if (checks !== null) {
+      routeRule.preHandler = conditionsHook(checks, context)
+      if (checks.properties?.hasRead === true) Object.assign(routeRule, responseHooks(checks.properties, context))
     }
+    route.config = Object.assign({ ...config }, { [kRule]: routeRule })
+  })
+
+  // Steps 9 and 11 are instance hooks, like every other step, so that they keep their place in
+  // the chain: before the preHandler hooks of the app and of its routes (which may act on what
+  // is denied here), and before onSend hooks registered later, such as compression (which would
+  // leave nothing to filter). Routes without conditions pay one lookup.
+  app.addHook('preHandler', function authzStep9 (request, reply, done) {
+    const hook = routeRuleOf(request)?.preHandler
+    if (hook === undefined) return done()
+    return hook.call(this, request, reply, done)
+  })
+  app.addHook('preSerialization', function authzStep11 (request, reply, payload, done) {
+    const hook = routeRuleOf(request)?.preSerialization
+    if (hook === undefined) return done(null, payload)
+    hook.call(this, request, reply, payload, done)
+  })
+  app.addHook('onSend', function authzStep11 (request, reply, payload, done) {
+    const hook = routeRuleOf(request)?.onSend
+    if (hook === undefined) return done(null, payload)
+    hook.call(this, request, reply, payload, done)
   })
 
   const challenge = { 'www-authenticate': `Bearer realm="${realm}"` }
   app.addHook('onRequest', (request, _reply, done) => {
     try {
-      checkOverrides(request, overrides)
+      if (hasOverrideHeader(request.headers)) checkOverrides(request, overrides)
       if (request.is404) return done()
-      const { routeOptions } = request
+      const routeOptions = request.routeOptions
       // Routes added before this plugin have no compiled rule: the default one applies.
       const { rule, name: routeName } = (routeOptions.config as unknown as Record<typeof kRule, RouteRule | undefined>)[kRule] ??
         { rule: defaultRule, name: `${request.method} ${routeOptions.url as string}` }
@@ -116,8 +146,15 @@ const plugin: FastifyPluginAsync<AuthzOptions> = async (app, options) => {
 
 const NO_GRANTS: Grants = Object.freeze({ roles: new Set<string>(), scopes: new Set<string>(), permissions: new Set<string>() })
 
-function hooksOf<T> (hooks: T | T[] | undefined): T[] {
-  return ([] as T[]).concat(hooks ?? [])
+/**
+ * Whether any of OVERRIDE_HEADERS (these names, which must stay the same) is present. Nearly
+ * every request has none: one property read per name is the cheapest way to say so.
+ */
+function hasOverrideHeader (headers: FastifyRequest['headers']): boolean {
+  return headers['x-http-method-override'] !== undefined || headers['x-http-method'] !== undefined ||
+    headers['x-method-override'] !== undefined || headers['x-original-method'] !== undefined ||
+    headers['x-original-url'] !== undefined || headers['x-rewrite-url'] !== undefined ||
+    headers['x-override-url'] !== undefined
 }
 
 function checkOverrides (request: FastifyRequest, mode: 'refuse' | 'strip'): void {

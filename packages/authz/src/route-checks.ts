@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream'
-import type { FastifyReply, FastifyRequest, onSendHookHandler, preHandlerAsyncHookHandler, preSerializationHookHandler } from 'fastify'
-import { allow, checkKnownKeys, deny, invalidOption, recordDecision, withViolations, type Mode } from '@portcullis/core'
-import { compileCondition, type Condition } from './conditions.js'
+import type { FastifyReply, FastifyRequest, onSendHookHandler, preHandlerHookHandler, preSerializationHookHandler } from 'fastify'
+import { allow, checkKnownKeys, deny, invalidOption, recordDecision, withViolations, type Mode, type Principal } from '@portcullis/core'
+import { compileWhen, type CompiledCondition, type ConditionInput } from './conditions.js'
 import { ConditionError, ConditionFailed, NotOwnedHidden, NotOwner, PropertyNotWritable, ResponseUnfilterable } from './errors.js'
 import { compileOwner, type CompiledOwner, type OwnerRule } from './ownership.js'
 import { compileProperties, type CompiledProperties, type PropertyRules } from './properties.js'
@@ -27,7 +27,7 @@ export const CONDITION_KEYS = ['resource', 'owner', 'when', 'properties'] as con
 export interface RouteChecks {
   resource: ResourceLoader | null
   owner: CompiledOwner | null
-  when: Condition | null
+  when: CompiledCondition | null
   properties: CompiledProperties | null
 }
 
@@ -40,7 +40,7 @@ export function compileConditions (rule: Conditions, path: string): RouteChecks 
   return {
     resource: rule.resource ?? null,
     owner,
-    when: rule.when === undefined ? null : compileCondition(rule.when, `${path}.when`),
+    when: rule.when === undefined ? null : compileWhen(rule.when, `${path}.when`),
     properties: rule.properties === undefined ? null : compileProperties(rule.properties, `${path}.properties`)
   }
 }
@@ -56,26 +56,24 @@ interface HookContext {
  * Step 9: ownership, the condition and write rules, on validated values. Any failure, including
  * an error while evaluating the condition, denies.
  */
-export function conditionsHook (checks: RouteChecks, { plugin, mode, name, grantsOf }: HookContext): preHandlerAsyncHookHandler {
+export function conditionsHook (checks: RouteChecks, { plugin, mode, name, grantsOf }: HookContext): preHandlerHookHandler {
   const write = checks.properties?.hasWrite === true ? checks.properties : null
-  return async function authzConditions (request) {
-    const principal = request.principal
-    // Without a principal the requirements stage has denied already (or recorded it in report mode).
-    if (principal === null || principal.type === 'anonymous') return
-    const resource = checks.resource === null ? null : (await checks.resource(request)) ?? null
-    if (checks.owner !== null && !(await checks.owner.owns(request, principal, resource))) {
-      deny(request, mode, plugin, checks.owner.status === 404 ? new NotOwnedHidden() : new NotOwner(), name)
-    }
-    if (checks.when !== null) {
+  const when = checks.when
+  // The route's URL pattern: the same for every request this hook sees, read from the first one.
+  let route: string | undefined
+  const decide = (request: FastifyRequest, principal: Principal, resource: unknown): void => {
+    if (when !== null) {
+      const { uses } = when
       let verdict: boolean | Error
       try {
-        verdict = checks.when({
+        const input: Partial<ConditionInput> = {
           principal,
-          grants: listsOf(grantsOf(request)),
-          request: { method: request.method, route: request.routeOptions.url as string, params: request.params, query: request.query, headers: request.headers, body: request.body ?? null },
+          grants: uses.grants ? listsOf(grantsOf(request)) : undefined,
+          request: uses.request ? { method: request.method, route: route ??= request.routeOptions.url as string, params: request.params, query: request.query, headers: request.headers, body: request.body ?? null } : undefined,
           resource,
-          env: { time: new Date(), clientIp: request.clientIp }
-        })
+          env: uses.env ? { time: new Date(), clientIp: request.clientIp } : undefined
+        }
+        verdict = when.test(input)
       } catch (err) {
         verdict = err as Error
       }
@@ -89,6 +87,30 @@ export function conditionsHook (checks: RouteChecks, { plugin, mode, name, grant
       if (unwritable.length > 0) deny(request, mode, plugin, withViolations(new PropertyNotWritable(), unwritable), name)
     }
     allow(request, plugin, 'PORTCULLIS_AUTHZ_CONDITIONS_OK', name)
+  }
+  const { resource: load, owner } = checks
+  // Loading the resource and asking who owns it may take a while; the rest never waits.
+  const wait = load === null && owner === null
+    ? null
+    : async (request: FastifyRequest, principal: Principal): Promise<void> => {
+      const resource = load === null ? null : (await load(request)) ?? null
+      if (owner !== null && !(await owner.owns(request, principal, resource))) {
+        deny(request, mode, plugin, owner.status === 404 ? new NotOwnedHidden() : new NotOwner(), name)
+      }
+      decide(request, principal, resource)
+    }
+  // Calls back when nothing needs waiting for (no promise to settle), returns a promise otherwise.
+  return function authzConditions (request, _reply, done) {
+    const principal = request.principal
+    // Without a principal the requirements stage has denied already (or recorded it in report mode).
+    if (principal === null || principal.type === 'anonymous') return done()
+    if (wait !== null) return wait(request, principal)
+    try {
+      decide(request, principal, null)
+    } catch (err) {
+      return done(err as Error)
+    }
+    done()
   }
 }
 

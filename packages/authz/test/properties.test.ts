@@ -177,3 +177,22 @@ test('bad property rules fail at startup naming them', async (t) => {
     }, { code: 'PORTCULLIS_CORE_INVALID_OPTION', message }, JSON.stringify(rules))
   }
 })
+
+test('steps 9 and 11 keep their place: app hooks registered later see checked requests and filtered bodies', async (t) => {
+  const seen: string[] = []
+  const app = await appWith(async () => order)
+  // Registered after authz, as a compression plugin would be: it must get the filtered body.
+  app.addHook('onSend', async (_request, reply, payload) => {
+    if (typeof payload !== 'string') return payload
+    reply.header('content-encoding', 'gzip')
+    return gzipSync(payload)
+  })
+  app.addHook('preHandler', async (request) => { seen.push(String(request.headers['x-test-principal'])) })
+  app.post('/orders', { config: { authz: { properties } } }, async () => ({ ok: true }))
+  const res = await app.inject({ url: '/orders/7', headers: { 'x-test-principal': 'sam;support' } })
+  t.equal(res.statusCode, 200)
+  t.same(JSON.parse((await import('node:zlib')).gunzipSync(res.rawPayload).toString()), { id: '7', owner: 'alice', card: MASK })
+  const denied = await app.inject({ method: 'POST', url: '/orders', headers: { 'x-test-principal': 'sam;support' }, payload: { item: 'x' } })
+  t.equal(denied.statusCode, 403)
+  t.same(seen, ['sam;support'], 'the app\'s preHandler never ran for the denied request')
+})
