@@ -1,7 +1,7 @@
 import { test } from 'tap'
 import Fastify from 'fastify'
 import {
-  createError, portcullisCore, toProblem, withHeaders, PROBLEM_CONTENT_TYPE, type CoreOptions
+  createError, portcullisCore, toProblem, withHeaders, withViolations, PROBLEM_CONTENT_TYPE, type CoreOptions
 } from '../src/index.js'
 
 const Denied = createError('PORTCULLIS_TEST_DENIED', 'Access to %s is denied', 403, 'Forbidden')
@@ -76,6 +76,14 @@ test('schema violations are listed with a JSON pointer and the rule', async (t) 
   })
   const missing = await app.inject({ method: 'POST', url: '/items', payload: {} })
   t.match(missing.json().errors, [{ in: 'body', pointer: '', rule: 'required' }])
+})
+
+test('a Portcullis error can list the rules the request broke', async (t) => {
+  const violations = [{ in: 'body', pointer: '/owner', rule: 'writable', message: 'the principal may not set this field' }]
+  const problem = toProblem(withViolations(new Denied('orders'), violations), { url: '/orders?x=1' })
+  t.same(problem.body.errors, violations)
+  t.equal(problem.body.code, 'PORTCULLIS_TEST_DENIED')
+  t.equal(toProblem(new Denied('orders'), { url: '/orders' }).body.errors, undefined, 'none unless attached')
 })
 
 test('Fastify body rejections keep their status and get core codes', async (t) => {
