@@ -36,7 +36,18 @@ const SCENARIOS = [
   { name: 'jwt-hs256', path: '/orders/42', prepare: prepareHs256 },
   // Authorization alone: the baseline is the jwt-es256 server, the same chain without authz, so
   // the difference is the cost of a role and a scope check on the matched route.
-  { name: 'authz', path: '/orders/42', prepare: prepareEs256, baseline: 'jwt-es256' }
+  { name: 'authz', path: '/orders/42', prepare: prepareEs256, baseline: 'jwt-es256' },
+  // The same with one CEL condition on the route, which must refuse /orders/0 (so it is really
+  // evaluated). Its budget: role + scope + one CEL condition cost at most 3 µs of server CPU per
+  // request over the same route without authz.
+  {
+    name: 'authz-cel',
+    path: '/orders/42',
+    prepare: prepareEs256,
+    baseline: 'jwt-es256',
+    refused: { path: '/orders/0', status: 403 },
+    budget: { maxAddedCpu: 3, what: 'role + scope + one CEL condition' }
+  }
 ]
 const SCENARIO_NAMES = SCENARIOS.map((scenario) => scenario.name)
 
@@ -81,7 +92,8 @@ function readSettings (env) {
     warmup: WARMUP_SECONDS,
     scenarios: scenarioSetting(env, 'BENCH_SCENARIOS'),
     minRatio: ratioSetting(env, 'BENCH_MIN_RATIO'),
-    maxAddedCpu: microsecondsSetting(env, 'BENCH_MAX_ADDED_CPU_US')
+    maxAddedCpu: microsecondsSetting(env, 'BENCH_MAX_ADDED_CPU_US'),
+    checkBudgets: flagSetting(env, 'BENCH_CHECK_BUDGETS')
   }
 }
 
@@ -115,6 +127,13 @@ function ratioSetting (env, name) {
   const value = Number(text)
   if (!Number.isFinite(value) || value <= 0) throw new Error(`${name} must be a positive number, got "${text}"`)
   return value
+}
+
+function flagSetting (env, name) {
+  const text = env[name]
+  if (text === undefined || text === '' || text === '0') return false
+  if (text === '1') return true
+  throw new Error(`${name} must be 1 or 0, got "${text}"`)
 }
 
 function microsecondsSetting (env, name) {
@@ -194,6 +213,15 @@ async function verifyRefusedWithout (target, scenario, headers) {
   }
 }
 
+// A target that never evaluates its rule would measure nothing: the request it must refuse is.
+async function verifyRefused (target, scenario, headers) {
+  const { path, status } = scenario.refused
+  const refused = await fetchOnce(target, path, headers)
+  if (refused.status !== status) {
+    throw new Error(`${scenario.name}: GET ${path} answered ${refused.status} ${JSON.stringify(refused.body)}, expected ${status}`)
+  }
+}
+
 async function load (server, scenario, headers, connections, duration) {
   const result = await autocannon({
     url: server.url + scenario.path,
@@ -241,6 +269,7 @@ async function runScenario (scenario, settings) {
   try {
     await verifySameResponse(baseline, target, scenario, headers)
     if (requiresCredentials) await verifyRefusedWithout(target, scenario, headers)
+    if (scenario.refused !== undefined) await verifyRefused(target, scenario, headers)
     const runs = { baseline: [], target: [] }
     for (let round = 1; round <= settings.rounds; round++) {
       for (const [role, server] of [['baseline', baseline], ['target', target]]) {
@@ -249,17 +278,18 @@ async function runScenario (scenario, settings) {
         runs[role].push(await measure(server, scenario, headers, settings))
       }
     }
-    return summarize(scenario.name, runs)
+    return summarize(scenario, runs)
   } finally {
     await Promise.all([stopServer(baseline), stopServer(target)])
   }
 }
 
-function summarize (name, runs) {
+function summarize (scenario, runs) {
   const baseline = medians(runs.baseline)
   const target = medians(runs.target)
+  const addedCpuPerRequest = target.cpuPerRequest - baseline.cpuPerRequest
   return {
-    scenario: name,
+    scenario: scenario.name,
     baseline: { ...baseline, runs: runs.baseline },
     target: { ...target, runs: runs.target },
     ratio: {
@@ -268,8 +298,10 @@ function summarize (name, runs) {
     },
     // What the plugins cost the server per request, in CPU microseconds (user + system), and
     // the part of it spent in user space.
-    addedCpuPerRequest: target.cpuPerRequest - baseline.cpuPerRequest,
-    addedUserCpuPerRequest: target.userCpuPerRequest - baseline.userCpuPerRequest
+    addedCpuPerRequest,
+    addedUserCpuPerRequest: target.userCpuPerRequest - baseline.userCpuPerRequest,
+    // The scenario's own limit on the added CPU, when it has one, and whether this run met it.
+    budget: scenario.budget === undefined ? null : { ...scenario.budget, met: addedCpuPerRequest <= scenario.budget.maxAddedCpu }
   }
 }
 
@@ -313,6 +345,17 @@ function printTable (results, settings) {
     `(user ${signed(result.addedUserCpuPerRequest)} µs)`,
     settings.maxAddedCpu === null ? '' : (exceedsCpuLimit(result, settings) ? 'FAIL' : 'ok')
   ]), 1)
+  console.log('')
+
+  const budgeted = results.filter((result) => result.budget !== null)
+  if (budgeted.length === 0) return
+  console.log('budgets (added server CPU per request):\n')
+  printRows(budgeted.map(({ scenario, budget, addedCpuPerRequest }) => [
+    scenario,
+    `${budget.what}: at most ${budget.maxAddedCpu} µs`,
+    `${signed(addedCpuPerRequest)} µs`,
+    budget.met ? 'met' : 'exceeded'
+  ]), 2)
   console.log('')
 }
 
@@ -375,6 +418,13 @@ async function main () {
       `is above BENCH_MAX_ADDED_CPU_US=${settings.maxAddedCpu}`)
   }
   if (costly.length > 0) process.exitCode = 1
+  // Budgets are always reported; they decide the exit code only when asked to.
+  const overBudget = settings.checkBudgets ? results.filter((result) => result.budget?.met === false) : []
+  for (const { scenario, budget, addedCpuPerRequest } of overBudget) {
+    console.error(`FAIL ${scenario}: added CPU per request ${signed(addedCpuPerRequest)} µs ` +
+      `is above its budget of ${budget.maxAddedCpu} µs (${budget.what})`)
+  }
+  if (overBudget.length > 0) process.exitCode = 1
 }
 
 // Servers must never outlive the run, whichever way it ends.

@@ -30,11 +30,17 @@ const SCENARIOS = {
   authz: async (app, options) => {
     await SCENARIOS['jwt-es256'](app, options)
     await app.register(portcullisAuthz, { roles: { user: {}, admin: { inherits: ['user'] } } })
-  }
+  },
+  'authz-cel': async (app, options) => SCENARIOS.authz(app, options)
 }
 
 // The route's rule, read by authz where it is registered and ignored elsewhere.
 const ORDERS_RULE = { anyRole: ['user'], allScopes: ['orders:read'] }
+// Scenarios whose route has another rule. The condition holds for the token run.mjs signs
+// (sub alice) on /orders/42, and fails on /orders/0, which run.mjs checks is refused.
+const RULES = {
+  'authz-cel': { ...ORDERS_RULE, when: 'request.params.id != "0" && principal.id != ""' }
+}
 
 async function registerJwt (app, key) {
   await app.register(portcullisCore)
@@ -59,7 +65,7 @@ function readOptions (text) {
 async function buildApp (scenario, options) {
   const app = Fastify({ logger: false })
   await SCENARIOS[scenario](app, options)
-  app.get('/orders/:id', { config: { authz: ORDERS_RULE } }, async (request) => {
+  app.get('/orders/:id', { config: { authz: RULES[scenario] ?? ORDERS_RULE } }, async (request) => {
     return { id: request.params.id, item: 'lamp', quantity: 1 }
   })
   await app.ready()

@@ -54,8 +54,17 @@ interface RouteRule {
   onSend?: onSendHookHandler<unknown>
 }
 
+// The rule of the route a request matched, kept on the request by the onRequest hook so that the
+// later steps need not read the route's config again.
+const kRouteRule = Symbol('portcullis.authz.routeRule')
+type WithRouteRule = Record<typeof kRouteRule, RouteRule | null>
+
 function routeRuleOf (request: FastifyRequest): RouteRule | undefined {
-  return (request.routeOptions.config as unknown as Record<typeof kRule, RouteRule | undefined>)[kRule]
+  const kept = (request as unknown as WithRouteRule)[kRouteRule]
+  // Not kept when the request was refused before it, or not found; read again if it has been
+  // handed to the not-found handler since.
+  if (kept === null || request.is404) return (request.routeOptions.config as unknown as Record<typeof kRule, RouteRule | undefined>)[kRule]
+  return kept
 }
 
 const plugin: FastifyPluginAsync<AuthzOptions> = async (app, options) => {
@@ -114,14 +123,18 @@ const plugin: FastifyPluginAsync<AuthzOptions> = async (app, options) => {
   })
 
   const challenge = { 'www-authenticate': `Bearer realm="${realm}"` }
+  // Once per app, even if this plugin is registered twice in it.
+  if (!app.hasRequestDecorator(kRouteRule)) app.decorateRequest(kRouteRule, null)
   app.addHook('onRequest', (request, _reply, done) => {
     try {
       if (hasOverrideHeader(request.headers)) checkOverrides(request, overrides)
       if (request.is404) return done()
       const routeOptions = request.routeOptions
       // Routes added before this plugin have no compiled rule: the default one applies.
-      const { rule, name: routeName } = (routeOptions.config as unknown as Record<typeof kRule, RouteRule | undefined>)[kRule] ??
+      const routeRule = (routeOptions.config as unknown as Record<typeof kRule, RouteRule | undefined>)[kRule] ??
         { rule: defaultRule, name: `${request.method} ${routeOptions.url as string}` }
+      ;(request as unknown as WithRouteRule)[kRouteRule] = routeRule
+      const { rule, name: routeName } = routeRule
       if (rule === null) return done()
       if (rule === 'deny') {
         deny(request, mode, PLUGIN_NAME, new NoRule(), routeName)
