@@ -93,7 +93,7 @@ const plugin: FastifyPluginAsync<AuthzOptions> = async (app, options) => {
     const compiled = config.authz === undefined ? defaultRule : compile(config.authz, `route ${route.method} ${route.url} config.authz`)
     const name = `${String(route.method)} ${route.url}`
     const checks = compiled === null || compiled === 'deny' ? null : compiled.checks
-    const context = { plugin: PLUGIN_NAME, mode, name, grantsOf: grantsOfRequest }
+    const context = { plugin: PLUGIN_NAME, mode, name, url: route.url, grantsOf: grantsOfRequest }
     const routeRule: RouteRule = { rule: compiled, name }
     if (checks !== null) {
       routeRule.preHandler = conditionsHook(checks, context)

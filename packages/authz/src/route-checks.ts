@@ -48,7 +48,10 @@ export function compileConditions (rule: Conditions, path: string): RouteChecks 
 interface HookContext {
   plugin: string
   mode: Mode
+  /** The rule's name for decisions: `GET /orders/:id`. */
   name: string
+  /** The route's URL pattern, `/orders/:id`: what conditions see as `request.route`. */
+  url: string
   grantsOf: (request: FastifyRequest) => Grants
 }
 
@@ -56,11 +59,9 @@ interface HookContext {
  * Step 9: ownership, the condition and write rules, on validated values. Any failure, including
  * an error while evaluating the condition, denies.
  */
-export function conditionsHook (checks: RouteChecks, { plugin, mode, name, grantsOf }: HookContext): preHandlerHookHandler {
+export function conditionsHook (checks: RouteChecks, { plugin, mode, name, url, grantsOf }: HookContext): preHandlerHookHandler {
   const write = checks.properties?.hasWrite === true ? checks.properties : null
   const when = checks.when
-  // The route's URL pattern: the same for every request this hook sees, read from the first one.
-  let route: string | undefined
   const decide = (request: FastifyRequest, principal: Principal, resource: unknown): void => {
     if (when !== null) {
       const { uses } = when
@@ -69,7 +70,7 @@ export function conditionsHook (checks: RouteChecks, { plugin, mode, name, grant
         const input: Partial<ConditionInput> = {
           principal,
           grants: uses.grants ? listsOf(grantsOf(request)) : undefined,
-          request: uses.request ? { method: request.method, route: route ??= request.routeOptions.url as string, params: request.params, query: request.query, headers: request.headers, body: request.body ?? null } : undefined,
+          request: uses.request ? { method: request.method, route: url, params: request.params, query: request.query, headers: request.headers, body: request.body ?? null } : undefined,
           resource,
           env: uses.env ? { time: new Date(), clientIp: request.clientIp } : undefined
         }
