@@ -1,6 +1,6 @@
 // Benchmarks each Portcullis scenario against bare Fastify serving the same request.
 // Run from the repository root after `pnpm build`: node bench/run.mjs (or simply `pnpm bench`).
-import { fork } from 'node:child_process'
+import { execFileSync, fork } from 'node:child_process'
 import { generateKeyPairSync, randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import { mkdir, writeFile } from 'node:fs/promises'
@@ -24,8 +24,8 @@ const JWT_ISSUER = 'https://idp.bench.local/'
 const JWT_AUDIENCE = 'orders-api'
 const JWT_LIFETIME_SECONDS = 3600
 
-// Each target scenario (a name known to server.mjs) is compared with the bare-Fastify baseline
-// on exactly the same request. prepare() runs just before the scenario and returns the request
+// Each target scenario (a name known to server.mjs, or the one its `server` names) is compared
+// with a baseline server (bare Fastify unless `baseline` names another) on exactly the same request. prepare() runs just before the scenario and returns the request
 // headers, the settings the target server needs (keys), and whether the target must refuse the
 // request without its credentials.
 const SCENARIOS = [
@@ -47,7 +47,10 @@ const SCENARIOS = [
     baseline: 'jwt-es256',
     refused: { path: '/orders/0', status: 403 },
     budget: { maxAddedCpu: 3, what: 'role + scope + one CEL condition' }
-  }
+  },
+  // The jwt-es256 server against itself: whatever it reports is the noise of the measurement on
+  // this machine, the smallest difference the other scenarios can show.
+  { name: 'noise', server: 'jwt-es256', path: '/orders/42', prepare: prepareEs256, baseline: 'jwt-es256' }
 ]
 const SCENARIO_NAMES = SCENARIOS.map((scenario) => scenario.name)
 
@@ -82,6 +85,35 @@ function signToken (key, algorithm, settings) {
 }
 
 const children = new Set()
+// The CPU the servers are pinned to, when pinning is on; null otherwise.
+let serverCpuSet = null
+
+// Pins a process, all its threads included, to the given CPUs (a taskset list such as "1").
+function pin (pid, cpus) {
+  execFileSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: 'ignore' })
+}
+
+function canPin () {
+  if (os.platform() !== 'linux' || os.cpus().length < 2) return false
+  try {
+    execFileSync('taskset', ['-p', String(process.pid)], { stdio: 'ignore' })
+    return true
+  } catch {
+    return false
+  }
+}
+
+// auto (the default) pins where it can: Linux, two CPUs or more, and taskset installed.
+function pinSetting (env, name) {
+  const text = env[name] ?? 'auto'
+  if (text === '0') return false
+  if (text === '1') {
+    if (!canPin()) throw new Error(`${name}=1 needs Linux, two CPUs or more and taskset (util-linux)`)
+    return true
+  }
+  if (text === 'auto' || text === '') return canPin()
+  throw new Error(`${name} must be auto, 1 or 0, got "${text}"`)
+}
 
 function readSettings (env) {
   return {
@@ -93,7 +125,8 @@ function readSettings (env) {
     scenarios: scenarioSetting(env, 'BENCH_SCENARIOS'),
     minRatio: ratioSetting(env, 'BENCH_MIN_RATIO'),
     maxAddedCpu: microsecondsSetting(env, 'BENCH_MAX_ADDED_CPU_US'),
-    checkBudgets: flagSetting(env, 'BENCH_CHECK_BUDGETS')
+    checkBudgets: flagSetting(env, 'BENCH_CHECK_BUDGETS'),
+    pin: pinSetting(env, 'BENCH_PIN')
   }
 }
 
@@ -151,6 +184,7 @@ async function startServer (scenario, serverOptions = {}) {
   })
   children.add(child)
   child.once('exit', () => children.delete(child))
+  if (serverCpuSet !== null) pin(child.pid, serverCpuSet)
   const port = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`server "${scenario}" did not start within ${SERVER_START_TIMEOUT_MS} ms`)), SERVER_START_TIMEOUT_MS)
     child.once('message', (message) => { clearTimeout(timer); resolve(message?.port) })
@@ -262,26 +296,43 @@ async function measure (server, scenario, headers, settings) {
   }
 }
 
-// Baseline and target take turns, so drift on the machine weighs on both alike.
+// Baseline and target take turns, and which goes first alternates from round to round, so that
+// drift on the machine weighs on both alike. Each round starts a fresh pair of servers: two
+// processes running the same code differ by a few percent for as long as they live (where the
+// JIT and the heap happened to put things), so a single pair would carry that difference into
+// every round.
 async function runScenario (scenario, settings) {
-  const { headers, serverOptions, requiresCredentials = false } = scenario.prepare(settings)
-  const [baseline, target] = await Promise.all([startServer(scenario.baseline ?? 'baseline', serverOptions), startServer(scenario.name, serverOptions)])
+  const prepared = scenario.prepare(settings)
+  const runs = { baseline: [], target: [] }
+  for (let round = 1; round <= settings.rounds; round++) {
+    const { baseline, target } = await startPair(scenario, prepared)
+    try {
+      const turns = [['baseline', baseline], ['target', target]]
+      if (round % 2 === 0) turns.reverse()
+      for (const [role, server] of turns) {
+        console.error(`${scenario.name}: round ${round}/${settings.rounds}, ${role} (${settings.warmup} s warm-up, ${settings.duration} s measured)`)
+        await load(server, scenario, prepared.headers, settings.connections, settings.warmup)
+        runs[role].push(await measure(server, scenario, prepared.headers, settings))
+      }
+    } finally {
+      await Promise.all([stopServer(baseline), stopServer(target)])
+    }
+  }
+  return summarize(scenario, runs)
+}
+
+// Starts the two servers and checks that they answer as they must before anything is measured.
+async function startPair (scenario, { headers, serverOptions, requiresCredentials = false }) {
+  const [baseline, target] = await Promise.all([startServer(scenario.baseline ?? 'baseline', serverOptions), startServer(scenario.server ?? scenario.name, serverOptions)])
   try {
     await verifySameResponse(baseline, target, scenario, headers)
     if (requiresCredentials) await verifyRefusedWithout(target, scenario, headers)
     if (scenario.refused !== undefined) await verifyRefused(target, scenario, headers)
-    const runs = { baseline: [], target: [] }
-    for (let round = 1; round <= settings.rounds; round++) {
-      for (const [role, server] of [['baseline', baseline], ['target', target]]) {
-        console.error(`${scenario.name}: round ${round}/${settings.rounds}, ${role} (${settings.warmup} s warm-up, ${settings.duration} s measured)`)
-        await load(server, scenario, headers, settings.connections, settings.warmup)
-        runs[role].push(await measure(server, scenario, headers, settings))
-      }
-    }
-    return summarize(scenario, runs)
-  } finally {
+  } catch (err) {
     await Promise.all([stopServer(baseline), stopServer(target)])
+    throw err
   }
+  return { baseline, target }
 }
 
 function summarize (scenario, runs) {
@@ -331,7 +382,8 @@ function printTable (results, settings) {
     rows.push([result.scenario, 'ratio', fixed(result.ratio.requestsPerSecond, 3), '', fixed(result.ratio.p99, 3), '', ''])
   }
   console.log(`\n${settings.connections} connections, pipelining ${settings.pipelining}, ` +
-    `${settings.duration} s x ${settings.rounds} rounds (medians), node ${process.version}\n`)
+    `${settings.duration} s x ${settings.rounds} rounds (medians), node ${process.version}, ` +
+    `${settings.pin ? 'servers pinned to CPU 1 and load to CPU 0' : 'not pinned'}\n`)
   printRows(rows)
   console.log('\nratio = target / baseline: req/s below 1 is throughput lost to the plugins, p99 above 1 is added tail latency.')
   console.log('CPU µs/req = server process CPU time (user + system) during the run / responses in the run;')
@@ -399,6 +451,11 @@ function killChildren () {
 
 async function main () {
   const settings = readSettings(process.env)
+  // The load generator (this process) on CPU 0, the servers on CPU 1: they never compete for a core.
+  if (settings.pin) {
+    pin(process.pid, '0')
+    serverCpuSet = '1'
+  }
   const results = []
   for (const name of settings.scenarios) {
     results.push(await runScenario(SCENARIOS.find((scenario) => scenario.name === name), settings))

@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import type { FastifyPluginAsync, FastifyRequest, onSendHookHandler, preHandlerHookHandler, preSerializationHookHandler } from 'fastify'
+import type { FastifyPluginAsync, FastifyRequest, preHandlerHookHandler } from 'fastify'
 import { allow, checkKnownKeys, checkMode, checkRealm, deny, invalidOption, withHeaders, type Mode, type PortcullisError } from '@portcullis/core'
 import { Forbidden, InsufficientScope, NoRule, OverrideRefused, Unauthenticated } from './errors.js'
 import { compileRoles, type Grants, type RoleDefinition } from './roles.js'
@@ -50,8 +50,12 @@ interface RouteRule {
   rule: Compiled
   name: string
   preHandler?: preHandlerHookHandler
-  preSerialization?: preSerializationHookHandler<unknown>
-  onSend?: onSendHookHandler<unknown>
+}
+
+/** A route option that holds hooks: one, a list, or none. */
+function hooksOf<T> (hooks: T | T[] | undefined): T[] {
+  if (hooks === undefined) return []
+  return Array.isArray(hooks) ? hooks : [hooks]
 }
 
 // The rule of the route a request matched, kept on the request by the onRequest hook so that the
@@ -97,31 +101,25 @@ const plugin: FastifyPluginAsync<AuthzOptions> = async (app, options) => {
     const routeRule: RouteRule = { rule: compiled, name }
     if (checks !== null) {
       routeRule.preHandler = conditionsHook(checks, context)
-      if (checks.properties?.hasRead === true) Object.assign(routeRule, responseHooks(checks.properties, context))
+      if (checks.properties?.hasRead === true) {
+        // Step 11 belongs to the routes with read rules alone, as route hooks: the others never
+        // pay for it.
+        const { preSerialization, onSend } = responseHooks(checks.properties, context)
+        route.preSerialization = [...hooksOf(route.preSerialization), preSerialization]
+        route.onSend = [...hooksOf(route.onSend), onSend]
+      }
     }
     route.config = Object.assign({ ...config }, { [kRule]: routeRule })
   })
 
-  // Steps 9 and 11 are instance hooks, like every other step, so that they keep their place in
-  // the chain: before the preHandler hooks of the app and of its routes (which may act on what
-  // is denied here), and before onSend hooks registered later, such as compression (which would
-  // leave nothing to filter). Routes without conditions pay one lookup.
+  // Step 9 is an instance hook, like every other step, so that it keeps its place in the chain:
+  // before the preHandler hooks of the app and of its routes, which may act on what is denied
+  // here. Routes without conditions pay one lookup.
   app.addHook('preHandler', function authzStep9 (request, reply, done) {
     const hook = routeRuleOf(request)?.preHandler
     if (hook === undefined) return done()
     return hook.call(this, request, reply, done)
   })
-  app.addHook('preSerialization', function authzStep11 (request, reply, payload, done) {
-    const hook = routeRuleOf(request)?.preSerialization
-    if (hook === undefined) return done(null, payload)
-    hook.call(this, request, reply, payload, done)
-  })
-  app.addHook('onSend', function authzStep11 (request, reply, payload, done) {
-    const hook = routeRuleOf(request)?.onSend
-    if (hook === undefined) return done(null, payload)
-    hook.call(this, request, reply, payload, done)
-  })
-
   const challenge = { 'www-authenticate': `Bearer realm="${realm}"` }
   // Once per app, even if this plugin is registered twice in it.
   if (!app.hasRequestDecorator(kRouteRule)) app.decorateRequest(kRouteRule, null)

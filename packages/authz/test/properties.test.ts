@@ -1,6 +1,6 @@
 import { test } from 'tap'
 import { Readable } from 'node:stream'
-import { gzipSync } from 'node:zlib'
+import { gunzipSync, gzipSync } from 'node:zlib'
 import Fastify, { type FastifyInstance, type RouteHandlerMethod } from 'fastify'
 import { portcullisCore } from '@portcullis/core'
 import { as, build } from './helpers.js'
@@ -178,7 +178,7 @@ test('bad property rules fail at startup naming them', async (t) => {
   }
 })
 
-test('steps 9 and 11 keep their place: app hooks registered later see checked requests and filtered bodies', async (t) => {
+test('step 9 keeps its place, and step 11 filters objects before any onSend hook', async (t) => {
   const seen: string[] = []
   const app = await appWith(async () => order)
   // Registered after authz, as a compression plugin would be: it must get the filtered body.
@@ -189,10 +189,45 @@ test('steps 9 and 11 keep their place: app hooks registered later see checked re
   })
   app.addHook('preHandler', async (request) => { seen.push(String(request.headers['x-test-principal'])) })
   app.post('/orders', { config: { authz: { properties } } }, async () => ({ ok: true }))
+  app.get('/orders/text', { config: { authz: { properties } } }, async (_request, reply) => reply.type('application/json').send(JSON.stringify(order)))
   const res = await app.inject({ url: '/orders/7', headers: { 'x-test-principal': 'sam;support' } })
   t.equal(res.statusCode, 200)
-  t.same(JSON.parse((await import('node:zlib')).gunzipSync(res.rawPayload).toString()), { id: '7', owner: 'alice', card: MASK })
+  t.same(JSON.parse(gunzipSync(res.rawPayload).toString()), { id: '7', owner: 'alice', card: MASK })
   const denied = await app.inject({ method: 'POST', url: '/orders', headers: { 'x-test-principal': 'sam;support' }, payload: { item: 'x' } })
   t.equal(denied.statusCode, 403)
   t.same(seen, ['sam;support'], 'the app\'s preHandler never ran for the denied request')
+  // Text is filtered at the route's onSend, after the app's: compressed, it cannot be read.
+  const text = await app.inject({ url: '/orders/text', headers: { 'x-test-principal': 'sam;support' } })
+  t.equal(text.statusCode, 500, 'a body compressed before it could be filtered is not sent')
+  const problem = gunzipSync(text.rawPayload).toString()
+  t.equal(JSON.parse(problem).code, 'PORTCULLIS_AUTHZ_RESPONSE_UNFILTERABLE')
+  t.notMatch(problem, /Alice|4242/)
+})
+
+test('read rules are hooks of the routes that have them, after the app\'s preSerialization hooks', async (t) => {
+  const app = await appWith(async () => order)
+  app.get('/plain', { config: { authz: false } }, async () => order)
+  // The route's own hooks, one alone and one in a list, stay and run before the read rules.
+  app.get('/own', {
+    preSerialization: [async (_request, reply, payload) => { reply.header('x-own-1', 'yes'); return payload }],
+    onSend: async (_request, reply, payload) => { reply.header('x-own-2', 'yes'); return payload },
+    config: { authz: { properties } }
+  }, async () => order)
+  let wrapped = 0
+  app.addHook('preSerialization', async (request, _reply, payload) => {
+    if (request.url !== '/orders/7') return payload
+    wrapped++
+    return { data: payload }
+  })
+  await app.ready()
+  t.same((await app.inject('/plain')).json(), order, 'a route without read rules is left alone')
+  const own = await app.inject({ url: '/own', headers: { 'x-test-principal': 'olga;intern' } })
+  t.same(own.json(), { id: '7' })
+  t.match(own.headers, { 'x-own-1': 'yes', 'x-own-2': 'yes' })
+  const res = await app.inject({ url: '/orders/7', headers: { 'x-test-principal': 'olga;intern' } })
+  t.equal(wrapped, 1)
+  t.same(res.json(), {}, 'an envelope the rules do not name is hidden whole: fails closed')
+  const head = await app.inject({ method: 'HEAD', url: '/orders/7', headers: { 'x-test-principal': 'olga;intern' } })
+  t.equal(head.statusCode, 200)
+  t.equal(head.headers['content-length'], '2', 'HEAD is filtered like GET: its length is the filtered body\'s')
 })
