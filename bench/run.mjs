@@ -25,9 +25,10 @@ const JWT_AUDIENCE = 'orders-api'
 const JWT_LIFETIME_SECONDS = 3600
 
 // Each target scenario (a name known to server.mjs, or the one its `server` names) is compared
-// with a baseline server (bare Fastify unless `baseline` names another) on exactly the same request. prepare() runs just before the scenario and returns the request
-// headers, the settings the target server needs (keys), and whether the target must refuse the
-// request without its credentials.
+// with a baseline server (bare Fastify unless `baseline` names another) on exactly the same
+// request. prepare() runs just before the scenario and returns the request headers, the settings
+// the target server needs (keys), and whether the target must refuse the request without its
+// credentials.
 const SCENARIOS = [
   // The forwarded header comes from a trusted proxy (the loopback client), so core walks the chain.
   { name: 'core', path: '/orders/42', prepare: () => ({ headers: { 'x-forwarded-for': '198.51.100.7' } }) },

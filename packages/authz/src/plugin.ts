@@ -44,7 +44,7 @@ const kRule = Symbol('portcullis.authz.rule')
 type Compiled = CompiledRule | 'deny' | null
 /**
  * A route's compiled rule, its name for decisions (`GET /orders/:id`) and, when it has
- * conditions, the checks of steps 9 and 11: made once per route.
+ * conditions, its step-9 check: made once per route.
  */
 interface RouteRule {
   rule: Compiled
@@ -54,8 +54,7 @@ interface RouteRule {
 
 /** A route option that holds hooks: one, a list, or none. */
 function hooksOf<T> (hooks: T | T[] | undefined): T[] {
-  if (hooks === undefined) return []
-  return Array.isArray(hooks) ? hooks : [hooks]
+  return ([] as T[]).concat(hooks ?? [])
 }
 
 // The rule of the route a request matched, kept on the request by the onRequest hook so that the
