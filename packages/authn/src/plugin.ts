@@ -1,8 +1,8 @@
 import fp from 'fastify-plugin'
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
 import {
-  allow, ANONYMOUS, checkKnownKeys, checkMode, checkRealm, deny, invalidOption, setPrincipal, withHeaders,
-  type Mode, type PortcullisError, type Principal
+  ANONYMOUS, checkKnownKeys, checkMode, checkRealm, deny, invalidOption, prepareDecision, recordPrepared, routeConfigOf, setPrincipal,
+  withHeaders, type Mode, type PortcullisError, type PreparedDecision, type Principal
 } from '@portcullis/core'
 import { parseAuthorization } from './authorization.js'
 import { AmbiguousCredentials, MissingCredentials, RevocationUnavailable, StoreUnavailable } from './errors.js'
@@ -108,9 +108,23 @@ const plugin: FastifyPluginAsync<AuthnOptions> = async (app, options) => {
     route.config = Object.assign({ ...config }, { [kPolicy]: compiled })
   })
 
+  // One allow per method and kind of principal, made on first use. Methods are a handful of
+  // names fixed in code (jwt, api-key, basic, …), so these maps stay small.
+  const prepared = { anonymous: new Map<string, PreparedDecision>(), known: new Map<string, PreparedDecision>() }
+  const allowed = ({ type, method }: Principal): PreparedDecision => {
+    const anonymous = type === 'anonymous'
+    const byMethod = anonymous ? prepared.anonymous : prepared.known
+    let decision = byMethod.get(method)
+    if (decision === undefined) {
+      decision = prepareDecision({ plugin: PLUGIN_NAME, outcome: 'allow', reason: anonymous ? 'PORTCULLIS_AUTHN_ANONYMOUS' : 'PORTCULLIS_AUTHN_OK', rule: method })
+      byMethod.set(method, decision)
+    }
+    return decision
+  }
+
   app.addHook('onRequest', async (request) => {
     if (request.is404 && !authenticateNotFound) return
-    const compiled = (request.routeOptions.config as unknown as WithPolicy)[kPolicy]
+    const compiled = (routeConfigOf(request) as unknown as WithPolicy)[kPolicy]
     const policy = compiled === undefined ? defaults : compiled
     if (policy === null) return
     let principal: Principal | undefined
@@ -124,7 +138,7 @@ const plugin: FastifyPluginAsync<AuthnOptions> = async (app, options) => {
       return
     }
     setPrincipal(request, principal)
-    allow(request, PLUGIN_NAME, principal.type === 'anonymous' ? 'PORTCULLIS_AUTHN_ANONYMOUS' : 'PORTCULLIS_AUTHN_OK', principal.method)
+    recordPrepared(request, allowed(principal))
   })
 }
 

@@ -1,5 +1,6 @@
 import { Environment } from '@marcbachmann/cel-js'
 import { InvalidOption } from '@portcullis/core'
+import { compileDirect, UNDECIDED } from './cel-fast.js'
 
 /**
  * What a condition sees. `principal` is `request.principal`; `grants` holds its roles with the
@@ -17,7 +18,8 @@ export interface ConditionInput {
 /** Expressions are policy, not programs: a bound on their size keeps a typo from costing much. */
 export const MAX_CONDITION_LENGTH = 2048
 
-const environment = new Environment({ limits: { maxAstNodes: 512, maxDepth: 32, maxListElements: 256, maxMapEntries: 256, maxCallArguments: 8 } })
+/** The cel-js environment every condition is compiled in (not part of the package API). */
+export const environment = new Environment({ limits: { maxAstNodes: 512, maxDepth: 32, maxListElements: 256, maxMapEntries: 256, maxCallArguments: 8 } })
   .registerVariable('principal', 'map')
   .registerVariable('grants', 'map')
   .registerVariable('request', 'map')
@@ -53,7 +55,7 @@ export function compileWhen (source: unknown, path: string): CompiledCondition {
   if (typeof source !== 'string' || source.trim() === '' || source.length > MAX_CONDITION_LENGTH) {
     throw new InvalidOption(`${path} must be a CEL expression of at most ${MAX_CONDITION_LENGTH} characters, such as 'resource.owner == principal.id' (got ${JSON.stringify(source)})`)
   }
-  let evaluate: ReturnType<typeof environment.parse>
+  let evaluate: ReturnType<typeof environment.parse> | undefined
   let fault: CelError | undefined
   try {
     evaluate = environment.parse(source)
@@ -64,9 +66,19 @@ export function compileWhen (source: unknown, path: string): CompiledCondition {
     fault = err as CelError
   }
   if (fault !== undefined) throw new InvalidOption(`${path} is not a valid condition${position(source, fault.range?.start)}: ${fault.summary}`)
+  // Parsed, since parsing threw nothing.
+  const parsed = evaluate as ReturnType<typeof environment.parse>
+  // Most conditions need nothing cel-js alone can do; the others, and every unusual value, go to it.
+  const direct = compileDirect(parsed.ast)
+  // A value that is not exactly true (a dyn that turned out to be a string, say) is no permission.
+  const slow = (input: Partial<ConditionInput>): boolean => parsed(input) === true
   return {
-    // A value that is not exactly true (a dyn that turned out to be a string, say) is no permission.
-    test: (input) => evaluate(input) === true,
+    test: direct === null
+      ? slow
+      : (input) => {
+          const value = direct(input as Record<string, unknown>)
+          return value === UNDECIDED ? slow(input) : value === true
+        },
     uses: { grants: /\bgrants\b/.test(source), request: /\brequest\b/.test(source), env: /\benv\b/.test(source) }
   }
 }

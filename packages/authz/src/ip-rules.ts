@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import type { FastifyPluginAsync } from 'fastify'
-import { allow, checkKnownKeys, checkMode, compileIpMatcher, deny, invalidOption, type Mode } from '@portcullis/core'
+import { checkKnownKeys, checkMode, compileIpMatcher, deny, invalidOption, prepareDecision, recordPrepared, routeConfigOf, type Mode } from '@portcullis/core'
 import { IpDenied } from './errors.js'
 
 export const IP_RULES_PLUGIN = '@portcullis/authz/ip-rules'
@@ -55,13 +55,14 @@ const plugin: FastifyPluginAsync<IpRulesOptions> = async (app, options) => {
     if (config.ipRules === undefined) return
     route.config = Object.assign({ ...config }, { [kRules]: compileIpRules(config.ipRules, `route ${route.method} ${route.url} config.ipRules`) })
   })
+  const ipAllowed = prepareDecision({ plugin: IP_RULES_PLUGIN, outcome: 'allow', reason: 'PORTCULLIS_AUTHZ_IP_OK' })
   app.addHook('onRequest', (request, _reply, done) => {
-    const route = (request.routeOptions.config as unknown as Record<typeof kRules, Check | null | undefined>)[kRules] ?? null
+    const route = (routeConfigOf(request) as unknown as Record<typeof kRules, Check | null | undefined>)[kRules] ?? null
     if (global === null && route === null) return done()
     // The client IP comes from core: the socket, or the forwarded chain through trusted proxies only.
     const refused = global?.(request.clientIp) ?? route?.(request.clientIp) ?? null
     try {
-      if (refused === null) allow(request, IP_RULES_PLUGIN, 'PORTCULLIS_AUTHZ_IP_OK')
+      if (refused === null) recordPrepared(request, ipAllowed)
       else deny(request, mode, IP_RULES_PLUGIN, new IpDenied(), refused)
     } catch (err) {
       return done(err as Error)

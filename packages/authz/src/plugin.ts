@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import type { FastifyPluginAsync, FastifyRequest, preHandlerHookHandler } from 'fastify'
-import { allow, checkKnownKeys, checkMode, checkRealm, deny, invalidOption, withHeaders, type Mode, type PortcullisError } from '@portcullis/core'
+import { checkKnownKeys, checkMode, checkRealm, deny, invalidOption, prepareDecision, recordPrepared, routeConfigOf, withHeaders, type Mode, type PortcullisError, type PreparedDecision } from '@portcullis/core'
 import { Forbidden, InsufficientScope, NoRule, OverrideRefused, Unauthenticated } from './errors.js'
 import { compileRoles, type Grants, type RoleDefinition } from './roles.js'
 import { compileRule, type AuthzRule, type CompiledRule } from './rules.js'
@@ -43,12 +43,13 @@ declare module 'fastify' {
 const kRule = Symbol('portcullis.authz.rule')
 type Compiled = CompiledRule | 'deny' | null
 /**
- * A route's compiled rule, its name for decisions (`GET /orders/:id`) and, when it has
- * conditions, its step-9 check: made once per route.
+ * A route's compiled rule, its name for decisions (`GET /orders/:id`), the decision that records
+ * it allowed a request and, when it has conditions, its step-9 check: made once per route.
  */
 interface RouteRule {
   rule: Compiled
   name: string
+  allowed: PreparedDecision
   preHandler?: preHandlerHookHandler
 }
 
@@ -66,7 +67,7 @@ function routeRuleOf (request: FastifyRequest): RouteRule | undefined {
   const kept = (request as unknown as WithRouteRule)[kRouteRule]
   // Not kept when the request was refused before it, or not found; read again if it has been
   // handed to the not-found handler since.
-  if (kept === null || request.is404) return (request.routeOptions.config as unknown as Record<typeof kRule, RouteRule | undefined>)[kRule]
+  if (kept === null || request.is404) return (routeConfigOf(request) as unknown as Record<typeof kRule, RouteRule | undefined>)[kRule]
   return kept
 }
 
@@ -97,7 +98,7 @@ const plugin: FastifyPluginAsync<AuthzOptions> = async (app, options) => {
     const name = `${String(route.method)} ${route.url}`
     const checks = compiled === null || compiled === 'deny' ? null : compiled.checks
     const context = { plugin: PLUGIN_NAME, mode, name, url: route.url, grantsOf: grantsOfRequest }
-    const routeRule: RouteRule = { rule: compiled, name }
+    const routeRule = routeRuleFor(compiled, name)
     if (checks !== null) {
       routeRule.preHandler = conditionsHook(checks, context)
       if (checks.properties?.hasRead === true) {
@@ -126,10 +127,9 @@ const plugin: FastifyPluginAsync<AuthzOptions> = async (app, options) => {
     try {
       if (hasOverrideHeader(request.headers)) checkOverrides(request, overrides)
       if (request.is404) return done()
-      const routeOptions = request.routeOptions
       // Routes added before this plugin have no compiled rule: the default one applies.
-      const routeRule = (routeOptions.config as unknown as Record<typeof kRule, RouteRule | undefined>)[kRule] ??
-        { rule: defaultRule, name: `${request.method} ${routeOptions.url as string}` }
+      const routeRule = (routeConfigOf(request) as unknown as Record<typeof kRule, RouteRule | undefined>)[kRule] ??
+        routeRuleFor(defaultRule, `${request.method} ${request.routeOptions.url as string}`)
       ;(request as unknown as WithRouteRule)[kRouteRule] = routeRule
       const { rule, name: routeName } = routeRule
       if (rule === null) return done()
@@ -144,7 +144,7 @@ const plugin: FastifyPluginAsync<AuthzOptions> = async (app, options) => {
         return done()
       }
       const verdict = rule.evaluate(grantsOf(principal))
-      if (verdict === 'allow') allow(request, PLUGIN_NAME, 'PORTCULLIS_AUTHZ_OK', routeName)
+      if (verdict === 'allow') recordPrepared(request, routeRule.allowed)
       else if (verdict === 'scope') deny(request, mode, PLUGIN_NAME, insufficientScope(realm, rule.scopes), routeName)
       else deny(request, mode, PLUGIN_NAME, new Forbidden(), routeName)
     } catch (err) {
@@ -152,6 +152,10 @@ const plugin: FastifyPluginAsync<AuthzOptions> = async (app, options) => {
     }
     done()
   })
+}
+
+function routeRuleFor (rule: Compiled, name: string): RouteRule {
+  return { rule, name, allowed: prepareDecision({ plugin: PLUGIN_NAME, outcome: 'allow', reason: 'PORTCULLIS_AUTHZ_OK', rule: name }) }
 }
 
 const NO_GRANTS: Grants = Object.freeze({ roles: new Set<string>(), scopes: new Set<string>(), permissions: new Set<string>() })

@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream'
 import type { FastifyReply, FastifyRequest, onSendHookHandler, preHandlerHookHandler, preSerializationHookHandler } from 'fastify'
-import { allow, checkKnownKeys, deny, invalidOption, recordDecision, withViolations, type Mode, type Principal } from '@portcullis/core'
+import { checkKnownKeys, deny, invalidOption, prepareDecision, recordDecision, recordPrepared, withViolations, type Mode, type Principal } from '@portcullis/core'
 import { compileWhen, type CompiledCondition, type ConditionInput } from './conditions.js'
 import { ConditionError, ConditionFailed, NotOwnedHidden, NotOwner, PropertyNotWritable, ResponseUnfilterable } from './errors.js'
 import { compileOwner, type CompiledOwner, type OwnerRule } from './ownership.js'
@@ -62,6 +62,7 @@ interface HookContext {
 export function conditionsHook (checks: RouteChecks, { plugin, mode, name, url, grantsOf }: HookContext): preHandlerHookHandler {
   const write = checks.properties?.hasWrite === true ? checks.properties : null
   const when = checks.when
+  const allowed = prepareDecision({ plugin, outcome: 'allow', reason: 'PORTCULLIS_AUTHZ_CONDITIONS_OK', rule: name })
   const decide = (request: FastifyRequest, principal: Principal, resource: unknown): void => {
     if (when !== null) {
       const { uses } = when
@@ -87,7 +88,7 @@ export function conditionsHook (checks: RouteChecks, { plugin, mode, name, url, 
       const unwritable = write.policyFor(grantsOf(request)).unwritable(request.body)
       if (unwritable.length > 0) deny(request, mode, plugin, withViolations(new PropertyNotWritable(), unwritable), name)
     }
-    allow(request, plugin, 'PORTCULLIS_AUTHZ_CONDITIONS_OK', name)
+    recordPrepared(request, allowed)
   }
   const { resource: load, owner } = checks
   // Loading the resource and asking who owns it may take a while; the rest never waits.

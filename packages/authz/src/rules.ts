@@ -40,7 +40,8 @@ export interface CompiledRule {
   checks: RouteChecks | null
 }
 
-type Check = (grants: Grants) => boolean
+/** One requirement field, compiled: which of the grants it reads, the names, and all or any. */
+interface Check { set: 'roles' | 'scopes' | 'permissions', values: readonly string[], all: boolean, kind: 'scope' | 'other' }
 
 const allowAll = (): Verdict => 'allow'
 
@@ -76,25 +77,25 @@ function compileRequirement (req: Requirement, path: string, alternative: boolea
   if (alternative) checkKnownKeys(req, FIELDS, path)
   const present = FIELDS.filter((field) => req[field] !== undefined)
   if (present.length === 0) throw invalidOption(path, `at least one of ${FIELDS.join(', ')}, or a condition (mark a public route with config.authz: false)`)
-  const checks: Array<[Check, 'scope' | 'other']> = present.map((field) => {
+  const checks: Check[] = present.map((field) => {
     const values = req[field]
     if (!Array.isArray(values) || values.length === 0 || !values.every((v) => typeof v === 'string' && v !== '' && !/\s/.test(v))) {
       throw invalidOption(`${path}.${field}`, 'a non-empty list of names without spaces', values)
     }
     const set = field.endsWith('Role') || field.endsWith('Roles') ? 'roles' : field.endsWith('Scope') || field.endsWith('Scopes') ? 'scopes' : 'permissions'
     const all = field.startsWith('all')
-    const check: Check = all
-      ? (grants) => values.every((v) => grants[set].has(v))
-      : (grants) => values.some((v) => grants[set].has(v))
-    return [check, set === 'scopes' ? 'scope' : 'other']
+    return { set, values: [...values] as string[], all, kind: set === 'scopes' ? 'scope' : 'other' }
   })
   return {
     scopes: [...(req.allScopes ?? []), ...(req.anyScope ?? [])],
     roles: [...(req.anyRole ?? []), ...(req.allRoles ?? [])],
+    // Plain loops over plain records: this runs on every request.
     failing (grants) {
       let missing: 'scope' | 'other' | null = null
-      for (const [check, kind] of checks) {
-        if (!check(grants)) {
+      for (let i = 0; i < checks.length; i++) {
+        const { set, values, all, kind } = checks[i] as Check
+        const held = set === 'roles' ? grants.roles : set === 'scopes' ? grants.scopes : grants.permissions
+        if (!holds(held, values, all)) {
           if (kind === 'other') return 'other'
           missing = 'scope'
         }
@@ -102,4 +103,12 @@ function compileRequirement (req: Requirement, path: string, alternative: boolea
       return missing
     }
   }
+}
+
+/** Whether `held` has all of `values` (`all`), or any of them. */
+function holds (held: ReadonlySet<string>, values: readonly string[], all: boolean): boolean {
+  for (let i = 0; i < values.length; i++) {
+    if (held.has(values[i] as string) !== all) return !all
+  }
+  return all
 }

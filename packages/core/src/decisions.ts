@@ -27,14 +27,51 @@ export interface DecisionInput {
 export function recordDecision (request: FastifyRequest, input: DecisionInput): Decision {
   const { plugin, outcome, reason, rule } = input
   const policyVersion = request.policySnapshot?.version ?? null
+  return keep(request, makeDecision(plugin, outcome, reason, rule, policyVersion))
+}
+
+function makeDecision (plugin: string, outcome: Outcome, reason: string, rule: string | undefined, policyVersion: string | null): Decision {
   // Two literals rather than a spread: every decision of either kind has one shape, made in one step.
-  const decision: Decision = Object.freeze(rule === undefined
+  return Object.freeze(rule === undefined
     ? { plugin, outcome, reason, policyVersion }
     : { plugin, outcome, reason, rule, policyVersion })
+}
+
+function keep (request: FastifyRequest, decision: Decision): Decision {
   // Allocated on the first decision only: requests nothing decided about stay cheap.
   if (request.decisions === null) request.decisions = [decision]
   else request.decisions.push(decision)
   return decision
+}
+
+/**
+ * A decision a plugin makes the same way on many requests, such as the allow of one route's
+ * rule: made once at load time, then recorded with {@link recordPrepared}.
+ */
+export interface PreparedDecision {
+  readonly plugin: string
+  readonly outcome: Outcome
+  readonly reason: string
+  readonly rule: string | undefined
+  /** The record last made from it, reused while requests pin the same policy version. */
+  last: Decision | null
+}
+
+export function prepareDecision (input: DecisionInput): PreparedDecision {
+  return { plugin: input.plugin, outcome: input.outcome, reason: input.reason, rule: input.rule, last: null }
+}
+
+/**
+ * Records a prepared decision. Decisions are frozen, so every request that pinned the same
+ * policy version shares one record instead of each making its own.
+ */
+export function recordPrepared (request: FastifyRequest, prepared: PreparedDecision): Decision {
+  const policyVersion = request.policySnapshot?.version ?? null
+  let decision = prepared.last
+  if (decision === null || decision.policyVersion !== policyVersion) {
+    decision = prepared.last = makeDecision(prepared.plugin, prepared.outcome, prepared.reason, prepared.rule, policyVersion)
+  }
+  return keep(request, decision)
 }
 
 /** The decisions recorded on a request so far, in the order they were made. */

@@ -11,4 +11,5 @@ export * from './ip.js'
 export * from './client-ip.js'
 export * from './path.js'
 export * from './snapshot.js'
+export { routeConfigOf } from './route-config.js'
 export default portcullisCore

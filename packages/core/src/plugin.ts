@@ -2,6 +2,7 @@ import fp from 'fastify-plugin'
 import type { FastifyPluginAsync } from 'fastify'
 import { compileClientIp, type ClientIpOptions, type ClientIpResolver } from './client-ip.js'
 import type { Decision } from './decisions.js'
+import { kRouteConfig } from './route-config.js'
 import { checkKnownKeys, invalidOption, isHeaderName } from './options.js'
 import { pathOptionsOf, type PathOptions } from './path.js'
 import { kPrincipal, principalGetter, type Principal } from './principal.js'
@@ -89,6 +90,7 @@ const plugin: FastifyPluginAsync<CoreOptions> = async (app, options) => {
   app.decorateRequest('clientIp', '')
   app.decorateRequest('policySnapshot', null)
   app.decorateRequest('decisions', null)
+  app.decorateRequest(kRouteConfig, null)
 
   app.addHook('onRequest', (request, reply, next) => {
     // Pinned first: everything after, in this hook and later ones, reads this one version.

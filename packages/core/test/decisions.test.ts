@@ -1,7 +1,7 @@
 import { test } from 'tap'
 import Fastify from 'fastify'
 import {
-  allow, checkMode, createError, decisionsOf, deny, portcullisCore, SnapshotHolder, type Mode
+  allow, checkMode, createError, decisionsOf, deny, portcullisCore, prepareDecision, recordPrepared, routeConfigOf, SnapshotHolder, type Mode
 } from '../src/index.js'
 
 const Blocked = createError('PORTCULLIS_TEST_BLOCKED', 'Blocked by rule', 403, 'Forbidden')
@@ -59,4 +59,53 @@ test('checkMode accepts enforce and report only', async (t) => {
   t.equal(checkMode(undefined, 'x.mode'), 'enforce')
   t.equal(checkMode('report', 'x.mode'), 'report')
   t.throws(() => checkMode('audit', 'authn.mode'), { code: 'PORTCULLIS_CORE_INVALID_OPTION', message: 'authn.mode must be one of enforce, report (got "audit")' })
+})
+
+test('a prepared decision is stamped with the version each request pinned, and shared while it stays the same', async (t) => {
+  const snapshot = new SnapshotHolder({ version: 'v1', value: {} })
+  const app = Fastify()
+  await app.register(portcullisCore, { snapshot })
+  const routeAllowed = prepareDecision({ plugin: '@portcullis/test', outcome: 'allow', reason: 'PORTCULLIS_TEST_OK', rule: 'GET /' })
+  const seen: unknown[] = []
+  app.addHook('onRequest', async (request) => { seen.push(recordPrepared(request, routeAllowed)) })
+  app.get('/', async (request) => ({ decisions: decisionsOf(request) }))
+  const first = await app.inject('/')
+  t.same(first.json().decisions, [{ plugin: '@portcullis/test', outcome: 'allow', reason: 'PORTCULLIS_TEST_OK', rule: 'GET /', policyVersion: 'v1' }])
+  await app.inject('/')
+  t.equal(seen[0], seen[1], 'one record for every request on v1')
+  t.ok(Object.isFrozen(seen[0]), 'and nobody can change it')
+  snapshot.swap({ version: 'v2', value: {} })
+  const second = await app.inject('/')
+  t.equal(second.json().decisions[0].policyVersion, 'v2', 'a request on v2 never carries v1')
+  t.not(seen[2], seen[0])
+})
+
+test('a prepared decision without a rule, on an app without snapshots, has a null policy version', async (t) => {
+  const app = Fastify()
+  await app.register(portcullisCore)
+  const ipAllowed = prepareDecision({ plugin: '@portcullis/test-ip', outcome: 'allow', reason: 'PORTCULLIS_TEST_IP_OK' })
+  app.addHook('onRequest', async (request) => { recordPrepared(request, ipAllowed) })
+  app.get('/', async (request) => ({ decisions: decisionsOf(request) }))
+  t.same((await app.inject('/')).json().decisions, [{ plugin: '@portcullis/test-ip', outcome: 'allow', reason: 'PORTCULLIS_TEST_IP_OK', policyVersion: null }])
+})
+
+test('routeConfigOf reads the matched route once, and again after the request is handed to the not-found handler', async (t) => {
+  const app = Fastify()
+  await app.register(portcullisCore, { problemDetails: false })
+  const read: Array<string | undefined> = []
+  const tagOf = (request: Parameters<typeof routeConfigOf>[0]) => (routeConfigOf(request) as { tag?: string }).tag
+  app.addHook('onRequest', async (request) => { read.push(tagOf(request)) })
+  app.addHook('preHandler', async (request) => { read.push(tagOf(request)) })
+  app.setNotFoundHandler(async (request, reply) => {
+    read.push(tagOf(request))
+    return reply.code(404).send({ missing: true })
+  })
+  app.get('/found', { config: { tag: 'found' } }, async (request) => ({ tag: tagOf(request) }))
+  app.get('/gone', { config: { tag: 'gone' } }, async (_request, reply) => { reply.callNotFound() })
+  t.same((await app.inject('/found')).json(), { tag: 'found' })
+  t.same(read, ['found', 'found'])
+  read.length = 0
+  t.equal((await app.inject('/gone')).statusCode, 404)
+  // The not-found context runs its own preHandler hooks, then its handler: both see its config.
+  t.same(read, ['gone', 'gone', undefined, undefined], 'after callNotFound, the route matched first is not seen again')
 })
