@@ -11,6 +11,7 @@ export async function render () {
   await import('@portcullis/gateway')
   await import('@portcullis/authn')
   await import('@portcullis/authz')
+  await import('@portcullis/rate-limit')
   const rows = core.errorCatalog()
     .filter((entry) => !entry.code.startsWith('PORTCULLIS_TEST_'))
     .map((entry) => `| \`${entry.code}\` | ${entry.statusCode} | ${entry.title} | ${entry.message.replaceAll('%s', '…').replaceAll('|', '\\|')} |`)

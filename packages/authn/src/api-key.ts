@@ -1,7 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
-import { createPrincipal, invalidOption, type Principal, type PrincipalInput } from '@portcullis/core'
-import { within, type RedisLike } from './redis.js'
+import { createPrincipal, invalidOption, within, type Principal, type PrincipalInput } from '@portcullis/core'
+import type { RedisLike } from './redis.js'
 
 /** Who a key stands for: a principal without `method` and `credentialId`, which authn sets. */
 export type KeyOwner = Omit<PrincipalInput, 'method' | 'credentialId'>

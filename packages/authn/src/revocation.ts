@@ -1,5 +1,5 @@
-import { checkNumber, invalidOption, type Principal } from '@portcullis/core'
-import { within, type RedisLike } from './redis.js'
+import { checkNumber, invalidOption, within, type Principal } from '@portcullis/core'
+import type { RedisLike } from './redis.js'
 
 /** Where revoked credentials are kept until they would have expired anyway. */
 export interface RevocationStore {

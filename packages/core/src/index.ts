@@ -12,4 +12,5 @@ export * from './client-ip.js'
 export * from './path.js'
 export * from './snapshot.js'
 export { routeConfigOf } from './route-config.js'
+export { within } from './timeout.js'
 export default portcullisCore

@@ -1,0 +1,3 @@
+import { createError } from '@portcullis/core'
+
+export const StoreUnavailable = createError('PORTCULLIS_RATE_LIMIT_STORE_UNAVAILABLE', 'Rate limits cannot be checked right now', 503, 'Service Unavailable')
