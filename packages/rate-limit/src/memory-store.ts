@@ -28,7 +28,10 @@ type Entry = number | WindowCounts
 
 /** The outcome of one limit, before anything is written. */
 interface Pending {
+  /** The state once the request is counted, or, when this limit refuses it, as it stands. */
   state: LimitState
+  /** The state as it stands, for a limit that would allow the request when another refuses it. */
+  idle: LimitState
   commit: (() => void) | null
 }
 
@@ -78,7 +81,7 @@ export class MemoryStore implements RateLimitStore {
         }
       }
     }
-    return { allowed, states: pending.map((p) => p.state), leases }
+    return { allowed, states: pending.map((p) => allowed ? p.state : p.idle), leases }
   }
 
   release (leases: readonly Lease[]): void {
@@ -109,10 +112,11 @@ export class MemoryStore implements RateLimitStore {
     const next = tat + interval
     if (next - now > capacity) {
       const state = { limit, remaining: Math.max(0, Math.floor((capacity - (tat - now)) / interval)), resetMs: Math.ceil(tat - now), retryAfterMs: Math.ceil(next - now - capacity) }
-      return { state, commit: null }
+      return { state, idle: state, commit: null }
     }
     const state = { limit, remaining: Math.floor((capacity - (next - now)) / interval), resetMs: Math.ceil(next - now), retryAfterMs: 0 }
-    return { state, commit: () => { this.#put(key, next) } }
+    const idle = { limit, remaining: Math.floor((capacity - (tat - now)) / interval), resetMs: Math.ceil(tat - now), retryAfterMs: 0 }
+    return { state, idle, commit: () => { this.#put(key, next) } }
   }
 
   #window (key: string, limit: Limit, now: number, stored: WindowCounts | null): Pending {
@@ -123,15 +127,20 @@ export class MemoryStore implements RateLimitStore {
     const used = current + previous * left / windowMs
     if (used + 1 > limit.limit) {
       const state = { limit, remaining: 0, resetMs: left, retryAfterMs: retryAfter(limit, current, previous, left) }
-      return { state, commit: null }
+      return { state, idle: state, commit: null }
     }
     const state = { limit, remaining: Math.floor(limit.limit - used - 1), resetMs: left, retryAfterMs: 0 }
-    return { state, commit: () => { this.#put(key, new WindowCounts(index, current + 1, previous)) } }
+    const idle = { limit, remaining: Math.floor(limit.limit - used), resetMs: left, retryAfterMs: 0 }
+    return { state, idle, commit: () => { this.#put(key, new WindowCounts(index, current + 1, previous)) } }
   }
 
   #concurrency (key: string, limit: Limit, inFlight: number): Pending {
-    if (inFlight + 1 > limit.limit) return { state: { limit, remaining: 0, resetMs: 0, retryAfterMs: 1000 }, commit: null }
-    return { state: { limit, remaining: limit.limit - inFlight - 1, resetMs: 0, retryAfterMs: 0 }, commit: () => { this.#put(key, inFlight + 1) } }
+    if (inFlight + 1 > limit.limit) {
+      const state = { limit, remaining: 0, resetMs: 0, retryAfterMs: 1000 }
+      return { state, idle: state, commit: null }
+    }
+    const idle = { limit, remaining: limit.limit - inFlight, resetMs: 0, retryAfterMs: 0 }
+    return { state: { ...idle, remaining: idle.remaining - 1 }, idle, commit: () => { this.#put(key, inFlight + 1) } }
   }
 
   #put (key: string, entry: Entry): void {

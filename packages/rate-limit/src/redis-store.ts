@@ -45,13 +45,16 @@ export interface RedisStoreOptions {
 export const CONSUME_SCRIPT = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local out = {1}
+local allowed = 1
+local states = {}
 local writes = {}
 for i = 1, #KEYS do
   local a = (i - 1) * 5
   local alg, limit, window, burst, lease = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), ARGV[a + 5]
   local key = KEYS[i]
-  local remaining, reset, retry = 0, 0, 0
+  -- remaining, reset and retry once counted; idle and idleReset as things stand (reported when
+  -- another limit refuses the request, so that nothing is counted).
+  local remaining, reset, retry, idle, idleReset = 0, 0, 0, 0, 0
   if alg == 'g' then
     local interval = window / limit
     local capacity = interval * burst
@@ -62,10 +65,12 @@ for i = 1, #KEYS do
       remaining = math.max(0, math.floor((capacity - (tat - now)) / interval))
       reset = math.ceil(tat - now)
       retry = math.ceil(nextTat - now - capacity)
-      out[1] = 0
+      allowed = 0
     else
       remaining = math.floor((capacity - (nextTat - now)) / interval)
       reset = math.ceil(nextTat - now)
+      idle = math.floor((capacity - (tat - now)) / interval)
+      idleReset = math.ceil(tat - now)
       writes[#writes + 1] = {'g', key, nextTat, math.ceil(nextTat - now) + 1}
     end
   elseif alg == 'c' then
@@ -73,9 +78,10 @@ for i = 1, #KEYS do
     local inFlight = redis.call('ZCARD', key)
     if inFlight + 1 > limit then
       retry = 1000
-      out[1] = 0
+      allowed = 0
     else
       remaining = limit - inFlight - 1
+      idle = limit - inFlight
       writes[#writes + 1] = {'c', key, now + window, lease, window}
     end
   else
@@ -92,6 +98,7 @@ for i = 1, #KEYS do
     local left = window - (now - index * window)
     local used = current + previous * left / window
     reset = left
+    idleReset = left
     if used + 1 > limit then
       local room = limit - 1
       if alg == 'f' then
@@ -101,17 +108,29 @@ for i = 1, #KEYS do
       else
         retry = math.ceil(left + window * (1 - room / current))
       end
-      out[1] = 0
+      allowed = 0
     else
       remaining = math.floor(limit - used - 1)
+      idle = math.floor(limit - used)
       writes[#writes + 1] = {'w', key, index, current + 1, previous, (index + 2) * window}
     end
   end
-  out[#out + 1] = remaining
-  out[#out + 1] = reset
-  out[#out + 1] = retry
+  states[i] = {remaining, reset, retry, idle, idleReset}
 end
-if out[1] == 1 then
+local out = {allowed}
+for i = 1, #states do
+  local s = states[i]
+  if allowed == 1 or s[3] > 0 then
+    out[#out + 1] = s[1]
+    out[#out + 1] = s[2]
+    out[#out + 1] = s[3]
+  else
+    out[#out + 1] = s[4]
+    out[#out + 1] = s[5]
+    out[#out + 1] = 0
+  end
+end
+if allowed == 1 then
   for _, w in ipairs(writes) do
     if w[1] == 'g' then
       redis.call('SET', w[2], string.format('%.3f', w[3]), 'PX', w[4])

@@ -133,7 +133,7 @@ test('several limits are counted together or not at all', async (t) => {
   const refused = store.consume([rate, quota])
   t.equal(refused.allowed, false)
   t.same(refused.states.map((s) => s.limit.name), ['burst', 'daily'])
-  t.equal(refused.states[0]?.remaining, 97, 'the rate limit reports what it has left')
+  t.equal(refused.states[0]?.remaining, 98, 'the rate limit reports what it has left, not counting the refused request')
   t.equal(store.consume([rate]).states[0]?.remaining, 97, 'and the refused request did not use it up')
 })
 

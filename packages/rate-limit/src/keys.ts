@@ -1,0 +1,76 @@
+import type { FastifyRequest } from 'fastify'
+import { invalidOption, parseIp, routeKey, type PathOptions } from '@portcullis/core'
+
+/**
+ * What a limit counts by. Every part comes from something the client cannot choose: the client
+ * IP from core (forwarded addresses only through trusted proxies), the principal from authn, the
+ * route Fastify matched.
+ */
+export type KeyPart = 'ip' | 'principal' | 'credential' | 'plan' | 'tenant' | 'route'
+
+export const KEY_PARTS: readonly KeyPart[] = ['ip', 'principal', 'credential', 'plan', 'tenant', 'route']
+// Before authentication there is no principal: only these mean anything.
+export const IP_STAGE_PARTS: readonly KeyPart[] = ['ip', 'route']
+
+/** Builds a key from a request: the parts' values, each length-prefixed so that none can pose as two. */
+export type KeyOf = (request: FastifyRequest) => string
+
+export interface KeyContext {
+  /** IPv6 addresses are counted by this prefix, since a client usually holds a whole /64. */
+  ipv6Prefix: number
+  pathOptions: PathOptions
+}
+
+export function compileKey (parts: unknown, allowed: readonly KeyPart[], path: string, context: KeyContext): { parts: KeyPart[], keyOf: KeyOf } {
+  const list = typeof parts === 'string' ? [parts] : parts
+  if (!Array.isArray(list) || list.length === 0 || !list.every((p) => allowed.includes(p as KeyPart)) || new Set(list).size !== list.length) {
+    throw invalidOption(path, `one of ${allowed.join(', ')}, or a list of them without repeats`, parts)
+  }
+  const readers = (list as KeyPart[]).map((part) => reader(part, context))
+  const keyOf: KeyOf = readers.length === 1
+    ? (request) => framed((readers[0] as (r: FastifyRequest) => string)(request))
+    : (request) => {
+        let key = ''
+        for (const read of readers) key += framed(read(request))
+        return key
+      }
+  return { parts: list as KeyPart[], keyOf }
+}
+
+function framed (value: string): string {
+  return `${value.length}:${value}`
+}
+
+function reader (part: KeyPart, { ipv6Prefix, pathOptions }: KeyContext): (request: FastifyRequest) => string {
+  const ip = (request: FastifyRequest): string => `ip:${groupIp(request.clientIp, ipv6Prefix)}`
+  switch (part) {
+    case 'ip': return ip
+    // Anonymous requests have no principal of their own: they are counted by address.
+    case 'principal': return (request) => identified(request) ? `p:${(request.principal as { id: string }).id}` : ip(request)
+    case 'credential': return (request) => identified(request) ? `c:${request.principal?.credentialId ?? request.principal?.id as string}` : ip(request)
+    case 'plan': return (request) => `plan:${request.principal?.plan ?? ''}`
+    case 'tenant': return (request) => `t:${request.principal?.tenant ?? ''}`
+    case 'route': return (request) => `r:${request.method} ${routeKey(request, pathOptions)}`
+  }
+}
+
+function identified (request: FastifyRequest): boolean {
+  return request.principal !== null && request.principal.type !== 'anonymous'
+}
+
+/**
+ * An IPv4 address as is; an IPv6 address by its first `prefix` bits (`2001:db8:1:2::/64`).
+ * Core hands over IPv4-mapped IPv6 addresses as IPv4 already.
+ */
+export function groupIp (address: string, prefix: number): string {
+  if (!address.includes(':') || prefix === 128) return address
+  const parsed = parseIp(address)
+  if (parsed === null || parsed.kind() !== 'ipv6') return address
+  const parts = (parsed as unknown as { parts: number[] }).parts
+  const kept: string[] = []
+  for (let i = 0; i < 8; i++) {
+    const bits = Math.min(16, Math.max(0, prefix - 16 * i))
+    kept.push(((parts[i] as number) & (0xffff << (16 - bits))).toString(16))
+  }
+  return `${kept.join(':')}/${prefix}`
+}

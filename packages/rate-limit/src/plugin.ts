@@ -1,0 +1,244 @@
+import fp from 'fastify-plugin'
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
+import {
+  checkKnownKeys, checkMode, deny, invalidOption, pathOptionsOf, prepareDecision, recordPrepared, routeConfigOf,
+  withHeaders, type Mode, type PortcullisError
+} from '@portcullis/core'
+import { RateLimited } from './errors.js'
+import { compileKey, IP_STAGE_PARTS, KEY_PARTS, type KeyOf, type KeyPart } from './keys.js'
+import { compileLimit, type Lease, type Limit, type LimitOptions, type LimitState, type RateLimitStore, type Verdict } from './limits.js'
+import { MemoryStore } from './memory-store.js'
+
+export const PLUGIN_NAME = '@portcullis/rate-limit'
+
+/** A limit and what it counts by. */
+export interface RuleOptions extends LimitOptions {
+  /** @default 'ip' at the ip stage, 'principal' at the principal stage */
+  key?: KeyPart | KeyPart[]
+}
+
+export interface RateLimitOptions {
+  /**
+   * Where this registration sits in the request path. `ip` (step 4) is registered before authn
+   * and counts by client IP, so that failed logins count too; `principal` (step 6) is registered
+   * after authn and can count by principal, credential, plan, tenant and route.
+   * @default 'principal'
+   */
+  stage?: 'ip' | 'principal'
+  /** The limits of every route, unless its plan or its route config says otherwise. */
+  limits?: RuleOptions[]
+  /** Limits by plan (`request.principal.plan`), in place of `limits` for principals on that plan. Principal stage only. */
+  plans?: Record<string, RuleOptions[]>
+  /** @default a MemoryStore */
+  store?: RateLimitStore
+  /** IPv6 clients are counted by this prefix length (a client usually holds a whole /64). @default 64 */
+  ipv6Prefix?: number
+  /** `ietf`: `RateLimit` and `RateLimit-Policy`; `legacy` adds `X-RateLimit-Limit`, `-Remaining`, `-Reset`; `none` sends neither (429s keep `Retry-After`). @default 'ietf' */
+  headers?: 'ietf' | 'legacy' | 'none'
+  /** @default 'enforce' */
+  mode?: Mode
+}
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /**
+     * Rate limits for this route (`@portcullis/rate-limit`): rules in place of the principal
+     * stage's `limits` and `plans`, or `false` to exempt the route from every stage.
+     */
+    rateLimit?: RuleOptions[] | false
+  }
+}
+
+interface Rule {
+  limit: Limit
+  keyOf: KeyOf
+  /** The `RateLimit-Policy` item, made once. */
+  policy: string
+}
+
+/** A set of rules applied together, with its RateLimit-Policy header value. */
+interface RuleSet {
+  rules: Rule[]
+  policy: string
+}
+
+const kRules = Symbol('portcullis.rateLimit.rules')
+// Shared by every registration in the app (Symbol.for: the ESM and CommonJS builds alike).
+const kLeases = Symbol.for('portcullis.rateLimit.leases')
+/** The concurrency slots a request holds, with the store that gave each. */
+type Held = Array<{ store: RateLimitStore, leases: readonly Lease[] }>
+type WithLeases = Record<typeof kLeases, Held | null>
+
+const OPTION_KEYS = ['stage', 'limits', 'plans', 'store', 'ipv6Prefix', 'headers', 'mode']
+
+const plugin: FastifyPluginAsync<RateLimitOptions> = async (app, options) => {
+  checkKnownKeys(options, OPTION_KEYS, 'rateLimit')
+  const stage = options.stage ?? 'principal'
+  if (stage !== 'ip' && stage !== 'principal') throw invalidOption('rateLimit.stage', 'ip or principal', stage)
+  const path = `rateLimit[${stage}]`
+  const mode = checkMode(options.mode, `${path}.mode`)
+  const headers = options.headers ?? 'ietf'
+  if (headers !== 'ietf' && headers !== 'legacy' && headers !== 'none') throw invalidOption(`${path}.headers`, 'ietf, legacy or none', headers)
+  const ipv6Prefix = options.ipv6Prefix ?? 64
+  if (!Number.isInteger(ipv6Prefix) || ipv6Prefix < 32 || ipv6Prefix > 128) throw invalidOption(`${path}.ipv6Prefix`, 'a whole number from 32 to 128', ipv6Prefix)
+  const store = options.store ?? new MemoryStore()
+  if (typeof store?.consume !== 'function' || typeof store.release !== 'function') throw invalidOption(`${path}.store`, 'a MemoryStore, a RedisStore, or an object with consume() and release()', store)
+  const allowedParts = stage === 'ip' ? IP_STAGE_PARTS : KEY_PARTS
+  const context = { ipv6Prefix, pathOptions: pathOptionsOf(app) }
+
+  const compileSet = (rules: unknown, where: string): RuleSet => {
+    if (!Array.isArray(rules)) throw invalidOption(where, 'a list of limits such as [{ name: "burst", limit: 60, window: "1m" }]', rules)
+    const names = new Set<string>()
+    const compiled = rules.map((rule: RuleOptions, i) => {
+      const at = `${where}[${i}]`
+      if (typeof rule !== 'object' || rule === null) throw invalidOption(at, 'a limit such as { name: "burst", limit: 60, window: "1m" }', rule)
+      const { key, ...limitOptions } = rule
+      const limit = compileLimit(limitOptions, at)
+      // Names tell limits apart in headers, and in the store: two of one name would share a count.
+      if (names.has(limit.name)) throw invalidOption(`${at}.name`, 'a name no other limit of the list has', limit.name)
+      names.add(limit.name)
+      const { keyOf } = compileKey(key ?? (stage === 'ip' ? 'ip' : 'principal'), allowedParts, `${at}.key`, context)
+      return { limit, keyOf, policy: policyItem(limit) }
+    })
+    return { rules: compiled, policy: compiled.map((r) => r.policy).join(', ') }
+  }
+
+  const defaults = compileSet(options.limits ?? [], `${path}.limits`)
+  if (options.plans !== undefined && stage === 'ip') throw invalidOption(`${path}.plans`, 'used at the principal stage only (there is no principal before authn)', options.plans)
+  const plans = new Map<string, RuleSet>()
+  if (options.plans !== undefined) {
+    if (typeof options.plans !== 'object' || options.plans === null) throw invalidOption(`${path}.plans`, 'an object of plan names to lists of limits', options.plans)
+    for (const [plan, rules] of Object.entries(options.plans)) plans.set(plan, compileSet(rules, `${path}.plans.${plan}`))
+  }
+
+  if (stage === 'principal') {
+    app.addHook('onRoute', (route) => {
+      const config = (route.config ?? {}) as { rateLimit?: RuleOptions[] | false }
+      if (config.rateLimit === undefined || config.rateLimit === false) return
+      const set = compileSet(config.rateLimit, `route ${String(route.method)} ${route.url} config.rateLimit`)
+      route.config = Object.assign({ ...config }, { [kRules]: set })
+    })
+  }
+
+  const allowed = prepareDecision({ plugin: PLUGIN_NAME, outcome: 'allow', reason: 'PORTCULLIS_RATE_LIMIT_OK', rule: stage })
+  // Once per app, even if the plugin is registered for both stages.
+  if (!app.hasRequestDecorator(kLeases)) {
+    app.decorateRequest(kLeases, null)
+    // Slots are given back when the response is sent, or when the client goes away first.
+    const release = async (request: FastifyRequest): Promise<void> => {
+      const holder = request as unknown as WithLeases
+      const held = holder[kLeases]
+      if (held === null) return
+      holder[kLeases] = null
+      await Promise.all(held.map(async ({ store, leases }) => { await store.release(leases) }))
+    }
+    app.addHook('onResponse', release)
+    app.addHook('onRequestAbort', release)
+  }
+
+  const rulesFor = (request: FastifyRequest): RuleSet | null => {
+    const config = routeConfigOf(request) as { rateLimit?: RuleOptions[] | false, [kRules]?: RuleSet }
+    if (config.rateLimit === false) return null
+    if (stage === 'ip') return defaults
+    const route = config[kRules]
+    if (route !== undefined) return route
+    const plan = request.principal?.plan
+    return (plan === undefined ? undefined : plans.get(plan)) ?? defaults
+  }
+
+  const finish = (request: FastifyRequest, reply: FastifyReply, set: RuleSet, verdict: Verdict): void => {
+    if (verdict.leases.length > 0) {
+      const holder = request as unknown as WithLeases
+      ;(holder[kLeases] ??= []).push({ store, leases: verdict.leases })
+    }
+    if (headers !== 'none') setHeaders(reply, set, verdict, headers === 'legacy')
+    if (verdict.allowed) recordPrepared(request, allowed)
+    else deny(request, mode, PLUGIN_NAME, refusal(reply, verdict, headers), refusedBy(verdict))
+  }
+
+  // A callback hook: with the memory store a check settles at once, and costs no promise.
+  app.addHook('onRequest', (request, reply, done) => {
+    const set = rulesFor(request)
+    if (set === null || set.rules.length === 0) return done()
+    const checks = set.rules.map((rule) => ({ key: `${rule.limit.name}:${rule.keyOf(request)}`, limit: rule.limit }))
+    let pending: Verdict | Promise<Verdict>
+    try {
+      pending = store.consume(checks)
+    } catch (err) {
+      return done(err as Error)
+    }
+    const settle = (verdict: Verdict): void => {
+      try {
+        finish(request, reply, set, verdict)
+      } catch (err) {
+        return done(err as Error)
+      }
+      done()
+    }
+    if (pending instanceof Promise) pending.then(settle, done)
+    else settle(pending)
+  })
+}
+
+/** `"burst";q=60;w=60`: the limit's quota and window in seconds (draft-ietf-httpapi-ratelimit-headers). */
+function policyItem (limit: Limit): string {
+  const unit = limit.algorithm === 'concurrency' ? ';qu="concurrent-requests"' : ''
+  const window = limit.algorithm === 'concurrency' ? '' : `;w=${Math.max(1, Math.ceil(limit.windowMs / 1000))}`
+  return `"${limit.name}";q=${limit.limit}${unit}${window}`
+}
+
+function seconds (ms: number): number {
+  return Math.max(0, Math.ceil(ms / 1000))
+}
+
+/** `"burst";r=59;t=1`: what is left of each limit and when it is whole again; a refusing limit reports when to retry. */
+function rateLimitItems (states: readonly LimitState[]): string {
+  return states.map((s) => s.retryAfterMs > 0
+    ? `"${s.limit.name}";r=0;t=${Math.max(1, seconds(s.retryAfterMs))}`
+    : `"${s.limit.name}";r=${s.remaining};t=${seconds(s.resetMs)}`).join(', ')
+}
+
+// Both stages may answer: their items go into one list.
+function append (reply: FastifyReply, name: string, value: string): void {
+  const previous = reply.getHeader(name)
+  reply.header(name, previous === undefined ? value : `${String(previous)}, ${value}`)
+}
+
+function setHeaders (reply: FastifyReply, set: RuleSet, verdict: Verdict, legacy: boolean): void {
+  append(reply, 'ratelimit-policy', set.policy)
+  append(reply, 'ratelimit', rateLimitItems(verdict.states))
+  if (!legacy) return
+  // The legacy headers hold one limit: the one closest to refusing.
+  let tightest = verdict.states[0] as LimitState
+  for (const state of verdict.states) if (state.remaining < tightest.remaining) tightest = state
+  reply.header('x-ratelimit-limit', tightest.limit.limit)
+  reply.header('x-ratelimit-remaining', tightest.remaining)
+  reply.header('x-ratelimit-reset', seconds(tightest.retryAfterMs > 0 ? tightest.retryAfterMs : tightest.resetMs))
+}
+
+function retryAfterSeconds (verdict: Verdict): number {
+  let ms = 0
+  for (const state of verdict.states) ms = Math.max(ms, state.retryAfterMs)
+  return Math.max(1, seconds(ms))
+}
+
+function refusedBy (verdict: Verdict): string {
+  return verdict.states.filter((s) => s.retryAfterMs > 0).map((s) => s.limit.name).join(',')
+}
+
+function refusal (reply: FastifyReply, verdict: Verdict, headers: 'ietf' | 'legacy' | 'none'): PortcullisError {
+  const protocol: Record<string, string | number> = { 'retry-after': retryAfterSeconds(verdict) }
+  // The problem is sent by the error handler: the headers of every stage go with it.
+  if (headers !== 'none') {
+    protocol.ratelimit = String(reply.getHeader('ratelimit'))
+    protocol['ratelimit-policy'] = String(reply.getHeader('ratelimit-policy'))
+  }
+  return withHeaders(new RateLimited(), protocol)
+}
+
+/**
+ * Rate limits, quotas and concurrency limits on every request: register with `stage: 'ip'`
+ * before authn for a coarse per-address limit, and with `stage: 'principal'` after it for limits
+ * per principal, credential, plan, tenant or route.
+ */
+export const portcullisRateLimit = fp(plugin, { fastify: '5.x', name: PLUGIN_NAME, dependencies: ['@portcullis/core'] })
