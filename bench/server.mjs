@@ -7,6 +7,8 @@ import { portcullis } from '@portcullis/gateway'
 import { portcullisCore, SnapshotHolder } from '@portcullis/core'
 import { portcullisAuthn } from '@portcullis/authn'
 import { portcullisAuthz } from '@portcullis/authz'
+import { MemoryStore, RedisStore } from '@portcullis/rate-limit'
+import { Redis } from 'ioredis'
 
 // Must match the claims of the token run.mjs signs.
 const JWT_ISSUER = 'https://idp.bench.local/'
@@ -31,7 +33,25 @@ const SCENARIOS = {
     await SCENARIOS['jwt-es256'](app, options)
     await app.register(portcullisAuthz, { roles: { user: {}, admin: { inherits: ['user'] } } })
   },
-  'authz-cel': async (app, options) => SCENARIOS.authz(app, options)
+  'authz-cel': async (app, options) => SCENARIOS.authz(app, options),
+  // The core server plus a limit by client IP that never refuses (a billion an hour), so that
+  // every request is checked and counted.
+  'rate-limit-memory': async (app) => registerLimited(app, new MemoryStore()),
+  'rate-limit-redis': async (app, options) => {
+    const client = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { enableOfflineQueue: false, maxRetriesPerRequest: 0, enableAutoPipelining: true })
+    await new Promise((resolve, reject) => { client.once('ready', resolve); client.once('error', reject) })
+    app.addHook('onClose', async () => { await client.quit() })
+    // failMode closed: a Redis that stops answering fails the run instead of measuring memory.
+    await registerLimited(app, new RedisStore({ client, prefix: requireOption(options, 'redisPrefix'), failMode: 'closed', timeoutMs: 1000 }))
+  }
+}
+
+async function registerLimited (app, store) {
+  const snapshot = new SnapshotHolder({ version: 'v1', value: {} })
+  await app.register(portcullis, {
+    core: { trustedProxies: ['127.0.0.1/32'], snapshot },
+    ipRateLimit: { store, limits: [{ name: 'ip', limit: 1_000_000_000, window: '1h' }] }
+  })
 }
 
 // The route's rule, read by authz where it is registered and ignored elsewhere.
@@ -69,7 +89,7 @@ async function buildApp (scenario, options) {
     return { id: request.params.id, item: 'lamp', quantity: 1 }
   })
   await app.ready()
-  if (scenario === 'core') assertCoreSetup(app)
+  if (scenario === 'core' || scenario.startsWith('rate-limit')) assertCoreSetup(app)
   return app
 }
 

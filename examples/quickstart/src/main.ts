@@ -34,6 +34,9 @@ export async function startQuickstart ({ host = DEFAULT_HOST, port = DEFAULT_POR
   const orders = buildOrdersApi()
   const upstream = await orders.listen({ host: '127.0.0.1', port: 0 })
   const gateway = await buildGateway({
+    // Every address: 300 requests a minute, counted before credentials are checked, so that
+    // guessing keys is counted too.
+    ipRateLimit: { limits: IP_LIMITS },
     authn: {
       realm: 'quickstart',
       methods: {
@@ -41,6 +44,8 @@ export async function startQuickstart ({ host = DEFAULT_HOST, port = DEFAULT_POR
         tokens: devJwtMethod(identity)
       }
     },
+    // alice and bob: 60 requests a minute each (requests without credentials: by address).
+    rateLimit: { limits: PRINCIPAL_LIMITS },
     authz: { realm: 'quickstart', roles: ROLES },
     upstreams: [{ prefix: '/api', url: upstream, routes: ORDER_ROUTES }]
   }, { logger })
@@ -59,6 +64,11 @@ export async function startQuickstart ({ host = DEFAULT_HOST, port = DEFAULT_POR
     throw err
   }
 }
+
+/** The coarse limit per client address (IPv6: per /64). */
+export const IP_LIMITS = [{ name: 'ip', limit: 300, window: '1m' }]
+/** The limit per principal: a burst of up to 60, refilled at one a second. */
+export const PRINCIPAL_LIMITS = [{ name: 'user', limit: 60, window: '1m' }]
 
 /** bob is an admin, and an admin may do all a user may. */
 export const ROLES = { user: {}, admin: { inherits: ['user'] } }
@@ -98,6 +108,7 @@ async function run (): Promise<void> {
        curl -i ${quickstart.url}/api/orders -H "authorization: Bearer $(pnpm -s portcullis token alice)"
        curl -i -X DELETE ${quickstart.url}/api/orders/1 -H 'x-api-key: demo-alice-key-0000000000000001'   (403: admins only)
        curl -i -X DELETE ${quickstart.url}/api/orders/1 -H 'x-api-key: demo-bob-key-0000000000000002'     (204: bob is an admin)
+  limits: 60 requests a minute each for alice and bob, 300 a minute per address (see the RateLimit headers)
 `)
   installShutdown(quickstart, process)
 }

@@ -120,3 +120,44 @@ test('run as a program: a bad PORT is refused with a message', async (t) => {
     t.match(stderr, `quickstart: PORT must be an integer from 0 to 65535 (got "${port}")`)
   }
 })
+
+test('limits: alice\'s 61st request in a minute is 429, bob is unaffected, and a forged X-Forwarded-For resets nothing', async (t) => {
+  const quickstart = await startQuickstart({ port: 0, identityFile })
+  t.teardown(quickstart.close)
+  const get = (headers: Record<string, string>) => fetch(`${quickstart.url}/api/orders`, { headers })
+  for (let i = 1; i <= 60; i++) {
+    const response = await get(alice)
+    await response.arrayBuffer()
+    if (response.status !== 200) t.fail(`request ${i} answered ${response.status}`)
+  }
+  const refused = await get(alice)
+  t.equal(refused.status, 429, 'the 61st')
+  t.equal(refused.headers.get('content-type'), 'application/problem+json; charset=utf-8')
+  t.equal((await refused.json() as { code: string }).code, 'PORTCULLIS_RATE_LIMIT_EXCEEDED')
+  const retryAfter = Number(refused.headers.get('retry-after'))
+  t.ok(retryAfter >= 1 && retryAfter <= 60, `Retry-After: ${retryAfter}`)
+  t.equal(refused.headers.get('ratelimit-policy'), '"ip";q=300;w=60, "user";q=60;w=60')
+  t.match(refused.headers.get('ratelimit'), new RegExp(`^"ip";r=\\d+;t=\\d+, "user";r=0;t=${retryAfter}$`))
+  const bob = await get({ 'x-api-key': DEMO_API_KEYS.bob })
+  t.equal(bob.status, 200, 'bob has his own 60')
+  t.match(bob.headers.get('ratelimit'), /"user";r=59;/)
+  t.equal((await fetch(`${quickstart.url}/healthz`)).status, 200, 'health checks are never limited')
+
+  // 62 requests so far from this address. Requests without credentials, each claiming to be
+  // forwarded for another client, keep counting against it: the address's limit holds a burst of
+  // 300, refilled at 5 a second.
+  const started = Date.now()
+  let sent = 62
+  let over: Response | undefined
+  while (sent < 400 && over === undefined) {
+    const response = await get({ 'x-forwarded-for': `198.51.100.${sent % 250}` })
+    await response.arrayBuffer()
+    sent++
+    if (response.status === 429) over = response
+    else if (response.status !== 401) t.fail(`request ${sent} answered ${response.status}`)
+  }
+  const refilled = Math.ceil((Date.now() - started) / 1000 * 5)
+  t.ok(over !== undefined && sent <= 301 + refilled, `refused at request ${sent} from this address (300, plus ${refilled} refilled)`)
+  t.match(over?.headers.get('ratelimit'), /^"ip";r=0;t=\d+$/, 'by the per-address limit, which the forged header did not reset')
+  t.equal(over?.headers.get('ratelimit-policy'), '"ip";q=300;w=60', 'before authentication')
+})

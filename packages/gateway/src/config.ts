@@ -4,6 +4,7 @@ import { parse as parseYaml } from 'yaml'
 import { checkKnownKeys, InvalidOption, invalidOption, type CoreOptions } from '@portcullis/core'
 import type { AuthnOptions } from '@portcullis/authn'
 import type { AuthzOptions, AuthzRule, IpRulesOptions } from '@portcullis/authz'
+import type { RateLimitOptions } from '@portcullis/rate-limit'
 import { compileResourcePath, type UpstreamResource } from './resources.js'
 
 /** HTTP methods a declared route may answer. */
@@ -57,6 +58,10 @@ export interface GatewayConfig {
   authn?: AuthnOptions
   /** IP allow/deny lists (`@portcullis/authz`). */
   ipRules?: IpRulesOptions
+  /** The coarse limit by client IP, before authentication (`@portcullis/rate-limit`). */
+  ipRateLimit?: Omit<RateLimitOptions, 'stage' | 'plans'>
+  /** Limits by principal, plan and route, after authentication (`@portcullis/rate-limit`). */
+  rateLimit?: Omit<RateLimitOptions, 'stage'>
   /** Authorization (`@portcullis/authz` options); with it, routes without a rule are denied unless `defaultRule` says otherwise. */
   authz?: AuthzOptions
   upstreams?: UpstreamConfig[]
@@ -68,7 +73,7 @@ export const DEFAULT_UPSTREAM_TIMEOUT = 10_000
 export const HEALTH_PATHS: readonly string[] = Object.freeze(['/healthz'])
 
 /** A configuration document once checked, with defaults applied. */
-export type ValidGatewayConfig = Pick<GatewayConfig, 'authn' | 'ipRules' | 'authz'> & {
+export type ValidGatewayConfig = Pick<GatewayConfig, 'authn' | 'ipRules' | 'authz' | 'ipRateLimit' | 'rateLimit'> & {
   server: { host: string, port: number }
   core: CoreOptions
   upstreams: Array<Required<UpstreamConfig>>
@@ -76,7 +81,7 @@ export type ValidGatewayConfig = Pick<GatewayConfig, 'authn' | 'ipRules' | 'auth
 
 /** Checks a configuration document and returns it with defaults applied. Throws naming the option. */
 export function validateGatewayConfig (input: unknown): ValidGatewayConfig {
-  const doc = checkKnownKeys(input, ['server', 'core', 'authn', 'ipRules', 'authz', 'upstreams'], 'gateway')
+  const doc = checkKnownKeys(input, ['server', 'core', 'authn', 'ipRules', 'ipRateLimit', 'rateLimit', 'authz', 'upstreams'], 'gateway')
   const server = checkKnownKeys(doc.server ?? {}, ['host', 'port'], 'server')
   const host = server.host ?? DEFAULT_HOST
   if (typeof host !== 'string' || host === '') throw invalidOption('server.host', 'a host name or IP address', host)
@@ -100,6 +105,8 @@ export function validateGatewayConfig (input: unknown): ValidGatewayConfig {
     ...(doc.authn === undefined ? {} : { authn: doc.authn as AuthnOptions }),
     ...(doc.ipRules === undefined ? {} : { ipRules: doc.ipRules as IpRulesOptions }),
     ...(doc.authz === undefined ? {} : { authz: doc.authz as AuthzOptions }),
+    ...(doc.ipRateLimit === undefined ? {} : { ipRateLimit: doc.ipRateLimit as ValidGatewayConfig['ipRateLimit'] }),
+    ...(doc.rateLimit === undefined ? {} : { rateLimit: doc.rateLimit as ValidGatewayConfig['rateLimit'] }),
     upstreams
   }
 }

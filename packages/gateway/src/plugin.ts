@@ -1,16 +1,21 @@
 import fp from 'fastify-plugin'
 import type { FastifyPluginAsync } from 'fastify'
-import { checkKnownKeys, portcullisCore, type CoreOptions } from '@portcullis/core'
+import { checkKnownKeys, invalidOption, portcullisCore, type CoreOptions } from '@portcullis/core'
 import { portcullisAuthn, type AuthnOptions } from '@portcullis/authn'
 import { portcullisAuthz, portcullisIpRules, type AuthzOptions, type IpRulesOptions } from '@portcullis/authz'
+import { portcullisRateLimit, type RateLimitOptions } from '@portcullis/rate-limit'
 
 export interface PortcullisOptions {
   /** Options of `@portcullis/core`: trusted proxies, the policy snapshot, problem+json. Always registered. */
   core?: CoreOptions
   /** IP allow/deny lists (`@portcullis/authz`), step 2; registered when given. */
   ipRules?: IpRulesOptions
+  /** The coarse limit by client IP (`@portcullis/rate-limit`, stage `ip`), step 4; registered when given. */
+  ipRateLimit?: Omit<RateLimitOptions, 'stage' | 'plans'>
   /** Options of `@portcullis/authn`, step 5; registered when given. */
   authn?: AuthnOptions
+  /** Limits by principal, plan and route (`@portcullis/rate-limit`, stage `principal`), step 6; registered when given. */
+  rateLimit?: Omit<RateLimitOptions, 'stage'>
   /** Options of `@portcullis/authz`, step 7; registered when given. */
   authz?: AuthzOptions
 }
@@ -20,6 +25,8 @@ interface Part {
   plugin: FastifyPluginAsync<never>
   /** Registered even without options. */
   always: boolean
+  /** Options the meta-plugin sets itself, over the user's. */
+  fixed?: Record<string, unknown>
 }
 
 // The parts of the chain this version provides, in RECOMMENDED_ORDER. A part is added here when
@@ -27,7 +34,9 @@ interface Part {
 const PARTS: readonly Part[] = [
   { key: 'core', plugin: portcullisCore as FastifyPluginAsync<never>, always: true },
   { key: 'ipRules', plugin: portcullisIpRules as FastifyPluginAsync<never>, always: false },
+  { key: 'ipRateLimit', plugin: portcullisRateLimit as FastifyPluginAsync<never>, always: false, fixed: { stage: 'ip' } },
   { key: 'authn', plugin: portcullisAuthn as FastifyPluginAsync<never>, always: false },
+  { key: 'rateLimit', plugin: portcullisRateLimit as FastifyPluginAsync<never>, always: false, fixed: { stage: 'principal' } },
   { key: 'authz', plugin: portcullisAuthz as FastifyPluginAsync<never>, always: false }
 ]
 
@@ -42,7 +51,11 @@ const plugin: FastifyPluginAsync<PortcullisOptions> = async (app, options) => {
   checkKnownKeys(options, PARTS.map((part) => part.key), 'portcullis')
   for (const part of PARTS) {
     const partOptions = options[part.key]
-    if (partOptions !== undefined || part.always) await app.register(part.plugin, (partOptions ?? {}) as never)
+    if (partOptions === undefined && !part.always) continue
+    if (part.fixed !== undefined && typeof partOptions === 'object' && partOptions !== null && 'stage' in partOptions) {
+      throw invalidOption(`portcullis.${part.key}.stage`, `left out: the ${part.key} part always runs at stage ${String(part.fixed.stage)}`, (partOptions as { stage: unknown }).stage)
+    }
+    await app.register(part.plugin, { ...(partOptions ?? {}), ...part.fixed } as never)
   }
 }
 

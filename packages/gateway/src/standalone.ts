@@ -17,7 +17,7 @@ import { compileResourcePath, upstreamResourceLoader } from './resources.js'
  * keep-alive clients go away and the close completes without waiting for idle timeouts.
  */
 export async function buildGateway (config: GatewayConfig, serverOptions: FastifyServerOptions = {}): Promise<FastifyInstance> {
-  const { core, authn, ipRules, authz, upstreams } = validateGatewayConfig(config)
+  const { core, authn, ipRules, ipRateLimit, rateLimit, authz, upstreams } = validateGatewayConfig(config)
   // Requests still being routed while closing are served, not answered with Fastify's own 503
   // (which is not problem+json); the onSend hook below ends their connections.
   // Request ids are UUIDs, unique across instances, and are returned as X-Request-Id.
@@ -32,11 +32,13 @@ export async function buildGateway (config: GatewayConfig, serverOptions: Fastif
   await app.register(portcullis, {
     core: { requestIdHeader: 'x-request-id', ...core },
     ...(ipRules === undefined ? {} : { ipRules }),
+    ...(ipRateLimit === undefined ? {} : { ipRateLimit }),
     ...(authn === undefined ? {} : { authn }),
+    ...(rateLimit === undefined ? {} : { rateLimit }),
     ...(authz === undefined ? {} : { authz })
   })
-  // Health checks come from load balancers, which hold no credentials.
-  app.get('/healthz', { config: { authn: false, authz: false } }, async () => ({ status: 'ok' }))
+  // Health checks come from load balancers, which hold no credentials and poll often.
+  app.get('/healthz', { config: { authn: false, authz: false, rateLimit: false } }, async () => ({ status: 'ok' }))
 
   for (const upstream of upstreams) {
     if (upstream.routes.length > 0) await app.register(declaredRoutes, { prefix: upstream.prefix, upstream })

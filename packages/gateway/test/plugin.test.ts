@@ -30,8 +30,8 @@ test('the meta-plugin works with no options at all', async (t) => {
 
 test('options for parts it does not have are refused, not ignored', async (t) => {
   const app = Fastify()
-  app.register(portcullis, { rateLimit: { max: 10 } } as never)
-  await t.rejects(async () => app.ready(), { code: 'PORTCULLIS_CORE_INVALID_OPTION', message: 'portcullis.rateLimit is not a known option; allowed: core, ipRules, authn, authz' })
+  app.register(portcullis, { validation: { strict: true } } as never)
+  await t.rejects(async () => app.ready(), { code: 'PORTCULLIS_CORE_INVALID_OPTION', message: 'portcullis.validation is not a known option; allowed: core, ipRules, ipRateLimit, authn, rateLimit, authz' })
   const bad = Fastify()
   bad.register(portcullis, { core: { trustedProxies: ['localhost'] } })
   await t.rejects(async () => bad.ready(), { message: /core\.trustedProxies\[0\]: "localhost" is not an IP address/ })
@@ -69,6 +69,29 @@ test('IP rules, authn and authz run in the recommended order', async (t) => {
   const blocked = await app.inject({ url: '/orders', headers, remoteAddress: '192.0.2.5' })
   t.equal(blocked.statusCode, 403, 'the IP rule refuses before credentials are even looked at')
   t.equal(blocked.json().code, 'PORTCULLIS_AUTHZ_IP_DENIED')
+})
+
+test('rate limits join the chain: by address before authn, by principal after it', async (t) => {
+  const key = createApiKey({ id: 'k1', owner: { id: 'alice', type: 'user' } })
+  const app = Fastify()
+  await app.register(portcullis, {
+    ipRateLimit: { limits: [{ name: 'ip', algorithm: 'fixed-window', limit: 3, window: '1m' }] },
+    authn: { methods: { key: { type: 'api-key', keys: [key.record] } } },
+    rateLimit: { limits: [{ name: 'user', algorithm: 'fixed-window', limit: 1, window: '1m' }] }
+  })
+  app.get('/orders', async (request) => ({ decisions: request.decisions?.map((d) => `${d.plugin} ${d.reason}`) }))
+  const headers = { 'x-api-key': key.key }
+  t.same((await app.inject({ url: '/orders', headers })).json().decisions, [
+    '@portcullis/rate-limit PORTCULLIS_RATE_LIMIT_OK', '@portcullis/authn PORTCULLIS_AUTHN_OK', '@portcullis/rate-limit PORTCULLIS_RATE_LIMIT_OK'
+  ], 'the address is counted before authn, the principal after')
+  const second = await app.inject({ url: '/orders', headers })
+  t.equal(second.statusCode, 429)
+  t.match(second.headers.ratelimit, /^"ip";r=1;t=\d+, "user";r=0;t=\d+$/)
+  t.equal((await app.inject({ url: '/orders' })).statusCode, 401, 'a failed login still counts against the address')
+  t.equal((await app.inject({ url: '/orders' })).statusCode, 429, 'and is refused once the address is over its limit')
+  const staged = Fastify()
+  staged.register(portcullis, { rateLimit: { stage: 'ip', limits: [] } as never })
+  await t.rejects(async () => staged.ready(), { message: /^portcullis\.rateLimit\.stage must be left out: the rateLimit part always runs at stage principal/ })
 })
 
 test('the recommended order is complete and consistent', async (t) => {

@@ -23,6 +23,28 @@ async function startGateway (t: Test, config: GatewayConfig): Promise<{ url: str
   return { url, app }
 }
 
+test('rate limits from the configuration: by address before authn, by principal after it, never on /healthz', async (t) => {
+  const upstream = await startUpstream(t)
+  const key = createApiKey({ id: 'k1', owner: { id: 'alice', type: 'user' } })
+  const gateway = await startGateway(t, {
+    ipRateLimit: { limits: [{ name: 'ip', algorithm: 'fixed-window', limit: 4, window: '1m' }] },
+    authn: { methods: { key: { type: 'api-key', keys: [key.record] } } },
+    rateLimit: { limits: [{ name: 'user', algorithm: 'fixed-window', limit: 1, window: '1m' }] },
+    upstreams: [{ prefix: '/api', url: upstream.url }]
+  })
+  const headers = { 'x-api-key': key.key }
+  const first = await fetch(`${gateway.url}/api/orders`, { headers })
+  t.equal(first.status, 200)
+  t.equal(first.headers.get('ratelimit-policy'), '"ip";q=4;w=60, "user";q=1;w=60')
+  t.equal((await fetch(`${gateway.url}/api/orders`, { headers })).status, 429, 'alice\'s second')
+  for (let i = 0; i < 5; i++) t.equal((await fetch(`${gateway.url}/healthz`)).status, 200, 'health checks are never limited')
+  t.equal((await fetch(`${gateway.url}/api/orders`)).status, 401)
+  t.equal((await fetch(`${gateway.url}/api/orders`)).status, 401)
+  const over = await fetch(`${gateway.url}/api/orders`)
+  t.equal(over.status, 429, 'the fifth request from this address, failed logins included')
+  t.equal(over.headers.get('ratelimit-policy'), '"ip";q=4;w=60')
+})
+
 test('proxies a prefix to its upstream over real sockets', async (t) => {
   const upstream = await startUpstream(t)
   const gateway = await startGateway(t, { upstreams: [{ prefix: '/api', url: upstream.url }, { prefix: '/v2', url: upstream.url, rewritePrefix: '/internal' }] })

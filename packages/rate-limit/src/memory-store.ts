@@ -32,7 +32,8 @@ interface Pending {
   state: LimitState
   /** The state as it stands, for a limit that would allow the request when another refuses it. */
   idle: LimitState
-  commit: (() => void) | null
+  /** What to store once every limit allows the request; undefined when this one refuses it. */
+  next: Entry | undefined
 }
 
 /**
@@ -66,14 +67,14 @@ export class MemoryStore implements RateLimitStore {
     let allowed = true
     for (const { key, limit } of checks) {
       const outcome = this.#check(key, limit, now)
-      if (outcome.commit === null) allowed = false
+      if (outcome.next === undefined) allowed = false
       pending.push(outcome)
     }
     const leases: Lease[] = []
     if (allowed) {
       for (let i = 0; i < pending.length; i++) {
-        ;(pending[i] as Pending).commit?.()
         const { key, limit } = checks[i] as Check
+        this.#entries.set(key, (pending[i] as Pending).next as Entry)
         if (limit.algorithm === 'concurrency') {
           const id = String(++this.#leases)
           this.#live.add(id)
@@ -99,27 +100,27 @@ export class MemoryStore implements RateLimitStore {
   #check (key: string, limit: Limit, now: number): Pending {
     const entry = this.#entries.get(key)
     switch (limit.algorithm) {
-      case 'gcra': return this.#gcra(key, limit, now, typeof entry === 'number' ? entry : now)
-      case 'concurrency': return this.#concurrency(key, limit, typeof entry === 'number' ? entry : 0)
-      default: return this.#window(key, limit, now, entry instanceof WindowCounts ? entry : null)
+      case 'gcra': return this.#gcra(limit, now, typeof entry === 'number' ? entry : now)
+      case 'concurrency': return this.#concurrency(limit, typeof entry === 'number' ? entry : 0)
+      default: return this.#window(limit, now, entry instanceof WindowCounts ? entry : null)
     }
   }
 
-  #gcra (key: string, limit: Limit, now: number, stored: number): Pending {
+  #gcra (limit: Limit, now: number, stored: number): Pending {
     const interval = limit.windowMs / limit.limit
     const capacity = interval * limit.burst
     const tat = Math.max(stored, now)
     const next = tat + interval
     if (next - now > capacity) {
       const state = { limit, remaining: Math.max(0, Math.floor((capacity - (tat - now)) / interval)), resetMs: Math.ceil(tat - now), retryAfterMs: Math.ceil(next - now - capacity) }
-      return { state, idle: state, commit: null }
+      return { state, idle: state, next: undefined }
     }
     const state = { limit, remaining: Math.floor((capacity - (next - now)) / interval), resetMs: Math.ceil(next - now), retryAfterMs: 0 }
     const idle = { limit, remaining: Math.floor((capacity - (tat - now)) / interval), resetMs: Math.ceil(tat - now), retryAfterMs: 0 }
-    return { state, idle, commit: () => { this.#put(key, next) } }
+    return { state, idle, next }
   }
 
-  #window (key: string, limit: Limit, now: number, stored: WindowCounts | null): Pending {
+  #window (limit: Limit, now: number, stored: WindowCounts | null): Pending {
     const { windowMs } = limit
     const index = Math.floor(now / windowMs)
     const { current, previous } = counts(stored, index, limit.algorithm === 'sliding-window')
@@ -127,24 +128,20 @@ export class MemoryStore implements RateLimitStore {
     const used = current + previous * left / windowMs
     if (used + 1 > limit.limit) {
       const state = { limit, remaining: 0, resetMs: left, retryAfterMs: retryAfter(limit, current, previous, left) }
-      return { state, idle: state, commit: null }
+      return { state, idle: state, next: undefined }
     }
     const state = { limit, remaining: Math.floor(limit.limit - used - 1), resetMs: left, retryAfterMs: 0 }
     const idle = { limit, remaining: Math.floor(limit.limit - used), resetMs: left, retryAfterMs: 0 }
-    return { state, idle, commit: () => { this.#put(key, new WindowCounts(index, current + 1, previous)) } }
+    return { state, idle, next: new WindowCounts(index, current + 1, previous) }
   }
 
-  #concurrency (key: string, limit: Limit, inFlight: number): Pending {
+  #concurrency (limit: Limit, inFlight: number): Pending {
     if (inFlight + 1 > limit.limit) {
       const state = { limit, remaining: 0, resetMs: 0, retryAfterMs: 1000 }
-      return { state, idle: state, commit: null }
+      return { state, idle: state, next: undefined }
     }
     const idle = { limit, remaining: limit.limit - inFlight, resetMs: 0, retryAfterMs: 0 }
-    return { state: { ...idle, remaining: idle.remaining - 1 }, idle, commit: () => { this.#put(key, inFlight + 1) } }
-  }
-
-  #put (key: string, entry: Entry): void {
-    this.#entries.set(key, entry)
+    return { state: { ...idle, remaining: idle.remaining - 1 }, idle, next: inFlight + 1 }
   }
 }
 

@@ -63,11 +63,11 @@ interface RuleSet {
 }
 
 const kRules = Symbol('portcullis.rateLimit.rules')
-// Shared by every registration in the app (Symbol.for: the ESM and CommonJS builds alike).
-const kLeases = Symbol.for('portcullis.rateLimit.leases')
-/** The concurrency slots a request holds, with the store that gave each. */
-type Held = Array<{ store: RateLimitStore, leases: readonly Lease[] }>
-type WithLeases = Record<typeof kLeases, Held | null>
+// The header items of the stages that ran so far, shared by every registration in the app
+// (Symbol.for: the ESM and CommonJS builds alike).
+const kFields = Symbol.for('portcullis.rateLimit.fields')
+interface Fields { policy: string, items: string }
+type WithFields = Record<typeof kFields, Fields | null>
 
 const OPTION_KEYS = ['stage', 'limits', 'plans', 'store', 'ipv6Prefix', 'headers', 'mode']
 
@@ -111,29 +111,37 @@ const plugin: FastifyPluginAsync<RateLimitOptions> = async (app, options) => {
     for (const [plan, rules] of Object.entries(options.plans)) plans.set(plan, compileSet(rules, `${path}.plans.${plan}`))
   }
 
+  const allowed = prepareDecision({ plugin: PLUGIN_NAME, outcome: 'allow', reason: 'PORTCULLIS_RATE_LIMIT_OK', rule: stage })
+  if (!app.hasRequestDecorator(kFields)) app.decorateRequest(kFields, null)
+  // The concurrency slots a request holds from this registration's store. They are given back
+  // when the response is sent, or when the client goes away first; the hooks that do it exist
+  // only where a concurrency limit can apply, so that other requests never pay for them.
+  const kHeld = Symbol('portcullis.rateLimit.held')
+  app.decorateRequest(kHeld, null)
+  const release = async (request: FastifyRequest): Promise<void> => {
+    const holder = request as unknown as Record<typeof kHeld, readonly Lease[] | null>
+    const leases = holder[kHeld]
+    if (leases === null) return
+    holder[kHeld] = null
+    await store.release(leases)
+  }
+  const counts = (set: RuleSet): boolean => set.rules.some((rule) => rule.limit.algorithm === 'concurrency')
+  if (counts(defaults) || [...plans.values()].some(counts)) {
+    app.addHook('onResponse', release)
+    app.addHook('onRequestAbort', release)
+  }
+
   if (stage === 'principal') {
     app.addHook('onRoute', (route) => {
       const config = (route.config ?? {}) as { rateLimit?: RuleOptions[] | false }
       if (config.rateLimit === undefined || config.rateLimit === false) return
       const set = compileSet(config.rateLimit, `route ${String(route.method)} ${route.url} config.rateLimit`)
       route.config = Object.assign({ ...config }, { [kRules]: set })
+      if (counts(set)) {
+        route.onResponse = [...hooksOf(route.onResponse), release]
+        route.onRequestAbort = [...hooksOf(route.onRequestAbort), release]
+      }
     })
-  }
-
-  const allowed = prepareDecision({ plugin: PLUGIN_NAME, outcome: 'allow', reason: 'PORTCULLIS_RATE_LIMIT_OK', rule: stage })
-  // Once per app, even if the plugin is registered for both stages.
-  if (!app.hasRequestDecorator(kLeases)) {
-    app.decorateRequest(kLeases, null)
-    // Slots are given back when the response is sent, or when the client goes away first.
-    const release = async (request: FastifyRequest): Promise<void> => {
-      const holder = request as unknown as WithLeases
-      const held = holder[kLeases]
-      if (held === null) return
-      holder[kLeases] = null
-      await Promise.all(held.map(async ({ store, leases }) => { await store.release(leases) }))
-    }
-    app.addHook('onResponse', release)
-    app.addHook('onRequestAbort', release)
   }
 
   const rulesFor = (request: FastifyRequest): RuleSet | null => {
@@ -147,13 +155,10 @@ const plugin: FastifyPluginAsync<RateLimitOptions> = async (app, options) => {
   }
 
   const finish = (request: FastifyRequest, reply: FastifyReply, set: RuleSet, verdict: Verdict): void => {
-    if (verdict.leases.length > 0) {
-      const holder = request as unknown as WithLeases
-      ;(holder[kLeases] ??= []).push({ store, leases: verdict.leases })
-    }
-    if (headers !== 'none') setHeaders(reply, set, verdict, headers === 'legacy')
+    if (verdict.leases.length > 0) (request as unknown as Record<typeof kHeld, readonly Lease[] | null>)[kHeld] = verdict.leases
+    const fields = headers === 'none' ? null : setHeaders(request, reply, set, verdict, headers === 'legacy')
     if (verdict.allowed) recordPrepared(request, allowed)
-    else deny(request, mode, PLUGIN_NAME, refusal(reply, verdict, headers), refusedBy(verdict))
+    else deny(request, mode, PLUGIN_NAME, refusal(fields, verdict), refusedBy(verdict))
   }
 
   // A callback hook: with the memory store a check settles at once, and costs no promise.
@@ -193,27 +198,34 @@ function seconds (ms: number): number {
 
 /** `"burst";r=59;t=1`: what is left of each limit and when it is whole again; a refusing limit reports when to retry. */
 function rateLimitItems (states: readonly LimitState[]): string {
-  return states.map((s) => s.retryAfterMs > 0
-    ? `"${s.limit.name}";r=0;t=${Math.max(1, seconds(s.retryAfterMs))}`
-    : `"${s.limit.name}";r=${s.remaining};t=${seconds(s.resetMs)}`).join(', ')
+  let items = ''
+  for (let i = 0; i < states.length; i++) {
+    const s = states[i] as LimitState
+    items += (i === 0 ? '"' : ', "') + s.limit.name + (s.retryAfterMs > 0
+      ? `";r=0;t=${Math.max(1, seconds(s.retryAfterMs))}`
+      : `";r=${s.remaining};t=${seconds(s.resetMs)}`)
+  }
+  return items
 }
 
-// Both stages may answer: their items go into one list.
-function append (reply: FastifyReply, name: string, value: string): void {
-  const previous = reply.getHeader(name)
-  reply.header(name, previous === undefined ? value : `${String(previous)}, ${value}`)
-}
-
-function setHeaders (reply: FastifyReply, set: RuleSet, verdict: Verdict, legacy: boolean): void {
-  append(reply, 'ratelimit-policy', set.policy)
-  append(reply, 'ratelimit', rateLimitItems(verdict.states))
-  if (!legacy) return
+// Both stages may answer: their items go into one list, kept on the request so that the second
+// stage need not read the first one's headers back.
+function setHeaders (request: FastifyRequest, reply: FastifyReply, set: RuleSet, verdict: Verdict, legacy: boolean): Fields {
+  const holder = request as unknown as WithFields
+  const before = holder[kFields]
+  const items = rateLimitItems(verdict.states)
+  const fields = before === null ? { policy: set.policy, items } : { policy: `${before.policy}, ${set.policy}`, items: `${before.items}, ${items}` }
+  holder[kFields] = fields
+  reply.header('ratelimit-policy', fields.policy)
+  reply.header('ratelimit', fields.items)
+  if (!legacy) return fields
   // The legacy headers hold one limit: the one closest to refusing.
   let tightest = verdict.states[0] as LimitState
   for (const state of verdict.states) if (state.remaining < tightest.remaining) tightest = state
   reply.header('x-ratelimit-limit', tightest.limit.limit)
   reply.header('x-ratelimit-remaining', tightest.remaining)
   reply.header('x-ratelimit-reset', seconds(tightest.retryAfterMs > 0 ? tightest.retryAfterMs : tightest.resetMs))
+  return fields
 }
 
 function retryAfterSeconds (verdict: Verdict): number {
@@ -226,14 +238,19 @@ function refusedBy (verdict: Verdict): string {
   return verdict.states.filter((s) => s.retryAfterMs > 0).map((s) => s.limit.name).join(',')
 }
 
-function refusal (reply: FastifyReply, verdict: Verdict, headers: 'ietf' | 'legacy' | 'none'): PortcullisError {
+function refusal (fields: Fields | null, verdict: Verdict): PortcullisError {
   const protocol: Record<string, string | number> = { 'retry-after': retryAfterSeconds(verdict) }
   // The problem is sent by the error handler: the headers of every stage go with it.
-  if (headers !== 'none') {
-    protocol.ratelimit = String(reply.getHeader('ratelimit'))
-    protocol['ratelimit-policy'] = String(reply.getHeader('ratelimit-policy'))
+  if (fields !== null) {
+    protocol.ratelimit = fields.items
+    protocol['ratelimit-policy'] = fields.policy
   }
   return withHeaders(new RateLimited(), protocol)
+}
+
+/** A route option that holds hooks: one, a list, or none. */
+function hooksOf<T> (hooks: T | T[] | undefined): T[] {
+  return ([] as T[]).concat(hooks ?? [])
 }
 
 /**

@@ -157,6 +157,25 @@ t.test('concurrency: a slot per request in flight, given back when it ends', asy
   t.equal((await app.inject({ url: '/api/orders', ...user('alice') })).statusCode, 200, 'the slot is free once the response is sent')
 })
 
+t.test('concurrency on one route: the route gives its slots back, other routes hold none', async (t) => {
+  const app = await build({ limits: [{ name: 'minute', limit: 100, window: '1m' }] })
+  let release: () => void = () => {}
+  app.get('/export', { config: { rateLimit: [{ name: 'exports', algorithm: 'concurrency', limit: 1, key: 'tenant' }] } }, async () => {
+    await new Promise<void>((resolve) => { release = resolve })
+    return { ok: true }
+  })
+  const first = app.inject({ url: '/export', ...user('alice') })
+  await sleep(20)
+  t.equal((await app.inject({ url: '/export', ...user('bob') })).statusCode, 429, 'one export at a time for the tenant')
+  t.equal((await app.inject({ url: '/api/orders', ...user('bob') })).statusCode, 200, 'other routes are not held')
+  release()
+  t.equal((await first).statusCode, 200)
+  const again = app.inject({ url: '/export', ...user('bob') })
+  await sleep(20)
+  release()
+  t.equal((await again).statusCode, 200, 'the slot was given back')
+})
+
 t.test('a limit changed by a new policy keeps its count: no reset, no double count', async (t) => {
   const store = new MemoryStore()
   const before = await build({ store, limits: [{ name: 'minute', algorithm: 'fixed-window', limit: 5, window: '1m' }] })
