@@ -375,7 +375,7 @@ async function countScenario (scenario, prepared) {
   const directory = await mkdtemp(join(os.tmpdir(), 'portcullis-bench-'))
   try {
     const counts = {}
-    for (const [role, name] of [['baseline', scenario.baseline ?? 'baseline'], ['target', scenario.server ?? scenario.name]]) {
+    for (const [role, name] of Object.entries(serversOf(scenario))) {
       console.error(`${scenario.name}: counting the ${role}'s instructions under callgrind (${COUNT_WARMUP_REQUESTS} requests, then ${COUNTED_REQUESTS} counted)`)
       counts[role] = await countInstructions(scenario, prepared, name, join(directory, `${role}.out`))
     }
@@ -424,9 +424,15 @@ function perRequest (text, requests) {
   }
 }
 
+// The server.mjs scenarios a scenario compares.
+function serversOf (scenario) {
+  return { baseline: scenario.baseline ?? 'baseline', target: scenario.server ?? scenario.name }
+}
+
 // Starts the two servers and checks that they answer as they must before anything is measured.
 async function startPair (scenario, { headers, serverOptions, requiresCredentials = false }) {
-  const [baseline, target] = await Promise.all([startServer(scenario.baseline ?? 'baseline', serverOptions), startServer(scenario.server ?? scenario.name, serverOptions)])
+  const servers = serversOf(scenario)
+  const [baseline, target] = await Promise.all([startServer(servers.baseline, serverOptions), startServer(servers.target, serverOptions)])
   try {
     await verifySameResponse(baseline, target, scenario, headers)
     if (requiresCredentials) await verifyRefusedWithout(target, scenario, headers)
@@ -445,21 +451,22 @@ function summarize (scenario, runs, counts) {
   const instructions = counts === null ? null : countedCost(counts, baseline)
   // Counted, the estimate is the one the budget is held to: it is not at the mercy of the machine.
   const budgeted = instructions?.estimatedAddedCpu ?? addedCpuPerRequest
+  const ratio = {
+    requestsPerSecond: target.requestsPerSecond / baseline.requestsPerSecond,
+    p99: baseline.p99 > 0 ? target.p99 / baseline.p99 : null
+  }
   return {
     scenario: scenario.name,
     baseline: { ...baseline, runs: runs.baseline },
     target: { ...target, runs: runs.target },
-    ratio: {
-      requestsPerSecond: target.requestsPerSecond / baseline.requestsPerSecond,
-      p99: baseline.p99 > 0 ? target.p99 / baseline.p99 : null
-    },
+    ratio,
     // What the plugins cost the server per request, in CPU microseconds (user + system), and
     // the part of it spent in user space.
     addedCpuPerRequest,
     addedUserCpuPerRequest: target.userCpuPerRequest - baseline.userCpuPerRequest,
-    // The scenario's own limit on the added CPU, when it has one, and whether this run met it.
     instructions,
-    budget: scenario.budget === undefined ? null : budgetOf(scenario.budget, instructions, budgeted, target.requestsPerSecond / baseline.requestsPerSecond)
+    // The scenario's own budget, when it has one, and whether this run met it.
+    budget: scenario.budget === undefined ? null : budgetOf(scenario.budget, instructions, budgeted, ratio.requestsPerSecond)
   }
 }
 

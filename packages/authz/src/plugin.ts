@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import type { FastifyPluginAsync, FastifyRequest, preHandlerHookHandler } from 'fastify'
-import { checkKnownKeys, checkMode, checkRealm, deny, invalidOption, prepareDecision, recordPrepared, routeConfigOf, withHeaders, type Mode, type PortcullisError, type PreparedDecision } from '@portcullis/core'
+import { checkKnownKeys, checkMode, checkRealm, deny, hooksOf, invalidOption, prepareDecision, recordPrepared, routeConfigOf, withHeaders, type Mode, type PortcullisError, type PreparedDecision } from '@portcullis/core'
 import { Forbidden, InsufficientScope, NoRule, OverrideRefused, Unauthenticated } from './errors.js'
 import { compileRoles, type Grants, type RoleDefinition } from './roles.js'
 import { compileRule, type AuthzRule, type CompiledRule } from './rules.js'
@@ -51,11 +51,6 @@ interface RouteRule {
   name: string
   allowed: PreparedDecision
   preHandler?: preHandlerHookHandler
-}
-
-/** A route option that holds hooks: one, a list, or none. */
-function hooksOf<T> (hooks: T | T[] | undefined): T[] {
-  return ([] as T[]).concat(hooks ?? [])
 }
 
 // The rule of the route a request matched, kept on the request by the onRequest hook so that the

@@ -11,6 +11,6 @@ export * from './ip.js'
 export * from './client-ip.js'
 export * from './path.js'
 export * from './snapshot.js'
-export { routeConfigOf } from './route-config.js'
+export { hooksOf, routeConfigOf } from './route-config.js'
 export { within } from './timeout.js'
 export default portcullisCore

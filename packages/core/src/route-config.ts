@@ -19,3 +19,11 @@ export function routeConfigOf (request: FastifyRequest): RouteConfig {
   holder[kRouteConfig] = config
   return config
 }
+
+/**
+ * A route option that holds hooks (`onSend`, `preSerialization`, …), which Fastify accepts as one
+ * function, a list, or nothing, as a list: so that an `onRoute` hook can add its own to it.
+ */
+export function hooksOf<T> (hooks: T | T[] | undefined): T[] {
+  return ([] as T[]).concat(hooks ?? [])
+}

@@ -1,7 +1,7 @@
 import { test } from 'tap'
 import Fastify from 'fastify'
 import {
-  allow, checkMode, createError, decisionsOf, deny, portcullisCore, prepareDecision, recordPrepared, routeConfigOf, SnapshotHolder, type Mode
+  allow, checkMode, createError, decisionsOf, deny, hooksOf, portcullisCore, prepareDecision, recordPrepared, routeConfigOf, SnapshotHolder, type Mode
 } from '../src/index.js'
 
 const Blocked = createError('PORTCULLIS_TEST_BLOCKED', 'Blocked by rule', 403, 'Forbidden')
@@ -108,4 +108,11 @@ test('routeConfigOf reads the matched route once, and again after the request is
   t.equal((await app.inject('/gone')).statusCode, 404)
   // The not-found context runs its own preHandler hooks, then its handler: both see its config.
   t.same(read, ['gone', 'gone', undefined, undefined], 'after callNotFound, the route matched first is not seen again')
+})
+
+test('hooksOf gives a route\'s hook option as a list, whichever form it was given in', async (t) => {
+  const hook = (): void => {}
+  t.same(hooksOf(undefined), [])
+  t.same(hooksOf(hook), [hook])
+  t.same(hooksOf([hook, hook]), [hook, hook])
 })

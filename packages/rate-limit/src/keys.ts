@@ -12,7 +12,10 @@ export const KEY_PARTS: readonly KeyPart[] = ['ip', 'principal', 'credential', '
 // Before authentication there is no principal: only these mean anything.
 export const IP_STAGE_PARTS: readonly KeyPart[] = ['ip', 'route']
 
-/** Builds a key from a request: the parts' values, each length-prefixed so that none can pose as two. */
+/**
+ * Builds a key from a request: the limit's name, then the parts' values, each length-prefixed
+ * so that none can pose as two.
+ */
 export type KeyOf = (request: FastifyRequest) => string
 
 export interface KeyContext {
@@ -21,20 +24,22 @@ export interface KeyContext {
   pathOptions: PathOptions
 }
 
-export function compileKey (parts: unknown, allowed: readonly KeyPart[], path: string, context: KeyContext): { parts: KeyPart[], keyOf: KeyOf } {
+export function compileKey (name: string, parts: unknown, allowed: readonly KeyPart[], path: string, context: KeyContext): KeyOf {
   const list = typeof parts === 'string' ? [parts] : parts
   if (!Array.isArray(list) || list.length === 0 || !list.every((p) => allowed.includes(p as KeyPart)) || new Set(list).size !== list.length) {
     throw invalidOption(path, `one of ${allowed.join(', ')}, or a list of them without repeats`, parts)
   }
   const readers = (list as KeyPart[]).map((part) => reader(part, context))
-  const keyOf: KeyOf = readers.length === 1
-    ? (request) => framed((readers[0] as (r: FastifyRequest) => string)(request))
-    : (request) => {
-        let key = ''
-        for (const read of readers) key += framed(read(request))
-        return key
-      }
-  return { parts: list as KeyPart[], keyOf }
+  const prefix = `${name}:`
+  if (readers.length === 1) {
+    const read = readers[0] as (request: FastifyRequest) => string
+    return (request) => prefix + framed(read(request))
+  }
+  return (request) => {
+    let key = prefix
+    for (const read of readers) key += framed(read(request))
+    return key
+  }
 }
 
 function framed (value: string): string {

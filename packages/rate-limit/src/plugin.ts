@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import {
-  checkKnownKeys, checkMode, deny, invalidOption, pathOptionsOf, prepareDecision, recordPrepared, routeConfigOf,
+  checkKnownKeys, checkMode, deny, hooksOf, invalidOption, pathOptionsOf, prepareDecision, recordPrepared, routeConfigOf,
   withHeaders, type Mode, type PortcullisError
 } from '@portcullis/core'
 import { RateLimited } from './errors.js'
@@ -51,6 +51,7 @@ declare module 'fastify' {
 
 interface Rule {
   limit: Limit
+  /** The store key of this limit for a request: its name, then who or what it counts. */
   keyOf: KeyOf
   /** The `RateLimit-Policy` item, made once. */
   policy: string
@@ -97,7 +98,7 @@ const plugin: FastifyPluginAsync<RateLimitOptions> = async (app, options) => {
       // Names tell limits apart in headers, and in the store: two of one name would share a count.
       if (names.has(limit.name)) throw invalidOption(`${at}.name`, 'a name no other limit of the list has', limit.name)
       names.add(limit.name)
-      const { keyOf } = compileKey(key ?? (stage === 'ip' ? 'ip' : 'principal'), allowedParts, `${at}.key`, context)
+      const keyOf = compileKey(limit.name, key ?? (stage === 'ip' ? 'ip' : 'principal'), allowedParts, `${at}.key`, context)
       return { limit, keyOf, policy: policyItem(limit) }
     })
     return { rules: compiled, policy: compiled.map((r) => r.policy).join(', ') }
@@ -165,7 +166,7 @@ const plugin: FastifyPluginAsync<RateLimitOptions> = async (app, options) => {
   app.addHook('onRequest', (request, reply, done) => {
     const set = rulesFor(request)
     if (set === null || set.rules.length === 0) return done()
-    const checks = set.rules.map((rule) => ({ key: `${rule.limit.name}:${rule.keyOf(request)}`, limit: rule.limit }))
+    const checks = set.rules.map((rule) => ({ key: rule.keyOf(request), limit: rule.limit }))
     let pending: Verdict | Promise<Verdict>
     try {
       pending = store.consume(checks)
@@ -246,11 +247,6 @@ function refusal (fields: Fields | null, verdict: Verdict): PortcullisError {
     protocol['ratelimit-policy'] = fields.policy
   }
   return withHeaders(new RateLimited(), protocol)
-}
-
-/** A route option that holds hooks: one, a list, or none. */
-function hooksOf<T> (hooks: T | T[] | undefined): T[] {
-  return ([] as T[]).concat(hooks ?? [])
 }
 
 /**

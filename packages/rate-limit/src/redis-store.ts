@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { createHash, randomUUID } from 'node:crypto'
 import { checkNumber, invalidOption, within } from '@portcullis/core'
 import type { Check, Lease, LimitState, RateLimitStore, Verdict } from './limits.js'
 import { MemoryStore } from './memory-store.js'
@@ -164,6 +164,9 @@ export class RedisStore implements RateLimitStore {
   readonly #fallback: RateLimitStore
   // Slots taken from the fallback while Redis was away go back to it.
   readonly #fallbackLeases = new WeakSet<Lease>()
+  // Lease ids: this store's own prefix, unique across instances, and a counter.
+  readonly #leasePrefix = `${randomUUID()}:`
+  #leases = 0
   #downUntil = 0
 
   constructor (options: RedisStoreOptions) {
@@ -193,7 +196,7 @@ export class RedisStore implements RateLimitStore {
     const args: Array<string | number> = []
     const leases: Lease[] = []
     for (const { key, limit } of checks) {
-      const lease = limit.algorithm === 'concurrency' ? randomBytes(12).toString('base64url') : ''
+      const lease = limit.algorithm === 'concurrency' ? this.#leasePrefix + String(++this.#leases) : ''
       if (lease !== '') leases.push({ key, id: lease })
       args.push(CODES[limit.algorithm], limit.limit, limit.windowMs, limit.burst, lease)
     }
@@ -213,9 +216,10 @@ export class RedisStore implements RateLimitStore {
   }
 
   async release (leases: readonly Lease[]): Promise<void> {
-    const local = leases.filter((lease) => this.#fallbackLeases.has(lease))
+    const local: Lease[] = []
+    const shared: Lease[] = []
+    for (const lease of leases) (this.#fallbackLeases.has(lease) ? local : shared).push(lease)
     if (local.length > 0) await this.#fallback.release(local)
-    const shared = local.length === 0 ? leases : leases.filter((lease) => !this.#fallbackLeases.has(lease))
     // A slot that cannot be given back expires with its lease (the limit's window).
     await Promise.all(shared.map(async ({ key, id }) => {
       try {
