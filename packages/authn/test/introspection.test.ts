@@ -111,14 +111,16 @@ test('answers that cannot be trusted fail closed', async (t) => {
 
 test('a short cache never outlives the token', async (t) => {
   let asked = 0
-  const now = Math.floor(Date.now() / 1000)
+  // The first answer sets the expiry: at least a whole second ahead, whenever in the second it comes.
+  let exp = 0
   const fake = createServer((req, res) => {
     asked++
     let body = ''
     req.on('data', (chunk: Buffer) => { body += chunk.toString() })
     req.on('end', () => {
       const token = new URLSearchParams(body).get('token')
-      const answer = token === 'no-exp' ? { active: true, sub: 'a', jti: 'intro-1' } : { active: true, sub: 'a', exp: now + 1 }
+      if (exp === 0) exp = Math.ceil(Date.now() / 1000) + 1
+      const answer = token === 'no-exp' ? { active: true, sub: 'a', jti: 'intro-1' } : { active: true, sub: 'a', exp }
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(answer))
     })
   })
@@ -128,7 +130,7 @@ test('a short cache never outlives the token', async (t) => {
   const app = await build({ methods: { fake: method({ endpoint: `http://127.0.0.1:${(fake.address() as { port: number }).port}/i`, issuer: undefined, audience: undefined, cacheSeconds: 3600, cacheSize: 1 }) } })
   t.equal((await call(app, 'short-lived')).statusCode, 200)
   t.equal((await call(app, 'other')).statusCode, 200, 'a full cache makes room')
-  await new Promise((resolve) => setTimeout(resolve, 1100))
+  await new Promise((resolve) => setTimeout(resolve, exp * 1000 - Date.now() + 100))
   t.equal((await call(app, 'other')).statusCode, 401, 'expired: the cached answer is not used, and the provider says it expired')
   t.equal(asked, 3)
   t.equal((await call(app, 'no-exp')).statusCode, 200)
