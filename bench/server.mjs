@@ -35,22 +35,23 @@ const SCENARIOS = {
   },
   'authz-cel': async (app, options) => SCENARIOS.authz(app, options),
   // The core server plus a limit by client IP that never refuses (a billion an hour), so that
-  // every request is checked and counted.
-  'rate-limit-memory': async (app) => registerLimited(app, new MemoryStore()),
+  // every request is checked and counted; without header fields, then with them.
+  'rate-limit-memory': async (app) => registerLimited(app, new MemoryStore(), 'none'),
+  'rate-limit-headers': async (app) => registerLimited(app, new MemoryStore(), 'ietf'),
   'rate-limit-redis': async (app, options) => {
     const client = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { enableOfflineQueue: false, maxRetriesPerRequest: 0, enableAutoPipelining: true })
     await new Promise((resolve, reject) => { client.once('ready', resolve); client.once('error', reject) })
     app.addHook('onClose', async () => { await client.quit() })
     // failMode closed: a Redis that stops answering fails the run instead of measuring memory.
-    await registerLimited(app, new RedisStore({ client, prefix: requireOption(options, 'redisPrefix'), failMode: 'closed', timeoutMs: 1000 }))
+    await registerLimited(app, new RedisStore({ client, prefix: requireOption(options, 'redisPrefix'), failMode: 'closed', timeoutMs: 1000 }), 'none')
   }
 }
 
-async function registerLimited (app, store) {
+async function registerLimited (app, store, headers) {
   const snapshot = new SnapshotHolder({ version: 'v1', value: {} })
   await app.register(portcullis, {
     core: { trustedProxies: ['127.0.0.1/32'], snapshot },
-    ipRateLimit: { store, limits: [{ name: 'ip', limit: 1_000_000_000, window: '1h' }] }
+    ipRateLimit: { store, headers, limits: [{ name: 'ip', limit: 1_000_000_000, window: '1h' }] }
   })
 }
 

@@ -13,8 +13,8 @@ export const KEY_PARTS: readonly KeyPart[] = ['ip', 'principal', 'credential', '
 export const IP_STAGE_PARTS: readonly KeyPart[] = ['ip', 'route']
 
 /**
- * Builds a key from a request: the limit's name, then the parts' values, each length-prefixed
- * so that none can pose as two.
+ * Builds a key from a request: the limit's name, then the parts' values, each tagged with its
+ * kind (`ip:`, `p:`…) and, when there are several, length-prefixed so that none can pose as two.
  */
 export type KeyOf = (request: FastifyRequest) => string
 
@@ -29,12 +29,19 @@ export function compileKey (name: string, parts: unknown, allowed: readonly KeyP
   if (!Array.isArray(list) || list.length === 0 || !list.every((p) => allowed.includes(p as KeyPart)) || new Set(list).size !== list.length) {
     throw invalidOption(path, `one of ${allowed.join(', ')}, or a list of them without repeats`, parts)
   }
-  const readers = (list as KeyPart[]).map((part) => reader(part, context))
   const prefix = `${name}:`
-  if (readers.length === 1) {
-    const read = readers[0] as (request: FastifyRequest) => string
-    return (request) => prefix + framed(read(request))
+  // One part: the key is the name and the part's value, with no framing needed; an address is
+  // the usual case, so it is joined in one step.
+  if (list.length === 1) {
+    if (list[0] === 'ip') {
+      const ipPrefix = `${prefix}ip:`
+      const { ipv6Prefix } = context
+      return (request) => ipPrefix + groupIp(request.clientIp, ipv6Prefix)
+    }
+    const read = reader(list[0] as KeyPart, context)
+    return (request) => prefix + read(request)
   }
+  const readers = (list as KeyPart[]).map((part) => reader(part, context))
   return (request) => {
     let key = prefix
     for (const read of readers) key += framed(read(request))

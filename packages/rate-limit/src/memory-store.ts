@@ -12,11 +12,22 @@ export interface MemoryStoreOptions {
   now?: () => number
 }
 
+// Entries are changed in place: a request to a key already held costs one lookup, which also
+// makes the key the most recently used.
+
+/** A gcra limit's theoretical arrival time: when the key's budget is whole again. */
+class Arrival {
+  tat: number
+  constructor (tat: number) {
+    this.tat = tat
+  }
+}
+
 /** A window's counts: its index since the epoch, its count, and the previous window's count. */
 class WindowCounts {
-  readonly index: number
-  readonly count: number
-  readonly previous: number
+  index: number
+  count: number
+  previous: number
   constructor (index: number, count: number, previous: number) {
     this.index = index
     this.count = count
@@ -24,17 +35,17 @@ class WindowCounts {
   }
 }
 
-type Entry = number | WindowCounts
-
-/** The outcome of one limit, before anything is written. */
-interface Pending {
-  /** The state once the request is counted, or, when this limit refuses it, as it stands. */
-  state: LimitState
-  /** The state as it stands, for a limit that would allow the request when another refuses it. */
-  idle: LimitState
-  /** What to store once every limit allows the request; undefined when this one refuses it. */
-  next: Entry | undefined
+/** Requests in flight under a concurrency limit. */
+class InFlight {
+  count: number
+  constructor (count: number) {
+    this.count = count
+  }
 }
+
+type Entry = Arrival | WindowCounts | InFlight
+
+const NO_LEASES: readonly Lease[] = Object.freeze([])
 
 /**
  * Counters held in this process: for a single instance, for tests, and as the fallback of the
@@ -51,7 +62,9 @@ export class MemoryStore implements RateLimitStore {
   constructor (options: MemoryStoreOptions = {}) {
     const maxKeys = checkNumber(options.maxKeys, 100_000, 'memoryStore.maxKeys', 'a whole number, 1 or more', (n) => Number.isInteger(n) && n >= 1)
     // Reading or writing a key makes it the most recently used; past maxKeys the least goes.
-    this.#entries = new LRUCache<string, Entry>({ max: maxKeys })
+    // Bounded by size (each key counts 1) rather than by `max`, which would allocate its whole
+    // table at once: the store grows with the keys it actually holds.
+    this.#entries = new LRUCache<string, Entry>({ maxSize: maxKeys, sizeCalculation: () => 1 })
     if (options.now !== undefined && typeof options.now !== 'function') throw new TypeError('memoryStore.now must be a function returning epoch milliseconds')
     this.#now = options.now ?? Date.now
   }
@@ -63,86 +76,112 @@ export class MemoryStore implements RateLimitStore {
 
   consume (checks: readonly Check[]): Verdict {
     const now = this.#now()
-    const pending: Pending[] = []
+    const entries = new Array<Entry | undefined>(checks.length)
+    const states = new Array<LimitState>(checks.length)
     let allowed = true
-    for (const { key, limit } of checks) {
-      const outcome = this.#check(key, limit, now)
-      if (outcome.next === undefined) allowed = false
-      pending.push(outcome)
+    for (let i = 0; i < checks.length; i++) {
+      const { key, limit } = checks[i] as Check
+      const entry = entries[i] = this.#entries.get(key)
+      const state = states[i] = stateOf(limit, entry, now, true)
+      if (state.retryAfterMs > 0) allowed = false
     }
-    const leases: Lease[] = []
-    if (allowed) {
-      for (let i = 0; i < pending.length; i++) {
-        const { key, limit } = checks[i] as Check
-        this.#entries.set(key, (pending[i] as Pending).next as Entry)
-        if (limit.algorithm === 'concurrency') {
-          const id = String(++this.#leases)
-          this.#live.add(id)
-          leases.push({ key, id })
-        }
+    if (!allowed) {
+      // Refused: nothing is counted, and the limits that would have allowed it report where they stand.
+      for (let i = 0; i < checks.length; i++) {
+        if ((states[i] as LimitState).retryAfterMs === 0) states[i] = stateOf((checks[i] as Check).limit, entries[i], now, false)
+      }
+      return { allowed, states, leases: NO_LEASES }
+    }
+    let leases = NO_LEASES
+    for (let i = 0; i < checks.length; i++) {
+      const check = checks[i] as Check
+      this.#count(check, entries[i], now)
+      if (check.limit.algorithm === 'concurrency') {
+        const id = String(++this.#leases)
+        this.#live.add(id)
+        leases = leases === NO_LEASES ? [{ key: check.key, id }] : [...leases, { key: check.key, id }]
       }
     }
-    return { allowed, states: pending.map((p) => allowed ? p.state : p.idle), leases }
+    return { allowed, states, leases }
   }
 
   release (leases: readonly Lease[]): void {
     for (const { key, id } of leases) {
       // Each slot is given back once, however often its release is asked for.
       if (!this.#live.delete(id)) continue
-      const count = this.#entries.get(key)
+      const entry = this.#entries.get(key)
       // Forgotten since (evicted): nothing to give back.
-      if (typeof count !== 'number') continue
-      if (count <= 1) this.#entries.delete(key)
-      else this.#entries.set(key, count - 1)
+      if (!(entry instanceof InFlight)) continue
+      if (entry.count <= 1) this.#entries.delete(key)
+      else entry.count--
     }
   }
 
-  #check (key: string, limit: Limit, now: number): Pending {
-    const entry = this.#entries.get(key)
+  /** Counts an allowed request: in the key's entry, or in a new one. */
+  #count ({ key, limit }: Check, entry: Entry | undefined, now: number): void {
     switch (limit.algorithm) {
-      case 'gcra': return this.#gcra(limit, now, typeof entry === 'number' ? entry : now)
-      case 'concurrency': return this.#concurrency(limit, typeof entry === 'number' ? entry : 0)
-      default: return this.#window(limit, now, entry instanceof WindowCounts ? entry : null)
+      case 'gcra': {
+        const tat = Math.max(entry instanceof Arrival ? entry.tat : now, now) + limit.windowMs / limit.limit
+        if (entry instanceof Arrival) entry.tat = tat
+        else this.#entries.set(key, new Arrival(tat))
+        return
+      }
+      case 'concurrency':
+        if (entry instanceof InFlight) entry.count++
+        else this.#entries.set(key, new InFlight(1))
+        return
+      default: {
+        const index = Math.floor(now / limit.windowMs)
+        if (!(entry instanceof WindowCounts)) {
+          this.#entries.set(key, new WindowCounts(index, 1, 0))
+          return
+        }
+        const { current, previous } = counts(entry, index, limit.algorithm === 'sliding-window')
+        entry.index = index
+        entry.count = current + 1
+        entry.previous = previous
+      }
     }
   }
+}
 
-  #gcra (limit: Limit, now: number, stored: number): Pending {
-    const interval = limit.windowMs / limit.limit
-    const capacity = interval * limit.burst
-    const tat = Math.max(stored, now)
-    const next = tat + interval
-    if (next - now > capacity) {
-      const state = { limit, remaining: Math.max(0, Math.floor((capacity - (tat - now)) / interval)), resetMs: Math.ceil(tat - now), retryAfterMs: Math.ceil(next - now - capacity) }
-      return { state, idle: state, next: undefined }
-    }
-    const state = { limit, remaining: Math.floor((capacity - (next - now)) / interval), resetMs: Math.ceil(next - now), retryAfterMs: 0 }
-    const idle = { limit, remaining: Math.floor((capacity - (tat - now)) / interval), resetMs: Math.ceil(tat - now), retryAfterMs: 0 }
-    return { state, idle, next }
+/**
+ * Where a limit stands for a request. With `counting`, the state once the request is counted,
+ * or, when this limit refuses it (`retryAfterMs` > 0), as it stands. Without, as it stands.
+ */
+function stateOf (limit: Limit, entry: Entry | undefined, now: number, counting: boolean): LimitState {
+  switch (limit.algorithm) {
+    case 'gcra': return gcra(limit, now, entry instanceof Arrival ? entry.tat : now, counting)
+    case 'concurrency': return concurrency(limit, entry instanceof InFlight ? entry.count : 0, counting)
+    default: return window(limit, now, entry instanceof WindowCounts ? entry : null, counting)
   }
+}
 
-  #window (limit: Limit, now: number, stored: WindowCounts | null): Pending {
-    const { windowMs } = limit
-    const index = Math.floor(now / windowMs)
-    const { current, previous } = counts(stored, index, limit.algorithm === 'sliding-window')
-    const left = windowMs - (now - index * windowMs)
-    const used = current + previous * left / windowMs
-    if (used + 1 > limit.limit) {
-      const state = { limit, remaining: 0, resetMs: left, retryAfterMs: retryAfter(limit, current, previous, left) }
-      return { state, idle: state, next: undefined }
-    }
-    const state = { limit, remaining: Math.floor(limit.limit - used - 1), resetMs: left, retryAfterMs: 0 }
-    const idle = { limit, remaining: Math.floor(limit.limit - used), resetMs: left, retryAfterMs: 0 }
-    return { state, idle, next: new WindowCounts(index, current + 1, previous) }
+function gcra (limit: Limit, now: number, stored: number, counting: boolean): LimitState {
+  const interval = limit.windowMs / limit.limit
+  const capacity = interval * limit.burst
+  const tat = Math.max(stored, now)
+  const next = tat + interval
+  if (next - now > capacity) {
+    return { limit, remaining: Math.max(0, Math.floor((capacity - (tat - now)) / interval)), resetMs: Math.ceil(tat - now), retryAfterMs: Math.ceil(next - now - capacity) }
   }
+  const after = counting ? next : tat
+  return { limit, remaining: Math.floor((capacity - (after - now)) / interval), resetMs: Math.ceil(after - now), retryAfterMs: 0 }
+}
 
-  #concurrency (limit: Limit, inFlight: number): Pending {
-    if (inFlight + 1 > limit.limit) {
-      const state = { limit, remaining: 0, resetMs: 0, retryAfterMs: 1000 }
-      return { state, idle: state, next: undefined }
-    }
-    const idle = { limit, remaining: limit.limit - inFlight, resetMs: 0, retryAfterMs: 0 }
-    return { state: { ...idle, remaining: idle.remaining - 1 }, idle, next: inFlight + 1 }
-  }
+function window (limit: Limit, now: number, stored: WindowCounts | null, counting: boolean): LimitState {
+  const { windowMs } = limit
+  const index = Math.floor(now / windowMs)
+  const { current, previous } = counts(stored, index, limit.algorithm === 'sliding-window')
+  const left = windowMs - (now - index * windowMs)
+  const used = current + previous * left / windowMs
+  if (used + 1 > limit.limit) return { limit, remaining: 0, resetMs: left, retryAfterMs: retryAfter(limit, current, previous, left) }
+  return { limit, remaining: Math.floor(limit.limit - used - (counting ? 1 : 0)), resetMs: left, retryAfterMs: 0 }
+}
+
+function concurrency (limit: Limit, inFlight: number, counting: boolean): LimitState {
+  if (inFlight + 1 > limit.limit) return { limit, remaining: 0, resetMs: 0, retryAfterMs: 1000 }
+  return { limit, remaining: limit.limit - inFlight - (counting ? 1 : 0), resetMs: 0, retryAfterMs: 0 }
 }
 
 /** The counts of the current window and, for sliding windows, of the one before it. */

@@ -6,7 +6,7 @@ import {
 } from '@portcullis/core'
 import { RateLimited } from './errors.js'
 import { compileKey, IP_STAGE_PARTS, KEY_PARTS, type KeyOf, type KeyPart } from './keys.js'
-import { compileLimit, type Lease, type Limit, type LimitOptions, type LimitState, type RateLimitStore, type Verdict } from './limits.js'
+import { compileLimit, type Check, type Lease, type Limit, type LimitOptions, type LimitState, type RateLimitStore, type Verdict } from './limits.js'
 import { MemoryStore } from './memory-store.js'
 
 export const PLUGIN_NAME = '@portcullis/rate-limit'
@@ -55,6 +55,8 @@ interface Rule {
   keyOf: KeyOf
   /** The `RateLimit-Policy` item, made once. */
   policy: string
+  /** The start of its `RateLimit` item: `"name";r=`. */
+  item: string
 }
 
 /** A set of rules applied together, with its RateLimit-Policy header value. */
@@ -99,7 +101,7 @@ const plugin: FastifyPluginAsync<RateLimitOptions> = async (app, options) => {
       if (names.has(limit.name)) throw invalidOption(`${at}.name`, 'a name no other limit of the list has', limit.name)
       names.add(limit.name)
       const keyOf = compileKey(limit.name, key ?? (stage === 'ip' ? 'ip' : 'principal'), allowedParts, `${at}.key`, context)
-      return { limit, keyOf, policy: policyItem(limit) }
+      return { limit, keyOf, policy: policyItem(limit), item: `"${limit.name}";r=` }
     })
     return { rules: compiled, policy: compiled.map((r) => r.policy).join(', ') }
   }
@@ -161,28 +163,34 @@ const plugin: FastifyPluginAsync<RateLimitOptions> = async (app, options) => {
     if (verdict.allowed) recordPrepared(request, allowed)
     else deny(request, mode, PLUGIN_NAME, refusal(fields, verdict), refusedBy(verdict))
   }
+  const settle = (request: FastifyRequest, reply: FastifyReply, set: RuleSet, verdict: Verdict, done: (err?: Error) => void): void => {
+    try {
+      finish(request, reply, set, verdict)
+    } catch (err) {
+      return done(err as Error)
+    }
+    done()
+  }
 
   // A callback hook: with the memory store a check settles at once, and costs no promise.
   app.addHook('onRequest', (request, reply, done) => {
     const set = rulesFor(request)
-    if (set === null || set.rules.length === 0) return done()
-    const checks = set.rules.map((rule) => ({ key: rule.keyOf(request), limit: rule.limit }))
+    if (set === null) return done()
+    const { rules } = set
+    if (rules.length === 0) return done()
+    const checks = new Array<Check>(rules.length)
+    for (let i = 0; i < rules.length; i++) {
+      const rule = rules[i] as Rule
+      checks[i] = { key: rule.keyOf(request), limit: rule.limit }
+    }
     let pending: Verdict | Promise<Verdict>
     try {
       pending = store.consume(checks)
     } catch (err) {
       return done(err as Error)
     }
-    const settle = (verdict: Verdict): void => {
-      try {
-        finish(request, reply, set, verdict)
-      } catch (err) {
-        return done(err as Error)
-      }
-      done()
-    }
-    if (pending instanceof Promise) pending.then(settle, done)
-    else settle(pending)
+    if (pending instanceof Promise) pending.then((verdict) => settle(request, reply, set, verdict, done), done)
+    else settle(request, reply, set, pending, done)
   })
 }
 
@@ -198,13 +206,14 @@ function seconds (ms: number): number {
 }
 
 /** `"burst";r=59;t=1`: what is left of each limit and when it is whole again; a refusing limit reports when to retry. */
-function rateLimitItems (states: readonly LimitState[]): string {
+function rateLimitItems (rules: readonly Rule[], states: readonly LimitState[]): string {
   let items = ''
   for (let i = 0; i < states.length; i++) {
     const s = states[i] as LimitState
-    items += (i === 0 ? '"' : ', "') + s.limit.name + (s.retryAfterMs > 0
-      ? `";r=0;t=${Math.max(1, seconds(s.retryAfterMs))}`
-      : `";r=${s.remaining};t=${seconds(s.resetMs)}`)
+    if (i > 0) items += ', '
+    items += (rules[i] as Rule).item + (s.retryAfterMs > 0
+      ? `0;t=${Math.max(1, seconds(s.retryAfterMs))}`
+      : `${s.remaining};t=${seconds(s.resetMs)}`)
   }
   return items
 }
@@ -214,7 +223,7 @@ function rateLimitItems (states: readonly LimitState[]): string {
 function setHeaders (request: FastifyRequest, reply: FastifyReply, set: RuleSet, verdict: Verdict, legacy: boolean): Fields {
   const holder = request as unknown as WithFields
   const before = holder[kFields]
-  const items = rateLimitItems(verdict.states)
+  const items = rateLimitItems(set.rules, verdict.states)
   const fields = before === null ? { policy: set.policy, items } : { policy: `${before.policy}, ${set.policy}`, items: `${before.items}, ${items}` }
   holder[kFields] = fields
   reply.header('ratelimit-policy', fields.policy)

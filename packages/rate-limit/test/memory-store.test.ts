@@ -137,6 +137,23 @@ test('several limits are counted together or not at all', async (t) => {
   t.equal(store.consume([rate]).states[0]?.remaining, 97, 'and the refused request did not use it up')
 })
 
+test('concurrency with other limits: each slot taken is leased, and a refusal takes none', async (t) => {
+  const { store } = clocked()
+  const perClient = check('alice:inflight', { name: 'inflight', algorithm: 'concurrency', limit: 3 })
+  const perRoute = check('reports:inflight', { name: 'route-inflight', algorithm: 'concurrency', limit: 2 })
+  const daily = check('alice:daily', { name: 'daily', algorithm: 'fixed-window', limit: 2, window: '1d' })
+  const first = store.consume([perClient, perRoute, daily])
+  t.same(first.leases.map((l) => l.key), ['alice:inflight', 'reports:inflight'], 'a lease for each concurrency limit')
+  t.same(first.states.map((s) => s.remaining), [2, 1, 1])
+  store.consume([perClient, perRoute, daily])
+  const refused = store.consume([perClient, perRoute, daily])
+  t.equal(refused.allowed, false)
+  t.same(refused.states.map((s) => s.remaining), [1, 0, 0], 'the client limit reports the slot it still has, the route limit none')
+  t.same(refused.leases, [])
+  store.release(first.leases)
+  t.same(store.consume([perClient, perRoute]).states.map((s) => s.remaining), [1, 0], 'both slots of the first request were given back')
+})
+
 test('bounded: past maxKeys the least recently used key is forgotten', async (t) => {
   const { store } = clocked({ maxKeys: 2 })
   const limit = (key: string): Check => check(key, { name: 'w', algorithm: 'fixed-window', limit: 1, window: '1h' })

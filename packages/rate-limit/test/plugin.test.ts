@@ -85,6 +85,20 @@ t.test('through a trusted proxy, the client behind it is counted', async (t) => 
   t.equal((await app.inject({ url: '/api/orders', headers: { 'x-forwarded-for': '198.51.100.1' } })).statusCode, 429)
 })
 
+t.test('an address counted per route; plans alone leave principals without a plan unlimited', async (t) => {
+  const app = await build(
+    { plans: { free: [{ name: 'free', limit: 1, window: '1m' }] } },
+    { limits: [{ name: 'ip-route', limit: 2, window: '1m', key: ['ip', 'route'] }] }
+  )
+  const from = (url: string, extra: Record<string, string> = {}) => app.inject({ url, remoteAddress: '192.0.2.40', headers: { 'x-user': 'erin', ...extra } })
+  t.same([(await from('/api/orders')).statusCode, (await from('/api/orders')).statusCode, (await from('/api/orders')).statusCode], [200, 200, 429])
+  const other = await from('/api/orders/7')
+  t.equal(other.statusCode, 200, 'another route of the same address has its own count')
+  t.equal(other.headers['ratelimit-policy'], '"ip-route";q=2;w=60', 'a principal without a plan meets no principal limit')
+  t.equal((await from('/api/orders/8', { 'x-plan': 'free' })).statusCode, 200)
+  t.equal((await app.inject({ url: '/api/orders/9', remoteAddress: '192.0.2.41', headers: { 'x-user': 'erin', 'x-plan': 'free' } })).statusCode, 429, 'the free plan: one a minute')
+})
+
 t.test('both stages: their headers are one list; plans choose the limits; route rules replace them', async (t) => {
   const app = await build({
     limits: [{ name: 'daily', algorithm: 'fixed-window', limit: 1000, window: '1d' }, { name: 'free', limit: 2, window: '1m' }],
