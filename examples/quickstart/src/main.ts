@@ -1,7 +1,7 @@
 import { pathToFileURL } from 'node:url'
 import type { FastifyInstance } from 'fastify'
 import { devJwtMethod, loadOrCreateDevIdentity } from '@portcullis/authn'
-import { buildGateway, installShutdown, type UpstreamRoute } from '@portcullis/gateway'
+import { buildGateway, installShutdown, type RateLimitStoreConfig, type UpstreamRoute } from '@portcullis/gateway'
 import { DEFAULT_IDENTITY_FILE, demoKeyRecords, IDENTITY_DEFAULTS } from './identities.js'
 import { buildOrdersApi } from './orders.js'
 
@@ -15,6 +15,8 @@ export interface QuickstartOptions {
   logger?: boolean
   /** Where the development identity (the token signing key) is kept. */
   identityFile?: string
+  /** Count the limits in Redis, shared by every quickstart gateway that uses it; in memory without it. */
+  rateLimitStore?: RateLimitStoreConfig
 }
 
 export interface Quickstart {
@@ -29,7 +31,7 @@ export interface Quickstart {
  * to `/api/*` on the gateway need alice's or bob's API key or token, and go to the orders API
  * with the `/api` prefix removed. `/healthz` is public.
  */
-export async function startQuickstart ({ host = DEFAULT_HOST, port = DEFAULT_PORT, logger = false, identityFile = DEFAULT_IDENTITY_FILE }: QuickstartOptions = {}): Promise<Quickstart> {
+export async function startQuickstart ({ host = DEFAULT_HOST, port = DEFAULT_PORT, logger = false, identityFile = DEFAULT_IDENTITY_FILE, rateLimitStore }: QuickstartOptions = {}): Promise<Quickstart> {
   const identity = await loadOrCreateDevIdentity(identityFile, IDENTITY_DEFAULTS)
   const orders = buildOrdersApi()
   const upstream = await orders.listen({ host: '127.0.0.1', port: 0 })
@@ -46,6 +48,7 @@ export async function startQuickstart ({ host = DEFAULT_HOST, port = DEFAULT_POR
     },
     // alice and bob: 60 requests a minute each (requests without credentials: by address).
     rateLimit: { limits: PRINCIPAL_LIMITS },
+    ...(rateLimitStore === undefined ? {} : { rateLimitStore }),
     authz: { realm: 'quickstart', roles: ROLES },
     upstreams: [{ prefix: '/api', url: upstream, routes: ORDER_ROUTES }]
   }, { logger })
@@ -91,12 +94,16 @@ export const ORDER_ROUTES: UpstreamRoute[] = [
   { method: 'DELETE', path: '/orders/:id', authz: { anyRole: ['admin'] } }
 ]
 
-/** Reads HOST and PORT from the environment, with the defaults 127.0.0.1 and 3000. */
+/**
+ * Reads HOST and PORT from the environment, with the defaults 127.0.0.1 and 3000, and
+ * RATE_LIMIT_REDIS_URL: when set, the limits are counted in that Redis (keys under `quickstart:rl:`).
+ */
 export function optionsFromEnv (env: NodeJS.ProcessEnv): QuickstartOptions {
-  const { HOST: host = DEFAULT_HOST, PORT: text = String(DEFAULT_PORT) } = env
+  const { HOST: host = DEFAULT_HOST, PORT: text = String(DEFAULT_PORT), RATE_LIMIT_REDIS_URL: redis } = env
   const port = Number(text)
   if (!/^\d+$/.test(text) || port > 65535) throw new Error(`PORT must be an integer from 0 to 65535 (got "${text}")`)
-  return { host, port }
+  if (redis === undefined || redis === '') return { host, port }
+  return { host, port, rateLimitStore: { redis: { url: redis, prefix: 'quickstart:rl:' } } }
 }
 
 async function run (): Promise<void> {

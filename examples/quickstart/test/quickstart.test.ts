@@ -105,9 +105,26 @@ test('run as a program: HOST and PORT, a greeting with curl commands, clean stop
   t.equal((await once(child, 'exit'))[0], 0)
 })
 
-test('HOST and PORT default to 127.0.0.1:3000', async (t) => {
+test('HOST and PORT default to 127.0.0.1:3000; RATE_LIMIT_REDIS_URL moves the counts to Redis', async (t) => {
   t.same(optionsFromEnv({}), { host: '127.0.0.1', port: 3000 })
-  t.same(optionsFromEnv({ HOST: '::1', PORT: '8080' }), { host: '::1', port: 8080 })
+  t.same(optionsFromEnv({ HOST: '::1', PORT: '8080', RATE_LIMIT_REDIS_URL: '' }), { host: '::1', port: 8080 })
+  t.same(optionsFromEnv({ RATE_LIMIT_REDIS_URL: 'redis://127.0.0.1:6379' }).rateLimitStore, { redis: { url: 'redis://127.0.0.1:6379', prefix: 'quickstart:rl:' } })
+})
+
+test('two quickstart gateways counting in one Redis: alice has 60 a minute across both', async (t) => {
+  const rateLimitStore = { redis: { url: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', prefix: `quickstart:test:${process.pid}:${Date.now()}:` } }
+  const first = await startQuickstart({ port: 0, identityFile, rateLimitStore })
+  t.teardown(first.close)
+  const second = await startQuickstart({ port: 0, identityFile, rateLimitStore })
+  t.teardown(second.close)
+  const statuses: number[] = []
+  for (let i = 0; i < 61; i++) {
+    const response = await fetch(`${(i % 2 === 0 ? first : second).url}/api/orders`, { headers: alice })
+    await response.arrayBuffer()
+    statuses.push(response.status)
+  }
+  t.equal(statuses.filter((status) => status === 200).length, 60, '60 admitted across the two')
+  t.equal(statuses[60], 429, 'the 61st refused, on whichever gateway it reaches')
 })
 
 test('run as a program: a bad PORT is refused with a message', async (t) => {

@@ -62,9 +62,30 @@ export interface GatewayConfig {
   ipRateLimit?: Omit<RateLimitOptions, 'stage' | 'plans'>
   /** Limits by principal, plan and route, after authentication (`@portcullis/rate-limit`). */
   rateLimit?: Omit<RateLimitOptions, 'stage'>
+  /**
+   * Where both rate-limit stages keep their counts: in this process (the default), or in Redis,
+   * shared by every gateway instance that uses the same Redis and prefix.
+   */
+  rateLimitStore?: RateLimitStoreConfig
   /** Authorization (`@portcullis/authz` options); with it, routes without a rule are denied unless `defaultRule` says otherwise. */
   authz?: AuthzOptions
   upstreams?: UpstreamConfig[]
+}
+
+/** The rate-limit counts in Redis (`RedisStore` of `@portcullis/rate-limit`). */
+export interface RateLimitStoreConfig {
+  redis: {
+    /** `redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS. */
+    url: string
+    /** Prepended to every key. @default 'portcullis:rl:' */
+    prefix?: string
+    /** How long a request waits for Redis, in ms. @default 100 */
+    timeoutMs?: number
+    /** While Redis cannot be reached: `open` counts in this process, `closed` answers 503. @default 'open' */
+    failMode?: 'open' | 'closed'
+    /** After a failure, how long to go without asking Redis, in ms. @default 1000 */
+    retryAfterMs?: number
+  }
 }
 
 export const DEFAULT_HOST = '127.0.0.1'
@@ -73,7 +94,7 @@ export const DEFAULT_UPSTREAM_TIMEOUT = 10_000
 export const HEALTH_PATHS: readonly string[] = Object.freeze(['/healthz'])
 
 /** A configuration document once checked, with defaults applied. */
-export type ValidGatewayConfig = Pick<GatewayConfig, 'authn' | 'ipRules' | 'authz' | 'ipRateLimit' | 'rateLimit'> & {
+export type ValidGatewayConfig = Pick<GatewayConfig, 'authn' | 'ipRules' | 'authz' | 'ipRateLimit' | 'rateLimit' | 'rateLimitStore'> & {
   server: { host: string, port: number }
   core: CoreOptions
   upstreams: Array<Required<UpstreamConfig>>
@@ -81,7 +102,7 @@ export type ValidGatewayConfig = Pick<GatewayConfig, 'authn' | 'ipRules' | 'auth
 
 /** Checks a configuration document and returns it with defaults applied. Throws naming the option. */
 export function validateGatewayConfig (input: unknown): ValidGatewayConfig {
-  const doc = checkKnownKeys(input, ['server', 'core', 'authn', 'ipRules', 'ipRateLimit', 'rateLimit', 'authz', 'upstreams'], 'gateway')
+  const doc = checkKnownKeys(input, ['server', 'core', 'authn', 'ipRules', 'ipRateLimit', 'rateLimit', 'rateLimitStore', 'authz', 'upstreams'], 'gateway')
   const server = checkKnownKeys(doc.server ?? {}, ['host', 'port'], 'server')
   const host = server.host ?? DEFAULT_HOST
   if (typeof host !== 'string' || host === '') throw invalidOption('server.host', 'a host name or IP address', host)
@@ -107,7 +128,35 @@ export function validateGatewayConfig (input: unknown): ValidGatewayConfig {
     ...(doc.authz === undefined ? {} : { authz: doc.authz as AuthzOptions }),
     ...(doc.ipRateLimit === undefined ? {} : { ipRateLimit: doc.ipRateLimit as ValidGatewayConfig['ipRateLimit'] }),
     ...(doc.rateLimit === undefined ? {} : { rateLimit: doc.rateLimit as ValidGatewayConfig['rateLimit'] }),
+    ...(doc.rateLimitStore === undefined ? {} : { rateLimitStore: validateRateLimitStore(doc) }),
     upstreams
+  }
+}
+
+function validateRateLimitStore (doc: Record<string, unknown>): RateLimitStoreConfig {
+  const { redis } = checkKnownKeys(doc.rateLimitStore, ['redis'], 'rateLimitStore')
+  if (redis === undefined) throw invalidOption('rateLimitStore.redis', 'the Redis to count in, such as { url: "redis://127.0.0.1:6379" }', redis)
+  const { url, prefix, timeoutMs, failMode, retryAfterMs } = checkKnownKeys(redis, ['url', 'prefix', 'timeoutMs', 'failMode', 'retryAfterMs'], 'rateLimitStore.redis')
+  // The URL may hold a password: it is never part of a message.
+  if (typeof url !== 'string' || !isRedisUrl(url)) throw invalidOption('rateLimitStore.redis.url', 'a redis:// or rediss:// URL such as "redis://127.0.0.1:6379"')
+  if (prefix !== undefined && (typeof prefix !== 'string' || prefix === '')) throw invalidOption('rateLimitStore.redis.prefix', 'a non-empty string', prefix)
+  if (timeoutMs !== undefined && !(Number.isInteger(timeoutMs) && (timeoutMs as number) >= 1)) throw invalidOption('rateLimitStore.redis.timeoutMs', 'a whole number of ms, 1 or more', timeoutMs)
+  if (failMode !== undefined && failMode !== 'open' && failMode !== 'closed') throw invalidOption('rateLimitStore.redis.failMode', 'open or closed', failMode)
+  if (retryAfterMs !== undefined && !(Number.isInteger(retryAfterMs) && (retryAfterMs as number) >= 0)) throw invalidOption('rateLimitStore.redis.retryAfterMs', 'a whole number of ms, 0 or more', retryAfterMs)
+  if (doc.ipRateLimit === undefined && doc.rateLimit === undefined) throw invalidOption('rateLimitStore', 'used with ipRateLimit or rateLimit, which count in it', doc.rateLimitStore)
+  for (const stage of ['ipRateLimit', 'rateLimit']) {
+    const options = doc[stage] as { store?: unknown } | undefined
+    if (options?.store !== undefined) throw invalidOption(`${stage}.store`, 'left out when rateLimitStore is set (both stages count in rateLimitStore)')
+  }
+  return { redis: redis as RateLimitStoreConfig['redis'] }
+}
+
+function isRedisUrl (text: string): boolean {
+  try {
+    const url = new URL(text)
+    return (url.protocol === 'redis:' || url.protocol === 'rediss:') && url.hostname !== ''
+  } catch {
+    return false
   }
 }
 

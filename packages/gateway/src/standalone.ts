@@ -3,8 +3,10 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyServ
 import httpProxy from '@fastify/http-proxy'
 import replyFrom from '@fastify/reply-from'
 import { BadGateway, GatewayTimeout } from '@portcullis/core'
+import { RedisStore, type RateLimitStore } from '@portcullis/rate-limit'
+import { Redis } from 'ioredis'
 import { portcullis } from './plugin.js'
-import { validateGatewayConfig, type GatewayConfig, type UpstreamConfig, type UpstreamRoute } from './config.js'
+import { validateGatewayConfig, type GatewayConfig, type RateLimitStoreConfig, type UpstreamConfig, type UpstreamRoute } from './config.js'
 import { compileResourcePath, upstreamResourceLoader } from './resources.js'
 
 /**
@@ -17,7 +19,7 @@ import { compileResourcePath, upstreamResourceLoader } from './resources.js'
  * keep-alive clients go away and the close completes without waiting for idle timeouts.
  */
 export async function buildGateway (config: GatewayConfig, serverOptions: FastifyServerOptions = {}): Promise<FastifyInstance> {
-  const { core, authn, ipRules, ipRateLimit, rateLimit, authz, upstreams } = validateGatewayConfig(config)
+  const { core, authn, ipRules, ipRateLimit, rateLimit, rateLimitStore, authz, upstreams } = validateGatewayConfig(config)
   // Requests still being routed while closing are served, not answered with Fastify's own 503
   // (which is not problem+json); the onSend hook below ends their connections.
   // Request ids are UUIDs, unique across instances, and are returned as X-Request-Id.
@@ -29,12 +31,15 @@ export async function buildGateway (config: GatewayConfig, serverOptions: Fastif
     done()
   })
 
+  // Both stages count in one store: Redis when the configuration names one.
+  const store = rateLimitStore === undefined ? undefined : redisStore(app, rateLimitStore)
+  const withStore = <T extends object>(options: T): T => store === undefined ? options : { ...options, store }
   await app.register(portcullis, {
     core: { requestIdHeader: 'x-request-id', ...core },
     ...(ipRules === undefined ? {} : { ipRules }),
-    ...(ipRateLimit === undefined ? {} : { ipRateLimit }),
+    ...(ipRateLimit === undefined ? {} : { ipRateLimit: withStore(ipRateLimit) }),
     ...(authn === undefined ? {} : { authn }),
-    ...(rateLimit === undefined ? {} : { rateLimit }),
+    ...(rateLimit === undefined ? {} : { rateLimit: withStore(rateLimit) }),
     ...(authz === undefined ? {} : { authz })
   })
   // Health checks come from load balancers, which hold no credentials and poll often.
@@ -51,6 +56,41 @@ export async function buildGateway (config: GatewayConfig, serverOptions: Fastif
     })
   }
   return app
+}
+
+// How long startup waits for the rate-limit store's Redis to connect before serving without it.
+const REDIS_CONNECT_WAIT_MS = 2000
+
+/**
+ * The Redis store of the rate limits, on a connection of its own. Commands are never queued while
+ * Redis is away: a check fails at once and the store's fail mode decides. The connection's state
+ * changes are logged by address only, since the URL may hold a password.
+ */
+function redisStore (app: FastifyInstance, { redis }: RateLimitStoreConfig): RateLimitStore {
+  // Connected when the gateway is ready, not before: building one opens nothing.
+  const client = new Redis(redis.url, { lazyConnect: true, connectTimeout: REDIS_CONNECT_WAIT_MS, enableOfflineQueue: false, maxRetriesPerRequest: 0 })
+  const where = { redis: new URL(redis.url).host }
+  // Logged when it changes, not on every reconnection attempt.
+  let reachable: boolean | null = null
+  client.on('ready', () => {
+    reachable = true
+    app.log.info(where, 'rate-limit store connected')
+  })
+  client.on('error', (err: Error) => {
+    if (reachable === false) return
+    reachable = false
+    app.log.warn({ ...where, err: { message: err.message } }, 'rate-limit store unreachable')
+  })
+  // A gateway that starts with Redis up counts in it from its first request; one that starts
+  // without it serves anyway, in its fail mode, and moves to Redis once Redis answers.
+  app.addHook('onReady', async () => {
+    try {
+      await client.connect()
+    } catch {}
+  })
+  app.addHook('onClose', async () => { client.disconnect() })
+  const { url: _url, ...options } = redis
+  return new RedisStore({ client, ...options })
 }
 
 /**

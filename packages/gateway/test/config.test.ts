@@ -19,7 +19,7 @@ test('defaults: loopback, port 3000, no upstreams', async (t) => {
 test('every bad option fails naming the option and what is allowed', async (t) => {
   const up = (extra: object) => ({ upstreams: [{ prefix: '/api', url: 'http://u:1', ...extra }] })
   const cases: Array<[unknown, string | RegExp]> = [
-    [{ servr: {} }, 'gateway.servr is not a known option; allowed: server, core, authn, ipRules, ipRateLimit, rateLimit, authz, upstreams'],
+    [{ servr: {} }, 'gateway.servr is not a known option; allowed: server, core, authn, ipRules, ipRateLimit, rateLimit, rateLimitStore, authz, upstreams'],
     [{ server: { host: '' } }, 'server.host must be a host name or IP address (got "")'],
     [{ server: { port: 70000 } }, 'server.port must be an integer from 0 to 65535 (got 70000)'],
     [{ server: { port: '3000' } }, /server\.port must be an integer/],
@@ -58,6 +58,34 @@ test('every bad option fails naming the option and what is allowed', async (t) =
   for (const [config, message] of cases) {
     t.throws(() => validateGatewayConfig(config), { code: 'PORTCULLIS_CORE_INVALID_OPTION', message }, JSON.stringify(config))
   }
+})
+
+test('rateLimitStore: Redis for both stages, checked at startup, its URL never repeated', async (t) => {
+  const ip = { limits: [{ name: 'ip', limit: 300, window: '1m' }] }
+  const redis = { url: 'rediss://gw:s3cret@redis.internal:6380/2', prefix: 'api:rl:', timeoutMs: 50, failMode: 'closed', retryAfterMs: 0 }
+  t.same(validateGatewayConfig({ ipRateLimit: ip, rateLimitStore: { redis } }).rateLimitStore, { redis })
+  const store = (value: unknown, extra: object = { ipRateLimit: ip }) => ({ ...extra, rateLimitStore: value })
+  const cases: Array<[unknown, string | RegExp]> = [
+    [store([]), 'rateLimitStore must be an object (got an array)'],
+    [store({ memcached: {} }), 'rateLimitStore.memcached is not a known option; allowed: redis'],
+    [store({}), /^rateLimitStore\.redis must be the Redis to count in, such as \{ url: "redis:\/\/127\.0\.0\.1:6379" \}/],
+    [store({ redis: { url: 'redis://h', db: 1 } }), 'rateLimitStore.redis.db is not a known option; allowed: url, prefix, timeoutMs, failMode, retryAfterMs'],
+    [store({ redis: { url: 'http://user:s3cret@h:6379' } }), 'rateLimitStore.redis.url must be a redis:// or rediss:// URL such as "redis://127.0.0.1:6379"'],
+    [store({ redis: { url: 'redis://' } }), /^rateLimitStore\.redis\.url must be/],
+    [store({ redis: { url: 'not a url' } }), /^rateLimitStore\.redis\.url must be/],
+    [store({ redis: { url: 6379 } }), /^rateLimitStore\.redis\.url must be/],
+    [store({ redis: { url: 'redis://h', prefix: '' } }), 'rateLimitStore.redis.prefix must be a non-empty string (got "")'],
+    [store({ redis: { url: 'redis://h', timeoutMs: 0 } }), 'rateLimitStore.redis.timeoutMs must be a whole number of ms, 1 or more (got 0)'],
+    [store({ redis: { url: 'redis://h', failMode: 'ignore' } }), 'rateLimitStore.redis.failMode must be open or closed (got "ignore")'],
+    [store({ redis: { url: 'redis://h', retryAfterMs: -1 } }), 'rateLimitStore.redis.retryAfterMs must be a whole number of ms, 0 or more (got -1)'],
+    [store({ redis: { url: 'redis://h' } }, {}), /^rateLimitStore must be used with ipRateLimit or rateLimit, which count in it/],
+    [store({ redis: { url: 'redis://h' } }, { rateLimit: { ...ip, store: { consume () {}, release () {} } } }), 'rateLimit.store must be left out when rateLimitStore is set (both stages count in rateLimitStore)']
+  ]
+  for (const [config, message] of cases) {
+    t.throws(() => validateGatewayConfig(config), { code: 'PORTCULLIS_CORE_INVALID_OPTION', message }, JSON.stringify(config))
+  }
+  const withPassword = store({ redis: { url: 'http://user:s3cret@h:6379' } })
+  t.throws(() => validateGatewayConfig(withPassword), { message: /^(?!.*s3cret)/ }, 'a password in the URL is never in the message')
 })
 
 test('configuration files: YAML or JSON, strictly parsed', async (t) => {

@@ -5,6 +5,8 @@ import { Agent, get as httpGet } from 'node:http'
 import { createApiKey } from '@portcullis/authn'
 import { buildGateway, type GatewayConfig } from '../src/index.js'
 
+const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
+
 // A real upstream on a loopback port, answering what it received so the test sees what went through.
 async function startUpstream (t: Test): Promise<{ url: string, app: FastifyInstance }> {
   const app = Fastify()
@@ -43,6 +45,47 @@ test('rate limits from the configuration: by address before authn, by principal 
   const over = await fetch(`${gateway.url}/api/orders`)
   t.equal(over.status, 429, 'the fifth request from this address, failed logins included')
   t.equal(over.headers.get('ratelimit-policy'), '"ip";q=4;w=60')
+})
+
+test('rate limits counted in Redis: two gateways share one count; without Redis the fail mode decides', async (t) => {
+  const upstream = await startUpstream(t)
+  const prefix = `portcullis:test:gateway:${process.pid}:${Date.now()}:`
+  const config = (redis: { url: string, failMode?: 'open' | 'closed' }): GatewayConfig => ({
+    rateLimitStore: { redis: { prefix, ...redis } },
+    ipRateLimit: { limits: [{ name: 'ip', algorithm: 'fixed-window', limit: 3, window: '1h' }] },
+    upstreams: [{ prefix: '/api', url: upstream.url }]
+  })
+  const [a, b] = [await startGateway(t, config({ url: REDIS_URL })), await startGateway(t, config({ url: REDIS_URL }))]
+  const seen = []
+  for (const gateway of [a, b, a, b]) {
+    const res = await fetch(`${gateway.url}/api/orders`)
+    seen.push([res.status, res.headers.get('ratelimit')])
+  }
+  t.same(seen.map(([status]) => status), [200, 200, 200, 429], 'three in all, whichever gateway they reach')
+  t.match(seen[2]?.[1], /^"ip";r=0;/, 'the third, on the first gateway, knows of the one the second counted')
+
+  // A port where nothing listens: Redis is unreachable from the start.
+  const probe = Fastify()
+  await probe.listen({ host: '127.0.0.1', port: 0 })
+  const { port } = probe.server.address() as { port: number }
+  await probe.close()
+  const lines: string[] = []
+  const closed = await buildGateway(config({ url: `redis://gw:s3cret@127.0.0.1:${port}`, failMode: 'closed' }), { logger: { level: 'info', stream: { write: (line: string) => { lines.push(line) } } } })
+  const closedUrl = await closed.listen({ host: '127.0.0.1', port: 0 })
+  t.teardown(() => closed.close())
+  const refused = await fetch(`${closedUrl}/api/orders`)
+  t.equal(refused.status, 503, 'fail closed: refused while Redis is away')
+  t.equal((await refused.json() as { code: string }).code, 'PORTCULLIS_RATE_LIMIT_STORE_UNAVAILABLE')
+  await sleep(300)
+  const unreachable = lines.filter((line) => line.includes('rate-limit store unreachable'))
+  t.equal(unreachable.length, 1, 'logged once, not at every reconnection attempt')
+  t.match(unreachable[0], `"redis":"127.0.0.1:${port}"`)
+  t.notOk(lines.some((line) => line.includes('s3cret')), 'the password in the URL is never logged')
+  const open = await startGateway(t, config({ url: `redis://127.0.0.1:${port}`, failMode: 'open' }))
+  const statuses = []
+  for (let i = 0; i < 4; i++) statuses.push((await fetch(`${open.url}/api/orders`)).status)
+  t.same(statuses, [200, 200, 200, 429], 'fail open: counted in the gateway itself')
+  t.equal((await fetch(`${open.url}/healthz`)).status, 200)
 })
 
 test('proxies a prefix to its upstream over real sockets', async (t) => {
