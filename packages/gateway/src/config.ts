@@ -4,7 +4,7 @@ import { parse as parseYaml } from 'yaml'
 import { checkKnownKeys, InvalidOption, invalidOption, type CoreOptions } from '@portcullis/core'
 import type { AuthnOptions } from '@portcullis/authn'
 import type { AuthzOptions, AuthzRule, IpRulesOptions } from '@portcullis/authz'
-import type { RateLimitOptions } from '@portcullis/rate-limit'
+import type { RateLimitOptions, RuleOptions } from '@portcullis/rate-limit'
 import { compileResourcePath, type UpstreamResource } from './resources.js'
 
 /** HTTP methods a declared route may answer. */
@@ -22,6 +22,11 @@ export interface UpstreamRoute {
   path: string
   /** The route's authorization rule (`@portcullis/authz`); `false` marks it public. Needs the `authz` section. */
   authz?: AuthzRule | false
+  /**
+   * The route's own limits (`@portcullis/rate-limit`), in place of the `rateLimit` section's
+   * `limits` and `plans` (which they need), or `false`: the route is never limited.
+   */
+  rateLimit?: RuleOptions[] | false
   /**
    * The object the route addresses, fetched from the upstream for the route's `authz` rule (as
    * its `resource`): `{ path: '/orders/:id' }`. Lets a configuration file check ownership.
@@ -114,7 +119,7 @@ export function validateGatewayConfig (input: unknown): ValidGatewayConfig {
   if (!Array.isArray(upstreamList)) throw invalidOption('upstreams', 'a list of { prefix, url }', upstreamList)
   const prefixes = new Set<string>()
   const upstreams = upstreamList.map((entry: unknown, i) => {
-    const upstream = validateUpstream(entry, `upstreams[${i}]`, doc.authz !== undefined)
+    const upstream = validateUpstream(entry, `upstreams[${i}]`, { authz: doc.authz !== undefined, ipRateLimit: doc.ipRateLimit !== undefined, rateLimit: doc.rateLimit !== undefined })
     if (prefixes.has(upstream.prefix)) throw new InvalidOption(`upstreams[${i}].prefix "${upstream.prefix}" is used by another upstream`)
     prefixes.add(upstream.prefix)
     return upstream
@@ -160,7 +165,10 @@ function isRedisUrl (text: string): boolean {
   }
 }
 
-function validateUpstream (input: unknown, path: string, authz: boolean): Required<UpstreamConfig> {
+/** Which sections of the configuration are given: route rules for a missing one would be ignored. */
+interface Sections { authz: boolean, ipRateLimit: boolean, rateLimit: boolean }
+
+function validateUpstream (input: unknown, path: string, sections: Sections): Required<UpstreamConfig> {
   const entry = checkKnownKeys(input, ['prefix', 'url', 'rewritePrefix', 'timeout', 'routes'], path)
   const { prefix, url, rewritePrefix = '', timeout = DEFAULT_UPSTREAM_TIMEOUT, routes = [] } = entry
   if (typeof prefix !== 'string' || !/^\/[A-Za-z0-9._~!$&'()*+,;=:@/-]*$/.test(prefix) || prefix.endsWith('/')) {
@@ -180,12 +188,12 @@ function validateUpstream (input: unknown, path: string, authz: boolean): Requir
   }
   if (!Array.isArray(routes)) throw invalidOption(`${path}.routes`, 'a list of { method, path, authz? }', routes)
   const seen = new Set<string>()
-  const checked = routes.map((route: unknown, i) => validateRoute(route, `${path}.routes[${i}]`, authz, seen))
+  const checked = routes.map((route: unknown, i) => validateRoute(route, `${path}.routes[${i}]`, sections, seen))
   return { prefix, url: new URL(url).origin, rewritePrefix, timeout: timeout as number, routes: checked }
 }
 
-function validateRoute (input: unknown, path: string, authz: boolean, seen: Set<string>): UpstreamRoute {
-  const route = checkKnownKeys(input, ['method', 'path', 'authz', 'resource'], path)
+function validateRoute (input: unknown, path: string, sections: Sections, seen: Set<string>): UpstreamRoute {
+  const route = checkKnownKeys(input, ['method', 'path', 'authz', 'rateLimit', 'resource'], path)
   const methods = Array.isArray(route.method) ? route.method : [route.method]
   if (methods.length === 0 || !methods.every((m) => typeof m === 'string' && ROUTE_METHODS.includes(m))) {
     throw invalidOption(`${path}.method`, `one of ${ROUTE_METHODS.join(', ')}, or a list of them`, route.method)
@@ -197,7 +205,13 @@ function validateRoute (input: unknown, path: string, authz: boolean, seen: Set<
     seen.add(key)
   }
   // A rule without the authz section would be ignored: the route would be open while it looks protected.
-  if (route.authz !== undefined && !authz) throw invalidOption(`${path}.authz`, 'used with the authz section of the configuration, which registers authorization', route.authz)
+  if (route.authz !== undefined && !sections.authz) throw invalidOption(`${path}.authz`, 'used with the authz section of the configuration, which registers authorization', route.authz)
+  // The limits themselves are checked by the rate-limit plugin when the route is registered.
+  if (route.rateLimit !== undefined && route.rateLimit !== false && !Array.isArray(route.rateLimit)) {
+    throw invalidOption(`${path}.rateLimit`, 'false (never limited) or a list of limits such as [{ name: "exports", limit: 10, window: "1m" }]', route.rateLimit)
+  }
+  if (Array.isArray(route.rateLimit) && !sections.rateLimit) throw invalidOption(`${path}.rateLimit`, 'used with the rateLimit section of the configuration, which applies limits per route', route.rateLimit)
+  if (route.rateLimit === false && !sections.ipRateLimit && !sections.rateLimit) throw invalidOption(`${path}.rateLimit`, 'used with the ipRateLimit or rateLimit section of the configuration', route.rateLimit)
   if (route.resource !== undefined) {
     if (typeof route.authz !== 'object' || route.authz === null) throw invalidOption(`${path}.resource`, 'used with an authz rule on the route, which reads it', route.resource)
     if ((route.authz as { resource?: unknown }).resource !== undefined) throw new InvalidOption(`${path}.resource and ${path}.authz.resource cannot both be given`)
@@ -207,6 +221,7 @@ function validateRoute (input: unknown, path: string, authz: boolean, seen: Set<
     method: methods as string[],
     path: route.path,
     ...(route.authz === undefined ? {} : { authz: route.authz as AuthzRule | false }),
+    ...(route.rateLimit === undefined ? {} : { rateLimit: route.rateLimit as RuleOptions[] | false }),
     ...(route.resource === undefined ? {} : { resource: route.resource as UpstreamResource })
   }
 }

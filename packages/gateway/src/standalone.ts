@@ -105,7 +105,10 @@ async function declaredRoutes (app: FastifyInstance, { upstream }: { upstream: R
     app.route({
       method: route.method as string[],
       url: route.path,
-      ...(route.authz === undefined ? {} : { config: { authz: ruleOf(route, upstream) } }),
+      config: {
+        ...(route.authz === undefined ? {} : { authz: ruleOf(route, upstream) }),
+        ...(route.rateLimit === undefined ? {} : { rateLimit: route.rateLimit })
+      },
       handler (request, reply) {
         return reply.from(upstream.rewritePrefix + request.url.slice(upstream.prefix.length), { onError: upstreamFailed })
       }

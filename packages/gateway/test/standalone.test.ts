@@ -47,6 +47,36 @@ test('rate limits from the configuration: by address before authn, by principal 
   t.equal(over.headers.get('ratelimit-policy'), '"ip";q=4;w=60')
 })
 
+test('declared routes carry their own limits, or none at all', async (t) => {
+  const upstream = await startUpstream(t)
+  const key = createApiKey({ id: 'k1', owner: { id: 'alice', type: 'user' } })
+  const gateway = await startGateway(t, {
+    ipRateLimit: { limits: [{ name: 'ip', algorithm: 'fixed-window', limit: 5, window: '1m' }] },
+    authn: { methods: { key: { type: 'api-key', keys: [key.record] } } },
+    rateLimit: { limits: [{ name: 'user', limit: 100, window: '1m' }] },
+    upstreams: [{
+      prefix: '/api',
+      url: upstream.url,
+      routes: [
+        { method: 'POST', path: '/exports', rateLimit: [{ name: 'exports', algorithm: 'fixed-window', limit: 1, window: '1h', key: ['principal', 'route'] }] },
+        { method: 'GET', path: '/status', rateLimit: false }
+      ]
+    }]
+  })
+  const headers = { 'x-api-key': key.key }
+  const first = await fetch(`${gateway.url}/api/exports`, { method: 'POST', headers })
+  t.equal(first.status, 200)
+  t.equal(first.headers.get('ratelimit-policy'), '"ip";q=5;w=60, "exports";q=1;w=3600', 'the route\'s own limit, in place of the section\'s')
+  t.equal((await fetch(`${gateway.url}/api/exports`, { method: 'POST', headers })).status, 429, 'one export an hour')
+  t.equal((await fetch(`${gateway.url}/api/orders`, { headers })).status, 200, 'other routes keep the section\'s limits')
+  const statuses = []
+  for (let i = 0; i < 8; i++) statuses.push((await fetch(`${gateway.url}/api/status`, { headers })).status)
+  t.same(statuses, Array(8).fill(200), 'a route marked rateLimit: false is limited by no stage, the address\'s included')
+  const rest = []
+  for (let i = 0; i < 3; i++) rest.push((await fetch(`${gateway.url}/api/orders`, { headers })).status)
+  t.same(rest, [200, 200, 429], 'elsewhere the address counted on from 3: its 4th and 5th, then refused')
+})
+
 test('rate limits counted in Redis: two gateways share one count; without Redis the fail mode decides', async (t) => {
   const upstream = await startUpstream(t)
   const prefix = `portcullis:test:gateway:${process.pid}:${Date.now()}:`
