@@ -55,6 +55,7 @@ export interface LimitState {
 export interface Verdict {
   /** True when every limit allowed the request: then, and only then, all of them counted it. */
   readonly allowed: boolean
+  /** One per check, in the order of the checks (the headers list them in that order). */
   readonly states: readonly LimitState[]
   /** The slots taken in concurrency limits, to give back when the request ends. */
   readonly leases: readonly Lease[]
