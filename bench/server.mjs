@@ -47,6 +47,18 @@ const SCENARIOS = {
   }
 }
 
+// The reference: exactly this much CPU work per request, spun on the clock (the server has its
+// core to itself, so the time spun is CPU time). Must match REFERENCE_MICROS in run.mjs.
+const REFERENCE_NANOS = 3000n
+SCENARIOS['reference-3us'] = async (app) => {
+  await SCENARIOS.core(app)
+  app.addHook('onRequest', (_request, _reply, done) => {
+    const end = process.hrtime.bigint() + REFERENCE_NANOS
+    while (process.hrtime.bigint() < end);
+    done()
+  })
+}
+
 async function registerLimited (app, store, headers) {
   const snapshot = new SnapshotHolder({ version: 'v1', value: {} })
   await app.register(portcullis, {
@@ -90,7 +102,7 @@ async function buildApp (scenario, options) {
     return { id: request.params.id, item: 'lamp', quantity: 1 }
   })
   await app.ready()
-  if (scenario === 'core' || scenario.startsWith('rate-limit')) assertCoreSetup(app)
+  if (scenario === 'core' || scenario.startsWith('rate-limit') || scenario.startsWith('reference')) assertCoreSetup(app)
   return app
 }
 
