@@ -13,10 +13,15 @@ export const KEY_PARTS: readonly KeyPart[] = ['ip', 'principal', 'credential', '
 export const IP_STAGE_PARTS: readonly KeyPart[] = ['ip', 'route']
 
 /**
- * Builds a key from a request: the limit's name, then the parts' values, each tagged with its
- * kind (`ip:`, `p:`…) and, when there are several, length-prefixed so that none can pose as two.
+ * A limit's key for a request, in two parts: `scope`, fixed at load time (the limit's name, and
+ * the kind of part when there is one), and the subject a request is counted as. The key is
+ * `scope + subject`; the subject's parts are tagged with their kind (`ip:`, `p:`…) where the scope
+ * does not say it and, when there are several, length-prefixed so that none can pose as two.
  */
-export type KeyOf = (request: FastifyRequest) => string
+export interface CompiledKey {
+  readonly scope: string
+  readonly subjectOf: (request: FastifyRequest) => string
+}
 
 export interface KeyContext {
   /** IPv6 addresses are counted by this prefix, since a client usually holds a whole /64. */
@@ -24,28 +29,28 @@ export interface KeyContext {
   pathOptions: PathOptions
 }
 
-export function compileKey (name: string, parts: unknown, allowed: readonly KeyPart[], path: string, context: KeyContext): KeyOf {
+export function compileKey (name: string, parts: unknown, allowed: readonly KeyPart[], path: string, context: KeyContext): CompiledKey {
   const list = typeof parts === 'string' ? [parts] : parts
   if (!Array.isArray(list) || list.length === 0 || !list.every((p) => allowed.includes(p as KeyPart)) || new Set(list).size !== list.length) {
     throw invalidOption(path, `one of ${allowed.join(', ')}, or a list of them without repeats`, parts)
   }
   const prefix = `${name}:`
-  // One part: the key is the name and the part's value, with no framing needed; an address is
-  // the usual case, so it is joined in one step.
   if (list.length === 1) {
+    // An address alone, the usual case: the scope says what it is, the subject is the address.
     if (list[0] === 'ip') {
-      const ipPrefix = `${prefix}ip:`
       const { ipv6Prefix } = context
-      return (request) => ipPrefix + groupIp(request.clientIp, ipv6Prefix)
+      return { scope: `${prefix}ip:`, subjectOf: (request) => groupIp(request.clientIp, ipv6Prefix) }
     }
-    const read = reader(list[0] as KeyPart, context)
-    return (request) => prefix + read(request)
+    return { scope: prefix, subjectOf: reader(list[0] as KeyPart, context) }
   }
   const readers = (list as KeyPart[]).map((part) => reader(part, context))
-  return (request) => {
-    let key = prefix
-    for (const read of readers) key += framed(read(request))
-    return key
+  return {
+    scope: prefix,
+    subjectOf: (request) => {
+      let subject = ''
+      for (const read of readers) subject += framed(read(request))
+      return subject
+    }
   }
 }
 

@@ -70,6 +70,13 @@ export interface Lease {
 export interface Check {
   readonly key: string
   readonly limit: Limit
+  /**
+   * The key in two, when the plugin made it: `key === scope + subject`, the scope fixed at load
+   * time. A store may keep a table per scope and look the subject up in it, without hashing the
+   * whole key on every request (the MemoryStore does).
+   */
+  readonly scope?: string
+  readonly subject?: string
 }
 
 /**

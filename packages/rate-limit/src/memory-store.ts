@@ -52,36 +52,57 @@ const NO_LEASES: readonly Lease[] = Object.freeze([])
  * Redis store while Redis cannot be reached. Bounded: at most `maxKeys` keys, least recently
  * used first out.
  */
+/** A slot given out by this store: where to give it back. */
+interface HeldLease extends Lease {
+  readonly table: LRUCache<string, Entry>
+  readonly subject: string
+}
+
 export class MemoryStore implements RateLimitStore {
-  readonly #entries: LRUCache<string, Entry>
+  // One table per key scope (a limit and the kind of part it counts by), each bounded by
+  // maxKeys; checks that come without a scope share the table of the empty scope.
+  readonly #tables = new Map<string, LRUCache<string, Entry>>()
+  readonly #maxKeys: number
   readonly #now: () => number
   #leases = 0
   // Slots taken and not yet given back.
   readonly #live = new Set<string>()
 
   constructor (options: MemoryStoreOptions = {}) {
-    const maxKeys = checkNumber(options.maxKeys, 100_000, 'memoryStore.maxKeys', 'a whole number, 1 or more', (n) => Number.isInteger(n) && n >= 1)
-    // Reading or writing a key makes it the most recently used; past maxKeys the least goes.
-    // Bounded by size (each key counts 1) rather than by `max`, which would allocate its whole
-    // table at once: the store grows with the keys it actually holds.
-    this.#entries = new LRUCache<string, Entry>({ maxSize: maxKeys, sizeCalculation: () => 1 })
+    this.#maxKeys = checkNumber(options.maxKeys, 100_000, 'memoryStore.maxKeys', 'a whole number, 1 or more', (n) => Number.isInteger(n) && n >= 1)
     if (options.now !== undefined && typeof options.now !== 'function') throw new TypeError('memoryStore.now must be a function returning epoch milliseconds')
     this.#now = options.now ?? Date.now
   }
 
   /** How many keys are held now. */
   get size (): number {
-    return this.#entries.size
+    let size = 0
+    for (const table of this.#tables.values()) size += table.size
+    return size
+  }
+
+  #table (scope: string): LRUCache<string, Entry> {
+    let table = this.#tables.get(scope)
+    if (table === undefined) {
+      // Reading or writing a key makes it the most recently used; past maxKeys the least goes.
+      // Bounded by size (each key counts 1) rather than by `max`, which would allocate the
+      // whole table at once: it grows with the keys it actually holds.
+      table = new LRUCache<string, Entry>({ maxSize: this.#maxKeys, sizeCalculation: () => 1 })
+      this.#tables.set(scope, table)
+    }
+    return table
   }
 
   consume (checks: readonly Check[]): Verdict {
     const now = this.#now()
+    const tables = new Array<LRUCache<string, Entry>>(checks.length)
     const entries = new Array<Entry | undefined>(checks.length)
     const states = new Array<LimitState>(checks.length)
     let allowed = true
     for (let i = 0; i < checks.length; i++) {
-      const { key, limit } = checks[i] as Check
-      const entry = entries[i] = this.#entries.get(key)
+      const { key, limit, scope, subject } = checks[i] as Check
+      const table = tables[i] = this.#table(subject === undefined ? '' : scope as string)
+      const entry = entries[i] = table.get(subject ?? key)
       const state = states[i] = stateOf(limit, entry, now, true)
       if (state.retryAfterMs > 0) allowed = false
     }
@@ -95,52 +116,57 @@ export class MemoryStore implements RateLimitStore {
     let leases = NO_LEASES
     for (let i = 0; i < checks.length; i++) {
       const check = checks[i] as Check
-      this.#count(check, entries[i], now)
+      const table = tables[i] as LRUCache<string, Entry>
+      const subject = check.subject ?? check.key
+      count(table, subject, check.limit, entries[i], now)
       if (check.limit.algorithm === 'concurrency') {
         const id = String(++this.#leases)
         this.#live.add(id)
-        leases = leases === NO_LEASES ? [{ key: check.key, id }] : [...leases, { key: check.key, id }]
+        const lease: HeldLease = { key: check.key, id, table, subject }
+        leases = leases === NO_LEASES ? [lease] : [...leases, lease]
       }
     }
     return { allowed, states, leases }
   }
 
   release (leases: readonly Lease[]): void {
-    for (const { key, id } of leases) {
-      // Each slot is given back once, however often its release is asked for.
-      if (!this.#live.delete(id)) continue
-      const entry = this.#entries.get(key)
+    for (const lease of leases) {
+      // Each slot is given back once, however often its release is asked for; only this
+      // store's own leases are in #live.
+      if (!this.#live.delete(lease.id)) continue
+      const { table, subject } = lease as HeldLease
+      const entry = table.get(subject)
       // Forgotten since (evicted): nothing to give back.
       if (!(entry instanceof InFlight)) continue
-      if (entry.count <= 1) this.#entries.delete(key)
+      if (entry.count <= 1) table.delete(subject)
       else entry.count--
     }
   }
+}
 
-  /** Counts an allowed request: in the key's entry, or in a new one. */
-  #count ({ key, limit }: Check, entry: Entry | undefined, now: number): void {
-    switch (limit.algorithm) {
-      case 'gcra': {
-        const tat = Math.max(entry instanceof Arrival ? entry.tat : now, now) + limit.windowMs / limit.limit
-        if (entry instanceof Arrival) entry.tat = tat
-        else this.#entries.set(key, new Arrival(tat))
+/** Counts an allowed request: in the subject's entry, or in a new one. */
+function count (table: LRUCache<string, Entry>, subject: string, limit: Limit, entry: Entry | undefined, now: number): void {
+  switch (limit.algorithm) {
+    case 'gcra': {
+      const tat = Math.max(entry instanceof Arrival ? entry.tat : now, now) + limit.windowMs / limit.limit
+      if (entry instanceof Arrival) entry.tat = tat
+      else table.set(subject, new Arrival(tat))
+      return
+    }
+    case 'concurrency':
+      if (entry instanceof InFlight) entry.count++
+      else table.set(subject, new InFlight(1))
+      return
+    default: {
+      const index = Math.floor(now / limit.windowMs)
+      if (!(entry instanceof WindowCounts)) {
+        table.set(subject, new WindowCounts(index, 1, 0))
         return
       }
-      case 'concurrency':
-        if (entry instanceof InFlight) entry.count++
-        else this.#entries.set(key, new InFlight(1))
-        return
-      default: {
-        const index = Math.floor(now / limit.windowMs)
-        if (!(entry instanceof WindowCounts)) {
-          this.#entries.set(key, new WindowCounts(index, 1, 0))
-          return
-        }
-        const { current, previous } = counts(entry, index, limit.algorithm === 'sliding-window')
-        entry.index = index
-        entry.count = current + 1
-        entry.previous = previous
-      }
+      const { current, previous } = counts(entry, index, limit.algorithm === 'sliding-window')
+      entry.index = index
+      entry.count = current + 1
+      entry.previous = previous
     }
   }
 }

@@ -5,7 +5,7 @@ import {
   withHeaders, type Mode, type PortcullisError
 } from '@portcullis/core'
 import { RateLimited } from './errors.js'
-import { compileKey, IP_STAGE_PARTS, KEY_PARTS, type KeyOf, type KeyPart } from './keys.js'
+import { compileKey, IP_STAGE_PARTS, KEY_PARTS, type CompiledKey, type KeyPart } from './keys.js'
 import { compileLimit, type Check, type Lease, type Limit, type LimitOptions, type LimitState, type RateLimitStore, type Verdict } from './limits.js'
 import { MemoryStore } from './memory-store.js'
 
@@ -52,7 +52,7 @@ declare module 'fastify' {
 interface Rule {
   limit: Limit
   /** The store key of this limit for a request: its name, then who or what it counts. */
-  keyOf: KeyOf
+  key: CompiledKey
   /** The `RateLimit-Policy` item, made once. */
   policy: string
   /** The start of its `RateLimit` item: `"name";r=`. */
@@ -100,8 +100,8 @@ const plugin: FastifyPluginAsync<RateLimitOptions> = async (app, options) => {
       // Names tell limits apart in headers, and in the store: two of one name would share a count.
       if (names.has(limit.name)) throw invalidOption(`${at}.name`, 'a name no other limit of the list has', limit.name)
       names.add(limit.name)
-      const keyOf = compileKey(limit.name, key ?? (stage === 'ip' ? 'ip' : 'principal'), allowedParts, `${at}.key`, context)
-      return { limit, keyOf, policy: policyItem(limit), item: `"${limit.name}";r=` }
+      const compiled = compileKey(limit.name, key ?? (stage === 'ip' ? 'ip' : 'principal'), allowedParts, `${at}.key`, context)
+      return { limit, key: compiled, policy: policyItem(limit), item: `"${limit.name}";r=` }
     })
     return { rules: compiled, policy: compiled.map((r) => r.policy).join(', ') }
   }
@@ -181,7 +181,9 @@ const plugin: FastifyPluginAsync<RateLimitOptions> = async (app, options) => {
     const checks = new Array<Check>(rules.length)
     for (let i = 0; i < rules.length; i++) {
       const rule = rules[i] as Rule
-      checks[i] = { key: rule.keyOf(request), limit: rule.limit }
+      const { scope } = rule.key
+      const subject = rule.key.subjectOf(request)
+      checks[i] = { key: scope + subject, limit: rule.limit, scope, subject }
     }
     let pending: Verdict | Promise<Verdict>
     try {
