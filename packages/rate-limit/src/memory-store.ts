@@ -4,8 +4,9 @@ import type { Check, Lease, Limit, LimitState, RateLimitStore, Verdict } from '.
 
 export interface MemoryStoreOptions {
   /**
-   * How many keys to keep. Past it, the key used least recently is forgotten, so a flood of
-   * distinct keys (addresses, tokens) costs a bounded amount of memory. @default 100000
+   * How many keys to keep per key scope (a limit, and the kind of part it counts by), or in all
+   * for checks without a scope. Past it, the scope's key used least recently is forgotten, so a
+   * flood of distinct keys (addresses, tokens) costs a bounded amount of memory. @default 100000
    */
   maxKeys?: number
   /** The clock, in epoch milliseconds. @default Date.now */

@@ -166,6 +166,20 @@ test('bounded: past maxKeys the least recently used key is forgotten', async (t)
   t.equal(store.consume([limit('b')]).allowed, true, 'b, the least recently used, was forgotten')
 })
 
+test('a table per scope: each bounded by maxKeys, none crowding out another', async (t) => {
+  const { store } = clocked({ maxKeys: 2 })
+  const scoped = (scope: string, subject: string): Check => ({ ...check(scope + subject, { name: 'w', algorithm: 'fixed-window', limit: 1, window: '1h' }), scope, subject })
+  store.consume([scoped('w:ip:', '192.0.2.1')])
+  store.consume([scoped('w:ip:', '192.0.2.2')])
+  store.consume([scoped('w:', 'p:alice')])
+  t.equal(store.size, 3)
+  t.equal(store.consume([scoped('w:ip:', '192.0.2.1')]).allowed, false, 'counted under its scope')
+  t.equal(store.consume([scoped('w:', '192.0.2.1')]).allowed, true, 'the same subject under another scope is another key')
+  for (const subject of ['198.51.100.1', '198.51.100.2', '198.51.100.3']) store.consume([scoped('w:ip:', subject)])
+  t.equal(store.consume([scoped('w:', 'p:alice')]).allowed, false, 'a flood of addresses does not push alice out of her scope')
+  t.equal(store.size, 4)
+})
+
 test('edge cases: the real clock, a slot whose key was forgotten, a refused request with a new key', async (t) => {
   const store = new MemoryStore({ maxKeys: 1 })
   const inflight = check('svc', { name: 'inflight', algorithm: 'concurrency', limit: 1 })
