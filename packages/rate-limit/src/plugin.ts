@@ -157,15 +157,12 @@ const plugin: FastifyPluginAsync<RateLimitOptions> = async (app, options) => {
     return (plan === undefined ? undefined : plans.get(plan)) ?? defaults
   }
 
-  const finish = (request: FastifyRequest, reply: FastifyReply, set: RuleSet, verdict: Verdict): void => {
-    if (verdict.leases.length > 0) (request as unknown as Record<typeof kHeld, readonly Lease[] | null>)[kHeld] = verdict.leases
-    const fields = headers === 'none' ? null : setHeaders(request, reply, set, verdict, headers === 'legacy')
-    if (verdict.allowed) recordPrepared(request, allowed)
-    else deny(request, mode, PLUGIN_NAME, refusal(fields, verdict), refusedBy(verdict))
-  }
   const settle = (request: FastifyRequest, reply: FastifyReply, set: RuleSet, verdict: Verdict, done: (err?: Error) => void): void => {
     try {
-      finish(request, reply, set, verdict)
+      if (verdict.leases.length > 0) (request as unknown as Record<typeof kHeld, readonly Lease[] | null>)[kHeld] = verdict.leases
+      const fields = headers === 'none' ? null : setHeaders(request, reply, set, verdict, headers === 'legacy')
+      if (verdict.allowed) recordPrepared(request, allowed)
+      else deny(request, mode, PLUGIN_NAME, refusal(fields, verdict), refusedBy(verdict))
     } catch (err) {
       return done(err as Error)
     }
