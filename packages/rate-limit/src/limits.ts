@@ -80,6 +80,25 @@ export interface Check {
 }
 
 /**
+ * A check the plugin makes: its key is put together only when a store asks for it (the
+ * MemoryStore never does).
+ */
+export class ScopedCheck implements Check {
+  readonly scope: string
+  readonly subject: string
+  readonly limit: Limit
+  constructor (scope: string, subject: string, limit: Limit) {
+    this.scope = scope
+    this.subject = subject
+    this.limit = limit
+  }
+
+  get key (): string {
+    return this.scope + this.subject
+  }
+}
+
+/**
  * Where counters live. `consume` checks every limit at once and counts the request in all of
  * them, or in none when any refuses it, so a refused request never uses up another limit.
  */

@@ -6,7 +6,7 @@ import {
 } from '@portcullis/core'
 import { RateLimited } from './errors.js'
 import { compileKey, IP_STAGE_PARTS, KEY_PARTS, type CompiledKey, type KeyPart } from './keys.js'
-import { compileLimit, type Check, type Lease, type Limit, type LimitOptions, type LimitState, type RateLimitStore, type Verdict } from './limits.js'
+import { compileLimit, ScopedCheck, type Check, type Lease, type Limit, type LimitOptions, type LimitState, type RateLimitStore, type Verdict } from './limits.js'
 import { MemoryStore } from './memory-store.js'
 
 export const PLUGIN_NAME = '@portcullis/rate-limit'
@@ -134,27 +134,33 @@ const plugin: FastifyPluginAsync<RateLimitOptions> = async (app, options) => {
     app.addHook('onRequestAbort', release)
   }
 
-  if (stage === 'principal') {
-    app.addHook('onRoute', (route) => {
-      const config = (route.config ?? {}) as { rateLimit?: RuleOptions[] | false }
-      if (config.rateLimit === undefined || config.rateLimit === false) return
-      const set = compileSet(config.rateLimit, `route ${String(route.method)} ${route.url} config.rateLimit`)
-      route.config = Object.assign({ ...config }, { [kRules]: set })
-      if (counts(set)) {
-        route.onResponse = [...hooksOf(route.onResponse), release]
-        route.onRequestAbort = [...hooksOf(route.onRequestAbort), release]
-      }
-    })
-  }
+  // Whether any route has a say (its own limits, or `false`): until one does, no request needs
+  // its route's config looked up.
+  let routesSay = false
+  app.addHook('onRoute', (route) => {
+    const config = (route.config ?? {}) as { rateLimit?: RuleOptions[] | false }
+    if (config.rateLimit === undefined) return
+    routesSay = true
+    // Only the principal stage takes a route's own limits; either stage honours `false`.
+    if (stage !== 'principal' || config.rateLimit === false) return
+    const set = compileSet(config.rateLimit, `route ${String(route.method)} ${route.url} config.rateLimit`)
+    route.config = Object.assign({ ...config }, { [kRules]: set })
+    if (counts(set)) {
+      route.onResponse = [...hooksOf(route.onResponse), release]
+      route.onRequestAbort = [...hooksOf(route.onRequestAbort), release]
+    }
+  })
 
+  const byPlan = (request: FastifyRequest): RuleSet => {
+    const plan = request.principal?.plan
+    return (plan === undefined ? undefined : plans.get(plan)) ?? defaults
+  }
   const rulesFor = (request: FastifyRequest): RuleSet | null => {
+    if (!routesSay) return stage === 'ip' ? defaults : byPlan(request)
     const config = routeConfigOf(request) as { rateLimit?: RuleOptions[] | false, [kRules]?: RuleSet }
     if (config.rateLimit === false) return null
     if (stage === 'ip') return defaults
-    const route = config[kRules]
-    if (route !== undefined) return route
-    const plan = request.principal?.plan
-    return (plan === undefined ? undefined : plans.get(plan)) ?? defaults
+    return config[kRules] ?? byPlan(request)
   }
 
   const settle = (request: FastifyRequest, reply: FastifyReply, set: RuleSet, verdict: Verdict, done: (err?: Error) => void): void => {
@@ -177,10 +183,8 @@ const plugin: FastifyPluginAsync<RateLimitOptions> = async (app, options) => {
     if (rules.length === 0) return done()
     const checks = new Array<Check>(rules.length)
     for (let i = 0; i < rules.length; i++) {
-      const rule = rules[i] as Rule
-      const { scope } = rule.key
-      const subject = rule.key.subjectOf(request)
-      checks[i] = { key: scope + subject, limit: rule.limit, scope, subject }
+      const { key, limit } = rules[i] as Rule
+      checks[i] = new ScopedCheck(key.scope, key.subjectOf(request), limit)
     }
     let pending: Verdict | Promise<Verdict>
     try {

@@ -56,6 +56,28 @@ t.test('per principal: the 4th request in the window is 429 with Retry-After and
   t.equal((await app.inject({ url: '/health', ...user('alice') })).headers.ratelimit, undefined)
 })
 
+t.test('in an app where no route has limits of its own, both stages still count every request', async (t) => {
+  // No route config to look up: the stages take their limits without it.
+  const app = Fastify()
+  await app.register(portcullisCore)
+  await app.register(portcullisRateLimit, { stage: 'ip', limits: [{ name: 'ip', algorithm: 'fixed-window', limit: 4, window: '1m' }] })
+  app.addHook('onRequest', async (request) => {
+    setPrincipal(request, createPrincipal({ id: 'alice', type: 'user', method: 'test', plan: String(request.headers['x-plan']) }))
+  })
+  await app.register(portcullisRateLimit, {
+    limits: [{ name: 'user', algorithm: 'fixed-window', limit: 3, window: '1m' }],
+    plans: { free: [{ name: 'free', algorithm: 'fixed-window', limit: 1, window: '1m' }] }
+  })
+  app.get('/api/orders', async () => ({ ok: true }))
+  const free = await app.inject({ url: '/api/orders', headers: { 'x-plan': 'free' } })
+  t.equal(free.headers.ratelimit?.replace(/;t=\d+/g, ''), '"ip";r=3, "free";r=0', 'the plan\'s limits, after the ip stage\'s')
+  t.equal((await app.inject({ url: '/api/orders', headers: { 'x-plan': 'free' } })).statusCode, 429)
+  const pro = await app.inject({ url: '/api/orders', headers: { 'x-plan': 'pro' } })
+  t.equal(pro.headers.ratelimit?.replace(/;t=\d+/g, ''), '"ip";r=1, "user";r=2', 'a plan without limits of its own has the defaults')
+  t.equal((await app.inject({ url: '/api/orders', headers: { 'x-plan': 'pro' } })).statusCode, 200)
+  t.equal((await app.inject({ url: '/api/orders', headers: { 'x-plan': 'pro' } })).statusCode, 429, 'the ip limit, 4 a minute, refuses the 5th')
+})
+
 t.test('per IP before authn: failed logins count, and a forged X-Forwarded-For changes nothing', async (t) => {
   const app = await build(null, { limits: [{ name: 'ip', algorithm: 'fixed-window', limit: 3, window: '1m' }] })
   const statuses = []
