@@ -1,0 +1,7 @@
+import { portcullisSchemaValidate } from './plugin.js'
+
+export { portcullisSchemaValidate, PLUGIN_NAME, shapeOf, violationsOf, type SchemaValidateOptions, type RouteValidation, type UnknownOperations } from './plugin.js'
+export { essenceOf } from './media.js'
+export type { RouteSchemas } from './operations.js'
+export * from './errors.js'
+export default portcullisSchemaValidate

@@ -1,0 +1,268 @@
+import { Ajv2020, type Format, type ValidateFunction } from 'ajv/dist/2020.js'
+import formatsModule from 'ajv-formats'
+import { convertSchema, type JsonSchema, type OpenApiVersion } from './schema.js'
+
+/** A request body media type an operation accepts, and what its body must be. */
+export interface MediaRule {
+  /** `application/json`, `application/*` or `*\/*`, lower case, without parameters. */
+  range: string
+  /** JSON media types (`application/json`, `…+json`): their bodies are parsed JSON values. */
+  json: boolean
+  validate: ValidateFunction | null
+}
+
+export interface BodyRule {
+  required: boolean
+  media: MediaRule[]
+}
+
+/** One operation of the document, compiled. */
+export interface Operation {
+  method: string
+  /** The path as the document writes it: `/orders/{id}`. */
+  path: string
+  operationId: string | undefined
+  /** The document's names of the path parameters, in the order they appear in the path. */
+  pathNames: string[]
+  params: ValidateFunction | null
+  query: ValidateFunction | null
+  headers: ValidateFunction | null
+  cookies: ValidateFunction | null
+  cookieNames: string[]
+  /** `null`: the operation takes no body. */
+  body: BodyRule | null
+  /** Response schemas by status (`200`, `2XX`, `default`), then media range. */
+  responses: Map<string, MediaRule[]>
+  /** From the operation's `x-portcullis-body-limit`, in bytes. */
+  bodyLimit: number | undefined
+}
+
+export const HTTP_METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace']
+// Header parameters that the specification says are ignored: the request's own machinery.
+const IGNORED_HEADERS = new Set(['accept', 'content-type', 'authorization'])
+// Methods whose body writes: unknown properties are refused there by default (mass assignment).
+export const WRITE_METHODS = new Set(['POST', 'PUT', 'PATCH'])
+// Formats OpenAPI names on top of JSON Schema's, checked where they say something checkable.
+const OPENAPI_FORMATS: Record<string, Format> = {
+  int32: { type: 'number', validate: (n: number) => Number.isInteger(n) && n >= -(2 ** 31) && n < 2 ** 31 },
+  int64: { type: 'number', validate: (n: number) => Number.isSafeInteger(n) },
+  float: true,
+  double: true,
+  byte: { type: 'string', validate: /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/ },
+  binary: true,
+  password: true
+}
+// ajv-formats is CommonJS with a `default` too: whichever the loader hands over.
+const addFormats = ((formatsModule as unknown as { default?: unknown }).default ?? formatsModule) as (ajv: Ajv2020) => Ajv2020
+
+const OPEN = 'urn:portcullis:openapi:open'
+const CLOSED = 'urn:portcullis:openapi:closed'
+
+/** Plain JSON Schemas for a route, in place of a document's operation (Fastify's names for the parts). */
+export interface RouteSchemas {
+  params?: object
+  querystring?: object
+  headers?: object
+  body?: object
+  /** The media types the body may have. @default ['application/json'] */
+  contentTypes?: string[]
+}
+
+/**
+ * Compiles operations into validators, with Ajv (the validator Fastify itself uses), with two
+ * instances: one for parameters, which arrive as text and are read as the types the schema
+ * gives them (a parameter sent twice where one value is expected is refused), one for bodies,
+ * which are never coerced.
+ */
+export class Compiler {
+  readonly #parameters: Ajv2020
+  readonly #bodies: Ajv2020
+
+  constructor () {
+    const options = { allErrors: true, strictSchema: false, strictNumbers: true, logger: false, useDefaults: false } as const
+    this.#parameters = new Ajv2020({ ...options, coerceTypes: 'array' })
+    this.#bodies = new Ajv2020({ ...options, coerceTypes: false })
+    // Formats no one knows are annotations, as OpenAPI says (strictSchema off).
+    for (const ajv of [this.#parameters, this.#bodies]) {
+      addFormats(ajv)
+      for (const [name, format] of Object.entries(OPENAPI_FORMATS)) ajv.addFormat(name, format)
+    }
+  }
+
+  /**
+   * Every operation of a checked document. `closeBodiesOf` says for which methods a body's
+   * objects refuse the properties the document does not declare.
+   */
+  document (document: Record<string, unknown>, version: OpenApiVersion, closeBodiesOf: (method: string) => boolean): Operation[] {
+    const resolve = (ref: string): unknown => pointer(document, ref)
+    const convert = (schema: unknown, base: string, closeObjects: boolean, inValuePosition = true): JsonSchema =>
+      (convertSchema(schema, { version, base, closeObjects, resolve }, inValuePosition) ?? {}) as JsonSchema
+    // The whole document, converted, is where references lead: the bundler may have pointed one
+    // schema at another anywhere in it, not only under components. What a reference leads to is
+    // closed, or not, where it is referenced: the same schema may be a body or a branch of allOf.
+    for (const ajv of [this.#parameters, this.#bodies]) {
+      ajv.addSchema({ ...convertDocument(document, (s) => convert(s, OPEN, false, false)), $id: OPEN })
+      ajv.addSchema({ ...convertDocument(document, (s) => convert(s, CLOSED, true, false)), $id: CLOSED })
+    }
+    const openSchema = (schema: unknown): JsonSchema => convert(schema, OPEN, false)
+    const closedSchema = (schema: unknown): JsonSchema => convert(schema, CLOSED, true)
+    const operations: Operation[] = []
+    for (const [path, item] of Object.entries(objectAt(document.paths))) {
+      const pathItem = deref(document, item)
+      for (const method of HTTP_METHODS) {
+        if (pathItem[method] === undefined) continue
+        const operation = deref(document, pathItem[method])
+        const upper = method.toUpperCase()
+        const params = mergeParameters(document, pathItem.parameters, operation.parameters)
+        const requestBody = operation.requestBody === undefined ? null : deref(document, operation.requestBody)
+        const responses = new Map<string, MediaRule[]>()
+        for (const [status, response] of Object.entries(objectAt(operation.responses))) {
+          responses.set(status.toUpperCase(), this.#mediaRules(objectAt(deref(document, response).content), openSchema))
+        }
+        const bodySchema = closeBodiesOf(upper) ? closedSchema : openSchema
+        operations.push({
+          method: upper,
+          path,
+          operationId: typeof operation.operationId === 'string' ? operation.operationId : undefined,
+          pathNames: [...path.matchAll(/\{([^}]+)\}/g)].map((m) => m[1] as string),
+          params: this.#parametersValidator(params, 'path', openSchema),
+          query: this.#parametersValidator(params, 'query', openSchema),
+          headers: this.#parametersValidator(params, 'header', openSchema),
+          cookies: this.#parametersValidator(params, 'cookie', openSchema),
+          cookieNames: params.filter((p) => p.in === 'cookie').map((p) => p.name),
+          body: requestBody === null ? null : { required: requestBody.required === true, media: this.#mediaRules(objectAt(requestBody.content), bodySchema) },
+          responses,
+          bodyLimit: bodyLimitOf(operation['x-portcullis-body-limit'], `paths.${path}.${method}`)
+        })
+      }
+    }
+    return operations
+  }
+
+  /** A route's own plain JSON Schemas as an operation. */
+  route (method: string, path: string, schemas: RouteSchemas, closeBody: boolean): Operation {
+    const convert = (schema: unknown, closeObjects: boolean): JsonSchema =>
+      convertSchema(schema, { version: '3.1', base: '', closeObjects, resolve: () => undefined }) as JsonSchema
+    const parameters = (schema: object | undefined): ValidateFunction | null => schema === undefined ? null : this.#parameters.compile(convert(schema, false))
+    const body = schemas.body === undefined
+      ? null
+      : { required: true, media: this.#mediaRules(Object.fromEntries((schemas.contentTypes ?? ['application/json']).map((type) => [type, { schema: schemas.body }])), (s) => convert(s, closeBody)) }
+    return {
+      method,
+      path,
+      operationId: undefined,
+      pathNames: [],
+      params: parameters(schemas.params),
+      query: parameters(schemas.querystring),
+      headers: parameters(schemas.headers),
+      cookies: null,
+      cookieNames: [],
+      body,
+      responses: new Map(),
+      bodyLimit: undefined
+    }
+  }
+
+  #parametersValidator (params: Parameter[], where: string, convert: (schema: unknown) => JsonSchema): ValidateFunction | null {
+    const own = params.filter((p) => p.in === where && !(where === 'header' && IGNORED_HEADERS.has(p.name.toLowerCase())))
+    if (own.length === 0) return null
+    const properties: Record<string, JsonSchema> = {}
+    const required: string[] = []
+    for (const p of own) {
+      const name = where === 'header' ? p.name.toLowerCase() : p.name
+      // A parameter described by `content` rather than `schema` is checked as text.
+      properties[name] = p.schema === undefined ? { type: 'string' } : convert(p.schema)
+      if (p.required === true || where === 'path') required.push(name)
+    }
+    return this.#parameters.compile({ type: 'object', properties, required })
+  }
+
+  #mediaRules (content: Record<string, unknown>, convert: (schema: unknown) => JsonSchema): MediaRule[] {
+    return Object.entries(content).map(([type, media]) => {
+      const range = type.split(';')[0]?.trim().toLowerCase() ?? ''
+      const schema = (media as { schema?: unknown } | null)?.schema
+      return { range, json: isJsonType(range), validate: schema === undefined ? null : this.#bodies.compile(convert(schema)) }
+    })
+  }
+}
+
+/** `application/json`, and any `…/…+json` (`application/problem+json`, `application/merge-patch+json`). */
+export function isJsonType (essence: string): boolean {
+  return essence === 'application/json' || essence.endsWith('+json')
+}
+
+interface Parameter {
+  name: string
+  in: string
+  required?: boolean
+  schema?: unknown
+}
+
+/** The path item's parameters with the operation's: an operation's parameter replaces the path's of the same name and place. */
+function mergeParameters (document: Record<string, unknown>, pathLevel: unknown, operationLevel: unknown): Parameter[] {
+  const merged = new Map<string, Parameter>()
+  for (const list of [pathLevel, operationLevel]) {
+    if (!Array.isArray(list)) continue
+    for (const entry of list) {
+      const p = deref(document, entry) as unknown as Parameter
+      merged.set(`${p.in}:${p.name}`, p)
+    }
+  }
+  return [...merged.values()]
+}
+
+function bodyLimitOf (value: unknown, where: string): number | undefined {
+  if (value === undefined) return undefined
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
+    throw new Error(`${where}.x-portcullis-body-limit must be a whole number of bytes, 0 or more (got ${JSON.stringify(value)})`)
+  }
+  return value
+}
+
+/** The document converted where it holds schemas, as the root that references lead into. */
+function convertDocument (document: Record<string, unknown>, convert: (schema: unknown) => JsonSchema): Record<string, unknown> {
+  const copy = structuredClone(document)
+  const visit = (node: unknown, inSchemaSlot: boolean): unknown => {
+    if (typeof node !== 'object' || node === null) return node
+    if (inSchemaSlot) return convert(node)
+    if (Array.isArray(node)) return node.map((n) => visit(n, false))
+    const out: Record<string, unknown> = {}
+    for (const [key, value] of Object.entries(node)) out[key] = visit(value, key === 'schema')
+    return out
+  }
+  const converted = visit(copy, false) as Record<string, unknown>
+  const components = objectAt(copy.components)
+  const schemas = objectAt(components.schemas)
+  const out: Record<string, unknown> = { ...converted }
+  // Components' schemas are schemas by place, not by key.
+  out.components = { ...objectAt(converted.components), schemas: Object.fromEntries(Object.entries(schemas).map(([name, s]) => [name, convert(s)])) }
+  return out
+}
+
+function deref (document: Record<string, unknown>, node: unknown): Record<string, unknown> {
+  let current = node
+  const seen = new Set<string>()
+  while (typeof current === 'object' && current !== null && typeof (current as { $ref?: unknown }).$ref === 'string') {
+    const ref = (current as { $ref: string }).$ref
+    if (seen.has(ref)) break
+    seen.add(ref)
+    current = pointer(document, ref)
+  }
+  return objectAt(current)
+}
+
+/** What a local reference (`#/components/schemas/Order`) points at in the document. */
+export function pointer (document: unknown, ref: string): unknown {
+  if (!ref.startsWith('#')) return undefined
+  let node = document
+  for (const raw of ref.slice(1).split('/').slice(1)) {
+    const key = decodeURIComponent(raw).replaceAll('~1', '/').replaceAll('~0', '~')
+    if (typeof node !== 'object' || node === null || !Object.hasOwn(node, key)) return undefined
+    node = (node as Record<string, unknown>)[key]
+  }
+  return node
+}
+
+function objectAt (value: unknown): Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) ? value as Record<string, unknown> : {}
+}

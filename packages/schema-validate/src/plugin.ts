@@ -1,0 +1,381 @@
+import fp from 'fastify-plugin'
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest, RouteOptions } from 'fastify'
+import type { ErrorObject, ValidateFunction } from 'ajv'
+import { parse as parseCookies } from 'cookie'
+import {
+  checkKnownKeys, checkMode, checkNumber, deny, hooksOf, invalidOption, prepareDecision, recordDecision, recordPrepared,
+  routeConfigOf, withHeaders, withViolations, type Mode, type PortcullisError, type PreparedDecision, type ProblemViolation
+} from '@portcullis/core'
+import { AmbiguousContentType, BodyTooDeep, BodyTooLarge, MethodNotAllowed, PrototypePoisoning, RequestInvalid, ResponseInvalid, UnknownOperation, UnsupportedContentType } from './errors.js'
+import { loadDocument } from './document.js'
+import { escape, inspect, type Finding } from './inspect.js'
+import { essenceOf, hasBody, hasSeveralContentTypes, ruleFor } from './media.js'
+import { Compiler, isJsonType, type MediaRule, type Operation, type RouteSchemas } from './operations.js'
+
+export const PLUGIN_NAME = '@portcullis/schema-validate'
+
+export type UnknownOperations = 'refuse' | 'allow'
+
+export interface SchemaValidateOptions {
+  /**
+   * The API contract: the path of an OpenAPI 3.0 or 3.1 document (YAML or JSON; the files it
+   * refers to are read too, URLs never fetched), or the document as an object.
+   */
+  openapi?: string | object
+  /**
+   * Where the document's paths are served: with `'/api'`, the document's `/orders` is the
+   * route `/api/orders`. @default ''
+   */
+  prefix?: string
+  /**
+   * Routes that are not operations of the document: `refuse` (404, or 405 when the path has
+   * other methods), `allow`, or either by path prefix, the longest prefix that matches
+   * deciding (`{ '/': 'refuse', '/internal/': 'allow' }`). @default 'refuse' with a document, 'allow' without
+   */
+  unknownOperations?: UnknownOperations | Record<string, UnknownOperations>
+  /**
+   * Which bodies refuse properties their schema does not declare (mass assignment): those of
+   * `writes` (POST, PUT, PATCH), `all`, or `none` (the document decides alone). An object schema
+   * that says `additionalProperties` itself is left as it says. @default 'writes'
+   */
+  rejectUnknownProperties?: 'writes' | 'all' | 'none'
+  /** The largest request body, in bytes, where the operation says nothing (`x-portcullis-body-limit`). @default 1048576 */
+  bodyLimit?: number
+  /** How deeply a JSON body may nest objects and arrays. @default 32 */
+  maxDepth?: number
+  /** The most violations one 400 lists. @default 20 */
+  maxErrors?: number
+  /**
+   * Responses checked against the document: `report` records a `would-deny` decision for one
+   * that breaks it and sends it anyway, `enforce` answers 502 instead, `off` checks nothing.
+   * @default 'report'
+   */
+  responses?: 'off' | 'report' | 'enforce'
+  /** @default 'enforce' */
+  mode?: Mode
+}
+
+/** A route's own say (`config.schemaValidate`). */
+export interface RouteValidation extends RouteSchemas {
+  /** This route's mode, in place of the plugin's. */
+  mode?: Mode
+  /** This route's largest body, in bytes. */
+  bodyLimit?: number
+}
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /**
+     * Validation for this route (`@portcullis/schema-validate`): its mode, body limit, or plain
+     * JSON Schemas in place of a document's operation; `false` exempts it.
+     */
+    schemaValidate?: RouteValidation | false
+  }
+}
+
+/** What applies to one method of a route. */
+interface Binding {
+  operation: Operation | null
+  /** The name decisions give: the operation id, or `POST /orders`. */
+  name: string
+  mode: Mode
+  /** Without an operation: what the document says of the path, for 405's `Allow`. */
+  allow: string | null
+  bodyLimit: number
+  /** Fastify's names of the path parameters, when they differ from the document's. */
+  renames: Array<[fastify: string, document: string]> | null
+  allowed: PreparedDecision
+}
+
+type Bindings = Map<string, Binding>
+
+const kBindings = Symbol('portcullis.schemaValidate.bindings')
+const OPTION_KEYS = ['openapi', 'prefix', 'unknownOperations', 'rejectUnknownProperties', 'bodyLimit', 'maxDepth', 'maxErrors', 'responses', 'mode']
+const ROUTE_KEYS = ['mode', 'bodyLimit', 'params', 'querystring', 'headers', 'body', 'contentTypes']
+const POINTER_MAX = 200
+
+const plugin: FastifyPluginAsync<SchemaValidateOptions> = async (app, options) => {
+  checkKnownKeys(options, OPTION_KEYS, 'schemaValidate')
+  const mode = checkMode(options.mode, 'schemaValidate.mode')
+  const prefix = options.prefix ?? ''
+  if (typeof prefix !== 'string' || (prefix !== '' && (!prefix.startsWith('/') || prefix.endsWith('/')))) {
+    throw invalidOption('schemaValidate.prefix', 'a path such as /api (starting with a slash, not ending with one), or an empty string', prefix)
+  }
+  const unknown = unknownPolicy(options.unknownOperations ?? (options.openapi === undefined ? 'allow' : 'refuse'))
+  const closing = options.rejectUnknownProperties ?? 'writes'
+  if (closing !== 'writes' && closing !== 'all' && closing !== 'none') throw invalidOption('schemaValidate.rejectUnknownProperties', 'writes, all or none', closing)
+  const closeBodiesOf = (method: string): boolean => closing === 'all' || (closing === 'writes' && WRITES.has(method))
+  const bodyLimit = checkNumber(options.bodyLimit, 1_048_576, 'schemaValidate.bodyLimit', 'a whole number of bytes, 0 or more', (n) => Number.isSafeInteger(n) && n >= 0)
+  const maxDepth = checkNumber(options.maxDepth, 32, 'schemaValidate.maxDepth', 'a whole number from 1 to 1000', (n) => Number.isInteger(n) && n >= 1 && n <= 1000)
+  const maxErrors = checkNumber(options.maxErrors, 20, 'schemaValidate.maxErrors', 'a whole number from 1 to 1000', (n) => Number.isInteger(n) && n >= 1 && n <= 1000)
+  const responses = options.responses ?? 'report'
+  if (responses !== 'off' && responses !== 'report' && responses !== 'enforce') throw invalidOption('schemaValidate.responses', 'off, report or enforce', responses)
+
+  const compiler = new Compiler()
+  // The document's operations by method and path shape (`GET /api/orders/{}`).
+  const operations = new Map<string, Operation>()
+  // The methods the document has for each path shape.
+  const methodsOf = new Map<string, string[]>()
+  if (options.openapi !== undefined) {
+    const { document, version } = await loadDocument(options.openapi, 'schemaValidate.openapi')
+    for (const operation of compiler.document(document, version, closeBodiesOf)) {
+      const shape = shapeOf(prefix + operation.path)
+      operations.set(`${operation.method} ${shape}`, operation)
+      methodsOf.set(shape, [...methodsOf.get(shape) ?? [], operation.method])
+    }
+  }
+
+  const bind = (route: RouteOptions, method: string, own: RouteValidation | undefined): Binding | null => {
+    const shape = shapeOf(route.url)
+    const at = `route ${method} ${route.url} config.schemaValidate`
+    const routeMode = own?.mode === undefined ? mode : checkMode(own.mode, `${at}.mode`)
+    const limit = own?.bodyLimit === undefined ? undefined : checkNumber(own.bodyLimit, 0, `${at}.bodyLimit`, 'a whole number of bytes, 0 or more', (n) => Number.isSafeInteger(n) && n >= 0)
+    const hasSchemas = own !== undefined && (own.params !== undefined || own.querystring !== undefined || own.headers !== undefined || own.body !== undefined)
+    // HEAD is GET without a body: it follows the GET operation where the document has no HEAD.
+    const operation = hasSchemas
+      ? compiler.route(method, route.url, own as RouteSchemas, closeBodiesOf(method))
+      : operations.get(`${method} ${shape}`) ?? (method === 'HEAD' ? operations.get(`GET ${shape}`) : undefined) ?? null
+    if (operation === null && unknown(route.url) === 'allow') return null
+    const name = operation === null ? `${method} ${route.url}` : operation.operationId ?? `${operation.method} ${prefix}${operation.path}`
+    const fastifyNames = [...route.url.matchAll(/:([^/:(-]+)/g)].map((m) => m[1] as string)
+    const renames = operation === null || operation.pathNames.length === 0 || sameNames(fastifyNames, operation.pathNames)
+      ? null
+      : fastifyNames.map((n, i): [string, string] => [n, operation.pathNames[i] ?? n])
+    return {
+      operation,
+      name,
+      mode: routeMode,
+      allow: operation === null ? (methodsOf.get(shape)?.join(', ') ?? null) : null,
+      bodyLimit: limit ?? operation?.bodyLimit ?? bodyLimit,
+      renames,
+      allowed: prepareDecision({ plugin: PLUGIN_NAME, outcome: 'allow', reason: 'PORTCULLIS_SCHEMA_OK', rule: name })
+    }
+  }
+
+  app.addHook('onRoute', (route) => {
+    const config = (route.config ?? {}) as { schemaValidate?: RouteValidation | false }
+    const own = config.schemaValidate
+    if (own === false) return
+    if (own !== undefined) checkKnownKeys(own, ROUTE_KEYS, `route ${String(route.method)} ${route.url} config.schemaValidate`)
+    const bindings: Bindings = new Map()
+    for (const method of ([] as string[]).concat(route.method)) {
+      const binding = bind(route, method, own)
+      if (binding !== null) bindings.set(method, binding)
+    }
+    if (bindings.size === 0) return
+    // Fastify's parsers stop reading at the limit; the largest of the route's methods, each
+    // method's own checked again once its body is known.
+    const largest = Math.max(...[...bindings.values()].map((b) => b.bodyLimit))
+    route.bodyLimit = route.bodyLimit === undefined ? largest : Math.min(route.bodyLimit, largest)
+    route.config = Object.assign({ ...config }, { [kBindings]: bindings })
+    if (responses !== 'off' && [...bindings.values()].some((b) => (b.operation?.responses.size ?? 0) > 0)) {
+      route.preSerialization = [...hooksOf(route.preSerialization), checkResponse]
+    }
+  })
+
+  const checkResponse = (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (err: Error | null, payload?: unknown) => void): void => {
+    const binding = bindingOf(request)
+    const rules = binding?.operation === null || binding === undefined ? undefined : responseRules(binding.operation, reply.statusCode)
+    const type = reply.getHeader('content-type')
+    const rule = rules === undefined ? undefined : ruleFor(rules, typeof type === 'string' ? essenceOf(type) ?? '' : 'application/json')
+    if (rule?.validate == null || rule.validate(payload)) return done(null, payload)
+    const violations = violationsOf(rule.validate.errors, 'response', maxErrors)
+    const rejected = withViolations(new ResponseInvalid(), violations)
+    if (responses === 'report' || binding?.mode === 'report') {
+      recordDecision(request, { plugin: PLUGIN_NAME, outcome: 'would-deny', reason: rejected.code, rule: (binding as Binding).name })
+      request.log.warn({ violations }, 'response does not match the API contract')
+      return done(null, payload)
+    }
+    recordDecision(request, { plugin: PLUGIN_NAME, outcome: 'deny', reason: rejected.code, rule: (binding as Binding).name })
+    done(rejected)
+  }
+
+  // Step 8: an instance hook, like every other step, so that it keeps its place in the chain
+  // (before the app's and the routes' own preValidation hooks). Routes that nothing applies to
+  // pay one lookup.
+  app.addHook('preValidation', (request, _reply, done) => {
+    const binding = bindingOf(request)
+    if (binding === undefined) return done()
+    try {
+      check(request, binding)
+    } catch (err) {
+      return done(err as Error)
+    }
+    done()
+  })
+
+  const check = (request: FastifyRequest, binding: Binding): void => {
+    const { operation } = binding
+    const refuse = (error: PortcullisError): false => {
+      deny(request, binding.mode, PLUGIN_NAME, error, binding.name)
+      return false
+    }
+    if (operation === null) {
+      refuse(binding.allow === null ? new UnknownOperation() : withHeaders(new MethodNotAllowed(), { allow: binding.allow }))
+      return
+    }
+    const body = checkBody(request, binding, operation, refuse)
+    if (body === false) return
+    const violations: ProblemViolation[] = []
+    const query = request.query as Record<string, unknown>
+    const finding = inspect(query, maxDepth)
+    if (finding !== null) {
+      refuse(findingError(finding, 'querystring'))
+      return
+    }
+    if (operation.params !== null) validatePart(operation.params, paramsOf(request, binding), 'params', violations)
+    if (operation.query !== null) validatePart(operation.query, query, 'querystring', violations)
+    if (operation.headers !== null) validatePart(operation.headers, { ...request.headers }, 'headers', violations)
+    if (operation.cookies !== null) validatePart(operation.cookies, cookiesOf(request, operation.cookieNames), 'cookies', violations)
+    if (body !== null && body.rule.validate !== null) validatePart(body.rule.validate, body.value, 'body', violations)
+    if (violations.length > 0) {
+      refuse(withViolations(new RequestInvalid(), violations.slice(0, maxErrors)))
+      return
+    }
+    recordPrepared(request, binding.allowed)
+  }
+
+  /** The body and the rule it is checked by; null when there is none; false when refused. */
+  const checkBody = (request: FastifyRequest, binding: Binding, operation: Operation, refuse: (error: PortcullisError) => false): { rule: MediaRule, value: unknown } | null | false => {
+    const { raw } = request
+    if (!hasBody(raw)) {
+      if (operation.body?.required === true) return refuse(withViolations(new RequestInvalid(), [{ in: 'body', pointer: '', rule: 'required', message: 'a body is required' }]))
+      return null
+    }
+    const length = Number(raw.headers['content-length'] ?? 0)
+    if (length > binding.bodyLimit) return refuse(new BodyTooLarge())
+    if (hasSeveralContentTypes(raw)) return refuse(new AmbiguousContentType())
+    const type = raw.headers['content-type']
+    const essence = typeof type === 'string' ? essenceOf(type) : null
+    const rule = essence === null || operation.body === null ? undefined : ruleFor(operation.body.media, essence)
+    if (rule === undefined) return refuse(new UnsupportedContentType())
+    let value = request.body
+    if (rule.json && (typeof value === 'string' || Buffer.isBuffer(value))) {
+      // A JSON body the app's parsers passed on as text is read here, for checking only.
+      try {
+        value = JSON.parse(value.toString())
+      } catch {
+        return refuse(withViolations(new RequestInvalid(), [{ in: 'body', pointer: '', rule: 'json', message: 'is not valid JSON' }]))
+      }
+    } else if (rule.validate !== null && isStream(value)) {
+      // A body still unread cannot be checked: one the contract describes is refused.
+      return refuse(new UnsupportedContentType())
+    }
+    if (rule.json || isJsonType(essence as string)) {
+      const finding = inspect(value, maxDepth)
+      if (finding !== null) return refuse(findingError(finding, 'body'))
+    }
+    return { rule, value }
+  }
+}
+
+const WRITES = new Set(['POST', 'PUT', 'PATCH'])
+
+function bindingOf (request: FastifyRequest): Binding | undefined {
+  return (routeConfigOf(request) as unknown as Record<typeof kBindings, Bindings | undefined>)[kBindings]?.get(request.method)
+}
+
+function validatePart (validate: ValidateFunction, value: unknown, part: string, violations: ProblemViolation[]): void {
+  if (!validate(value)) {
+    violations.push(...violationsOf(validate.errors, part, Number.POSITIVE_INFINITY))
+    return
+  }
+  // Parameters arrive as text: Ajv reads '1e400' as a number, Infinity, and lets it through.
+  if (part === 'body') return
+  const finding = inspect(value, 2)
+  if (finding !== null) violations.push({ in: part, pointer: clip(finding.pointer), rule: finding.kind, message: FINDING_MESSAGES[finding.kind] })
+}
+
+function paramsOf (request: FastifyRequest, binding: Binding): Record<string, unknown> {
+  const params = request.params as Record<string, unknown>
+  if (binding.renames === null) return params
+  const renamed: Record<string, unknown> = {}
+  for (const [fastify, document] of binding.renames) renamed[document] = params[fastify]
+  return renamed
+}
+
+function cookiesOf (request: FastifyRequest, names: readonly string[]): Record<string, unknown> {
+  const header = request.headers.cookie
+  const all = typeof header === 'string' ? parseCookies(header) : {}
+  const own: Record<string, unknown> = {}
+  for (const name of names) if (all[name] !== undefined) own[name] = all[name]
+  return own
+}
+
+function responseRules (operation: Operation, status: number): MediaRule[] | undefined {
+  return operation.responses.get(String(status)) ?? operation.responses.get(`${String(status)[0]}XX`) ?? operation.responses.get('DEFAULT')
+}
+
+function findingError (finding: Finding, part: string): PortcullisError {
+  const where = [{ in: part, pointer: clip(finding.pointer), rule: finding.kind, message: FINDING_MESSAGES[finding.kind] }]
+  if (finding.kind === 'prototype') return withViolations(new PrototypePoisoning(), where)
+  if (finding.kind === 'depth') return withViolations(new BodyTooDeep(), where)
+  return withViolations(new RequestInvalid(), where)
+}
+
+const FINDING_MESSAGES = {
+  prototype: 'is a property name that is never accepted',
+  number: 'is a number too large to represent',
+  depth: 'is nested too deeply'
+}
+
+/** Ajv's errors as violations: a JSON Pointer to each value, the rule it broke, and no value echoed. */
+export function violationsOf (errors: ErrorObject[] | null | undefined, part: string, max: number): ProblemViolation[] {
+  const violations: ProblemViolation[] = []
+  for (const error of errors ?? []) {
+    if (violations.length >= max) break
+    let pointer = error.instancePath
+    let message = error.message ?? 'is invalid'
+    const params = error.params as Record<string, unknown>
+    if (error.keyword === 'required') {
+      pointer += `/${escape(String(params.missingProperty))}`
+      message = 'is required'
+    } else if (error.keyword === 'additionalProperties' || error.keyword === 'unevaluatedProperties') {
+      pointer += `/${escape(String(params.additionalProperty ?? params.unevaluatedProperty))}`
+      message = 'is not a property the contract declares'
+    }
+    violations.push({ in: part, pointer: clip(pointer), rule: error.keyword, message })
+  }
+  return violations
+}
+
+// Property names come from the client: a pointer is never longer than this in an answer.
+function clip (pointer: string): string {
+  return pointer.length > POINTER_MAX ? `${pointer.slice(0, POINTER_MAX)}…` : pointer
+}
+
+function unknownPolicy (value: unknown): (url: string) => UnknownOperations {
+  const allowed = (v: unknown): v is UnknownOperations => v === 'refuse' || v === 'allow'
+  if (allowed(value)) return () => value
+  const expected = 'refuse, allow, or an object of path prefixes to refuse or allow'
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw invalidOption('schemaValidate.unknownOperations', expected, value)
+  const entries = Object.entries(value).sort(([a], [b]) => b.length - a.length)
+  for (const [path, v] of entries) {
+    if (!path.startsWith('/')) throw invalidOption('schemaValidate.unknownOperations', 'path prefixes starting with a slash', path)
+    if (!allowed(v)) throw invalidOption(`schemaValidate.unknownOperations['${path}']`, 'refuse or allow', v)
+  }
+  // Where no prefix matches, the route is refused.
+  return (url) => (entries.find(([path]) => url.startsWith(path))?.[1] as UnknownOperations | undefined) ?? 'refuse'
+}
+
+/** A path with its parameters blanked, trailing slash dropped: `/orders/{id}` and `/orders/:orderId` are both `/orders/{}`. */
+export function shapeOf (path: string): string {
+  const shape = path.replace(/\{[^}]+\}/g, '{}').replace(/:[^/]+/g, '{}')
+  return shape.length > 1 && shape.endsWith('/') ? shape.slice(0, -1) : shape
+}
+
+function sameNames (a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((name, i) => name === b[i])
+}
+
+function isStream (value: unknown): boolean {
+  return typeof (value as { pipe?: unknown } | null)?.pipe === 'function'
+}
+
+/**
+ * Enforces an OpenAPI 3.0/3.1 document (or plain JSON Schemas per route) on every request, before
+ * the handler or the upstream sees it: undocumented operations, content types, sizes, nesting,
+ * prototype poisoning, and every parameter and body against its schema; responses are checked
+ * too, in report mode by default.
+ */
+export const portcullisSchemaValidate = fp(plugin, { fastify: '5.x', name: PLUGIN_NAME, dependencies: ['@portcullis/core'] })
