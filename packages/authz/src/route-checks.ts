@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream'
 import type { FastifyReply, FastifyRequest, onSendHookHandler, preHandlerHookHandler, preSerializationHookHandler } from 'fastify'
-import { checkKnownKeys, deny, invalidOption, prepareDecision, recordDecision, recordPrepared, withViolations, type Mode, type Principal } from '@portcullis/core'
+import { checkKnownKeys, deny, invalidOption, isJsonMediaType, prepareDecision, readPayload, recordDecision, recordPrepared, withViolations, type Mode, type Principal } from '@portcullis/core'
 import { compileWhen, type CompiledCondition, type ConditionInput } from './conditions.js'
 import { ConditionError, ConditionFailed, NotOwnedHidden, NotOwner, PropertyNotWritable, ResponseUnfilterable } from './errors.js'
 import { compileOwner, type CompiledOwner, type OwnerRule } from './ownership.js'
@@ -167,26 +167,15 @@ function isSuccess (reply: FastifyReply): boolean {
 
 async function readJson (payload: unknown, reply: FastifyReply): Promise<unknown> {
   const type = String(reply.getHeader('content-type'))
-  if (!/^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i.test(type)) throw new Error(`content type "${type}" is not JSON`)
+  if (!isJsonMediaType(type)) throw new Error(`content type "${type}" is not JSON`)
   const encoding = reply.getHeader('content-encoding')
   if (encoding !== undefined && String(encoding).toLowerCase() !== 'identity') throw new Error(`content encoding "${String(encoding)}" cannot be filtered`)
-  const text = typeof payload === 'string' ? payload : Buffer.isBuffer(payload) ? payload.toString('utf8') : await readAll(payload as Readable)
-  return JSON.parse(text)
-}
-
-async function readAll (stream: Readable): Promise<string> {
-  const chunks: Buffer[] = []
-  let size = 0
-  for await (const chunk of stream) {
-    const buffer = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string)
-    size += buffer.length
-    if (size > MAX_FILTERED_RESPONSE) {
-      stream.destroy()
-      throw new Error(`response body larger than ${MAX_FILTERED_RESPONSE} bytes`)
-    }
-    chunks.push(buffer)
+  const read = await readPayload(payload as Readable, MAX_FILTERED_RESPONSE)
+  if (read.text === null) {
+    read.payload.destroy()
+    throw new Error(`response body larger than ${MAX_FILTERED_RESPONSE} bytes`)
   }
-  return Buffer.concat(chunks).toString('utf8')
+  return JSON.parse(read.text)
 }
 
 /** Checks the condition keys a rule may carry next to its requirement. */

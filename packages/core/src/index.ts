@@ -13,4 +13,5 @@ export * from './path.js'
 export * from './snapshot.js'
 export { hooksOf, routeConfigOf } from './route-config.js'
 export { within } from './timeout.js'
+export { readPayload, isJsonMediaType, type ReadPayload } from './payload.js'
 export default portcullisCore

@@ -1,6 +1,7 @@
 import { Ajv2020, type Format, type ValidateFunction } from 'ajv/dist/2020.js'
 import formatsModule from 'ajv-formats'
 import { convertSchema, type JsonSchema, type OpenApiVersion } from './schema.js'
+import { strip, type Resolve } from './strip.js'
 
 /** A request body media type an operation accepts, and what its body must be. */
 export interface MediaRule {
@@ -9,6 +10,8 @@ export interface MediaRule {
   /** JSON media types (`application/json`, `…+json`): their bodies are parsed JSON values. */
   json: boolean
   validate: ValidateFunction | null
+  /** Removes, in place, what the schema does not declare. */
+  strip: (value: unknown) => void
 }
 
 export interface BodyRule {
@@ -117,7 +120,7 @@ export class Compiler {
         const requestBody = operation.requestBody === undefined ? null : deref(document, operation.requestBody)
         const responses = new Map<string, MediaRule[]>()
         for (const [status, response] of Object.entries(objectAt(operation.responses))) {
-          responses.set(status.toUpperCase(), this.#mediaRules(objectAt(deref(document, response).content), openSchema))
+          responses.set(status.toUpperCase(), this.#mediaRules(objectAt(deref(document, response).content), openSchema, resolve))
         }
         const bodySchema = closeBodiesOf(upper) ? closedSchema : openSchema
         operations.push({
@@ -130,7 +133,7 @@ export class Compiler {
           headers: this.#parametersValidator(params, 'header', openSchema),
           cookies: this.#parametersValidator(params, 'cookie', openSchema),
           cookieNames: params.filter((p) => p.in === 'cookie').map((p) => p.name),
-          body: requestBody === null ? null : { required: requestBody.required === true, media: this.#mediaRules(objectAt(requestBody.content), bodySchema) },
+          body: requestBody === null ? null : { required: requestBody.required === true, media: this.#mediaRules(objectAt(requestBody.content), bodySchema, resolve) },
           responses,
           bodyLimit: bodyLimitOf(operation['x-portcullis-body-limit'], `paths.${path}.${method}`)
         })
@@ -146,7 +149,7 @@ export class Compiler {
     const parameters = (schema: object | undefined): ValidateFunction | null => schema === undefined ? null : this.#parameters.compile(convert(schema, false))
     const body = schemas.body === undefined
       ? null
-      : { required: true, media: this.#mediaRules(Object.fromEntries((schemas.contentTypes ?? ['application/json']).map((type) => [type, { schema: schemas.body }])), (s) => convert(s, closeBody)) }
+      : { required: true, media: this.#mediaRules(Object.fromEntries((schemas.contentTypes ?? ['application/json']).map((type) => [type, { schema: schemas.body }])), (s) => convert(s, closeBody), () => undefined) }
     return {
       method,
       path,
@@ -177,11 +180,16 @@ export class Compiler {
     return this.#parameters.compile({ type: 'object', properties, required })
   }
 
-  #mediaRules (content: Record<string, unknown>, convert: (schema: unknown) => JsonSchema): MediaRule[] {
+  #mediaRules (content: Record<string, unknown>, convert: (schema: unknown) => JsonSchema, resolve: Resolve): MediaRule[] {
     return Object.entries(content).map(([type, media]) => {
       const range = type.split(';')[0]?.trim().toLowerCase() ?? ''
       const schema = (media as { schema?: unknown } | null)?.schema
-      return { range, json: isJsonType(range), validate: schema === undefined ? null : this.#bodies.compile(convert(schema)) }
+      return {
+        range,
+        json: isJsonType(range),
+        validate: schema === undefined ? null : this.#bodies.compile(convert(schema)),
+        strip: (value) => strip(value, schema, resolve)
+      }
     })
   }
 }

@@ -1,16 +1,17 @@
 import fp from 'fastify-plugin'
-import type { FastifyPluginAsync, FastifyReply, FastifyRequest, RouteOptions } from 'fastify'
+import type { FastifyPluginAsync, FastifyRequest, RouteOptions } from 'fastify'
 import type { ErrorObject, ValidateFunction } from 'ajv'
 import { parse as parseCookies } from 'cookie'
 import {
-  checkKnownKeys, checkMode, checkNumber, deny, hooksOf, invalidOption, prepareDecision, recordDecision, recordPrepared,
+  checkKnownKeys, checkMode, checkNumber, deny, hooksOf, invalidOption, prepareDecision, recordPrepared,
   routeConfigOf, withHeaders, withViolations, type Mode, type PortcullisError, type PreparedDecision, type ProblemViolation
 } from '@portcullis/core'
-import { AmbiguousContentType, BodyTooDeep, BodyTooLarge, MethodNotAllowed, PrototypePoisoning, RequestInvalid, ResponseInvalid, UnknownOperation, UnsupportedContentType } from './errors.js'
+import { AmbiguousContentType, BodyTooDeep, BodyTooLarge, MethodNotAllowed, PrototypePoisoning, RequestInvalid, UnknownOperation, UnsupportedContentType } from './errors.js'
 import { loadDocument } from './document.js'
 import { escape, inspect, type Finding } from './inspect.js'
 import { essenceOf, hasBody, hasSeveralContentTypes, ruleFor } from './media.js'
 import { Compiler, isJsonType, type MediaRule, type Operation, type RouteSchemas } from './operations.js'
+import { responseHooks } from './responses.js'
 
 export const PLUGIN_NAME = '@portcullis/schema-validate'
 
@@ -51,6 +52,11 @@ export interface SchemaValidateOptions {
    * @default 'report'
    */
   responses?: 'off' | 'report' | 'enforce'
+  /**
+   * Remove from JSON responses the properties the document does not declare (excessive data
+   * exposure), before they are checked and sent. @default false
+   */
+  stripResponses?: boolean
   /** @default 'enforce' */
   mode?: Mode
 }
@@ -90,7 +96,9 @@ interface Binding {
 type Bindings = Map<string, Binding>
 
 const kBindings = Symbol('portcullis.schemaValidate.bindings')
-const OPTION_KEYS = ['openapi', 'prefix', 'unknownOperations', 'rejectUnknownProperties', 'bodyLimit', 'maxDepth', 'maxErrors', 'responses', 'mode']
+const OPTION_KEYS = ['openapi', 'prefix', 'unknownOperations', 'rejectUnknownProperties', 'bodyLimit', 'maxDepth', 'maxErrors', 'responses', 'stripResponses', 'mode']
+// The largest response read in full to be checked or stripped.
+export const MAX_CHECKED_RESPONSE = 4 * 1024 * 1024
 const ROUTE_KEYS = ['mode', 'bodyLimit', 'params', 'querystring', 'headers', 'body', 'contentTypes']
 const POINTER_MAX = 200
 
@@ -111,6 +119,21 @@ const plugin: FastifyPluginAsync<SchemaValidateOptions> = async (app, options) =
   const responses = options.responses ?? 'report'
   if (responses !== 'off' && responses !== 'report' && responses !== 'enforce') throw invalidOption('schemaValidate.responses', 'off, report or enforce', responses)
 
+  const stripResponses = options.stripResponses ?? false
+  if (typeof stripResponses !== 'boolean') throw invalidOption('schemaValidate.stripResponses', 'true or false', stripResponses)
+  const responseChecks = responses === 'off' && !stripResponses
+    ? null
+    : responseHooks({
+      plugin: PLUGIN_NAME,
+      mode: (request) => responses !== 'enforce' || bindingOf(request)?.mode === 'report' ? 'report' : 'enforce',
+      strip: stripResponses,
+      maxBytes: MAX_CHECKED_RESPONSE,
+      operationOf: (request) => {
+        const binding = bindingOf(request)
+        return binding?.operation == null ? undefined : { operation: binding.operation, name: binding.name }
+      },
+      violationsOf: (rule) => violationsOf(rule.validate?.errors, 'response', maxErrors)
+    })
   const compiler = new Compiler()
   // The document's operations by method and path shape (`GET /api/orders/{}`).
   const operations = new Map<string, Operation>()
@@ -168,27 +191,12 @@ const plugin: FastifyPluginAsync<SchemaValidateOptions> = async (app, options) =
     const largest = Math.max(...[...bindings.values()].map((b) => b.bodyLimit))
     route.bodyLimit = route.bodyLimit === undefined ? largest : Math.min(route.bodyLimit, largest)
     route.config = Object.assign({ ...config }, { [kBindings]: bindings })
-    if (responses !== 'off' && [...bindings.values()].some((b) => (b.operation?.responses.size ?? 0) > 0)) {
-      route.preSerialization = [...hooksOf(route.preSerialization), checkResponse]
+    // Responses are checked by route hooks, on the routes whose operations describe some.
+    if (responseChecks !== null && [...bindings.values()].some((b) => (b.operation?.responses.size ?? 0) > 0)) {
+      route.preSerialization = [...hooksOf(route.preSerialization), responseChecks.preSerialization]
+      route.onSend = [...hooksOf(route.onSend), responseChecks.onSend]
     }
   })
-
-  const checkResponse = (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (err: Error | null, payload?: unknown) => void): void => {
-    const binding = bindingOf(request)
-    const rules = binding?.operation === null || binding === undefined ? undefined : responseRules(binding.operation, reply.statusCode)
-    const type = reply.getHeader('content-type')
-    const rule = rules === undefined ? undefined : ruleFor(rules, typeof type === 'string' ? essenceOf(type) ?? '' : 'application/json')
-    if (rule?.validate == null || rule.validate(payload)) return done(null, payload)
-    const violations = violationsOf(rule.validate.errors, 'response', maxErrors)
-    const rejected = withViolations(new ResponseInvalid(), violations)
-    if (responses === 'report' || binding?.mode === 'report') {
-      recordDecision(request, { plugin: PLUGIN_NAME, outcome: 'would-deny', reason: rejected.code, rule: (binding as Binding).name })
-      request.log.warn({ violations }, 'response does not match the API contract')
-      return done(null, payload)
-    }
-    recordDecision(request, { plugin: PLUGIN_NAME, outcome: 'deny', reason: rejected.code, rule: (binding as Binding).name })
-    done(rejected)
-  }
 
   // Step 8: an instance hook, like every other step, so that it keeps its place in the chain
   // (before the app's and the routes' own preValidation hooks). Routes that nothing applies to
@@ -257,9 +265,11 @@ const plugin: FastifyPluginAsync<SchemaValidateOptions> = async (app, options) =
       } catch {
         return refuse(withViolations(new RequestInvalid(), [{ in: 'body', pointer: '', rule: 'json', message: 'is not valid JSON' }]))
       }
-    } else if (rule.validate !== null && isStream(value)) {
-      // A body still unread cannot be checked: one the contract describes is refused.
-      return refuse(new UnsupportedContentType())
+    } else if (isStream(value)) {
+      // A body still unread: a JSON one the contract describes cannot be checked, and is refused;
+      // any other kind (an upload) goes on, its media type and size checked.
+      if (rule.json && rule.validate !== null) return refuse(new UnsupportedContentType())
+      return null
     }
     if (rule.json || isJsonType(essence as string)) {
       const finding = inspect(value, maxDepth)
@@ -300,10 +310,6 @@ function cookiesOf (request: FastifyRequest, names: readonly string[]): Record<s
   const own: Record<string, unknown> = {}
   for (const name of names) if (all[name] !== undefined) own[name] = all[name]
   return own
-}
-
-function responseRules (operation: Operation, status: number): MediaRule[] | undefined {
-  return operation.responses.get(String(status)) ?? operation.responses.get(`${String(status)[0]}XX`) ?? operation.responses.get('DEFAULT')
 }
 
 function findingError (finding: Finding, part: string): PortcullisError {
