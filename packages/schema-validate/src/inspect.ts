@@ -8,7 +8,6 @@ export type Finding =
   | { kind: 'number', pointer: string }
   | { kind: 'depth', pointer: string }
 
-
 /**
  * The first thing wrong with a value, or null. Iterative, so that no nesting can exhaust the
  * stack; it stops at the first finding.

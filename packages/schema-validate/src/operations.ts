@@ -7,8 +7,6 @@ import { strip, type Resolve } from './strip.js'
 export interface MediaRule {
   /** `application/json`, `application/*` or `*\/*`, lower case, without parameters. */
   range: string
-  /** JSON media types (`application/json`, `…+json`): their bodies are parsed JSON values. */
-  json: boolean
   validate: ValidateFunction | null
   /** Removes, in place, what the schema does not declare. */
   strip: (value: unknown) => void
@@ -55,8 +53,9 @@ const OPENAPI_FORMATS: Record<string, Format> = {
   binary: true,
   password: true
 }
-// ajv-formats is CommonJS with a `default` too: whichever the loader hands over.
-const addFormats = ((formatsModule as unknown as { default?: unknown }).default ?? formatsModule) as (ajv: Ajv2020) => Ajv2020
+// ajv-formats is CommonJS whose export is the plugin, with itself as `default`: whichever way a
+// loader hands it over, `.default` is the plugin.
+const addFormats = (formatsModule as unknown as { default: (ajv: Ajv2020) => Ajv2020 }).default
 
 const OPEN = 'urn:portcullis:openapi:open'
 const CLOSED = 'urn:portcullis:openapi:closed'
@@ -99,7 +98,7 @@ export class Compiler {
   document (document: Record<string, unknown>, version: OpenApiVersion, closeBodiesOf: (method: string) => boolean): Operation[] {
     const resolve = (ref: string): unknown => pointer(document, ref)
     const convert = (schema: unknown, base: string, closeObjects: boolean, inValuePosition = true): JsonSchema =>
-      (convertSchema(schema, { version, base, closeObjects, resolve }, inValuePosition) ?? {}) as JsonSchema
+      convertSchema(schema, { version, base, closeObjects, resolve }, inValuePosition) as JsonSchema
     // The whole document, converted, is where references lead: the bundler may have pointed one
     // schema at another anywhere in it, not only under components. What a reference leads to is
     // closed, or not, where it is referenced: the same schema may be a body or a branch of allOf.
@@ -144,12 +143,16 @@ export class Compiler {
 
   /** A route's own plain JSON Schemas as an operation. */
   route (method: string, path: string, schemas: RouteSchemas, closeBody: boolean): Operation {
+    // A standalone schema's references lead into itself.
     const convert = (schema: unknown, closeObjects: boolean): JsonSchema =>
-      convertSchema(schema, { version: '3.1', base: '', closeObjects, resolve: () => undefined }) as JsonSchema
+      convertSchema(schema, { version: '3.1', base: '', closeObjects, resolve: (ref) => pointer(schema, ref) }) as JsonSchema
     const parameters = (schema: object | undefined): ValidateFunction | null => schema === undefined ? null : this.#parameters.compile(convert(schema, false))
     const body = schemas.body === undefined
       ? null
-      : { required: true, media: this.#mediaRules(Object.fromEntries((schemas.contentTypes ?? ['application/json']).map((type) => [type, { schema: schemas.body }])), (s) => convert(s, closeBody), () => undefined) }
+      : {
+          required: true,
+          media: this.#mediaRules(Object.fromEntries((schemas.contentTypes ?? ['application/json']).map((type) => [type, { schema: schemas.body }])), (s) => convert(s, closeBody), (ref) => pointer(schemas.body, ref))
+        }
     return {
       method,
       path,
@@ -182,11 +185,10 @@ export class Compiler {
 
   #mediaRules (content: Record<string, unknown>, convert: (schema: unknown) => JsonSchema, resolve: Resolve): MediaRule[] {
     return Object.entries(content).map(([type, media]) => {
-      const range = type.split(';')[0]?.trim().toLowerCase() ?? ''
-      const schema = (media as { schema?: unknown } | null)?.schema
+      const range = (type.split(';')[0] as string).trim().toLowerCase()
+      const { schema } = media as { schema?: unknown }
       return {
         range,
-        json: isJsonType(range),
         validate: schema === undefined ? null : this.#bodies.compile(convert(schema)),
         strip: (value) => strip(value, schema, resolve)
       }

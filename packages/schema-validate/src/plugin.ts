@@ -132,7 +132,7 @@ const plugin: FastifyPluginAsync<SchemaValidateOptions> = async (app, options) =
         const binding = bindingOf(request)
         return binding?.operation == null ? undefined : { operation: binding.operation, name: binding.name }
       },
-      violationsOf: (rule) => violationsOf(rule.validate?.errors, 'response', maxErrors)
+      violationsOf: (rule) => violationsOf((rule.validate as ValidateFunction).errors as ErrorObject[], 'response').slice(0, maxErrors)
     })
   const compiler = new Compiler()
   // The document's operations by method and path shape (`GET /api/orders/{}`).
@@ -163,7 +163,7 @@ const plugin: FastifyPluginAsync<SchemaValidateOptions> = async (app, options) =
     const fastifyNames = [...route.url.matchAll(/:([^/:(-]+)/g)].map((m) => m[1] as string)
     const renames = operation === null || operation.pathNames.length === 0 || sameNames(fastifyNames, operation.pathNames)
       ? null
-      : fastifyNames.map((n, i): [string, string] => [n, operation.pathNames[i] ?? n])
+      : fastifyNames.map((n, i): [string, string] => [n, operation.pathNames[i] as string])
     return {
       operation,
       name,
@@ -257,24 +257,26 @@ const plugin: FastifyPluginAsync<SchemaValidateOptions> = async (app, options) =
     const essence = typeof type === 'string' ? essenceOf(type) : null
     const rule = essence === null || operation.body === null ? undefined : ruleFor(operation.body.media, essence)
     if (rule === undefined) return refuse(new UnsupportedContentType())
+    // JSON by the body's own media type, whichever range of the contract took it.
+    const json = isJsonType(essence as string)
     let value = request.body
-    if (rule.json && (typeof value === 'string' || Buffer.isBuffer(value))) {
+    if (isStream(value)) {
+      // A body still unread: a JSON one the contract describes cannot be checked, and is refused;
+      // any other kind (an upload) goes on, its media type and size checked.
+      if (json && rule.validate !== null) return refuse(new UnsupportedContentType())
+      return null
+    }
+    if (!json) return { rule, value }
+    if (typeof value === 'string' || Buffer.isBuffer(value)) {
       // A JSON body the app's parsers passed on as text is read here, for checking only.
       try {
         value = JSON.parse(value.toString())
       } catch {
         return refuse(withViolations(new RequestInvalid(), [{ in: 'body', pointer: '', rule: 'json', message: 'is not valid JSON' }]))
       }
-    } else if (isStream(value)) {
-      // A body still unread: a JSON one the contract describes cannot be checked, and is refused;
-      // any other kind (an upload) goes on, its media type and size checked.
-      if (rule.json && rule.validate !== null) return refuse(new UnsupportedContentType())
-      return null
     }
-    if (rule.json || isJsonType(essence as string)) {
-      const finding = inspect(value, maxDepth)
-      if (finding !== null) return refuse(findingError(finding, 'body'))
-    }
+    const finding = inspect(value, maxDepth)
+    if (finding !== null) return refuse(findingError(finding, 'body'))
     return { rule, value }
   }
 }
@@ -287,7 +289,7 @@ function bindingOf (request: FastifyRequest): Binding | undefined {
 
 function validatePart (validate: ValidateFunction, value: unknown, part: string, violations: ProblemViolation[]): void {
   if (!validate(value)) {
-    violations.push(...violationsOf(validate.errors, part, Number.POSITIVE_INFINITY))
+    violations.push(...violationsOf(validate.errors as ErrorObject[], part))
     return
   }
   // Parameters arrive as text: Ajv reads '1e400' as a number, Infinity, and lets it through.
@@ -326,12 +328,11 @@ const FINDING_MESSAGES = {
 }
 
 /** Ajv's errors as violations: a JSON Pointer to each value, the rule it broke, and no value echoed. */
-export function violationsOf (errors: ErrorObject[] | null | undefined, part: string, max: number): ProblemViolation[] {
+export function violationsOf (errors: ErrorObject[], part: string): ProblemViolation[] {
   const violations: ProblemViolation[] = []
-  for (const error of errors ?? []) {
-    if (violations.length >= max) break
+  for (const error of errors) {
     let pointer = error.instancePath
-    let message = error.message ?? 'is invalid'
+    let message = error.message as string
     const params = error.params as Record<string, unknown>
     if (error.keyword === 'required') {
       pointer += `/${escape(String(params.missingProperty))}`

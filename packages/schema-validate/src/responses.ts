@@ -2,7 +2,7 @@ import type { Readable } from 'node:stream'
 import type { FastifyReply, FastifyRequest, onSendHookHandler, preSerializationHookHandler } from 'fastify'
 import { isJsonMediaType, readPayload, recordDecision, type Mode } from '@portcullis/core'
 import { ResponseInvalid } from './errors.js'
-import { essenceOf, ruleFor } from './media.js'
+import { ruleFor } from './media.js'
 import type { MediaRule, Operation } from './operations.js'
 
 export interface ResponseContext {
@@ -30,8 +30,9 @@ export function responseHooks (context: ResponseContext): { preSerialization: pr
     const { operation } = bound
     const status = String(reply.statusCode)
     const rules = operation.responses.get(status) ?? operation.responses.get(`${status[0] as string}XX`) ?? operation.responses.get('DEFAULT')
-    const type = reply.getHeader('content-type')
-    const rule = rules === undefined ? undefined : ruleFor(rules, typeof type === 'string' ? essenceOf(type) ?? '' : 'application/json')
+    // Fastify has set the type by now, objects' included; a malformed one matches no range but */*.
+    const essence = (String(reply.getHeader('content-type')).split(';')[0] as string).trim().toLowerCase()
+    const rule = rules === undefined ? undefined : ruleFor(rules, essence)
     return rule === undefined || (rule.validate === null && !context.strip) ? null : { rule, name: bound.name }
   }
   // Strips, checks and says whether the value may go out.

@@ -22,8 +22,8 @@ export async function ordersApp (options: SchemaValidateOptions, server: Fastify
   app.addContentTypeParser('application/merge-patch+json', { parseAs: 'string' }, (_request, body, done) => {
     try {
       done(null, JSON.parse(body as string))
-    } catch (err) {
-      done(err as Error)
+    } catch {
+      done(Object.assign(new Error('the body is not JSON'), { statusCode: 400 }))
     }
   })
   app.addHook('onSend', async (request, reply) => {
