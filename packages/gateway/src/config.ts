@@ -1,10 +1,11 @@
 import { readFile } from 'node:fs/promises'
-import { extname } from 'node:path'
+import { dirname, extname, isAbsolute, resolve } from 'node:path'
 import { parse as parseYaml } from 'yaml'
 import { checkKnownKeys, InvalidOption, invalidOption, type CoreOptions } from '@portcullis/core'
 import type { AuthnOptions } from '@portcullis/authn'
 import type { AuthzOptions, AuthzRule, IpRulesOptions } from '@portcullis/authz'
 import type { RateLimitOptions, RuleOptions } from '@portcullis/rate-limit'
+import type { SchemaValidateOptions } from '@portcullis/schema-validate'
 import { compileResourcePath, type UpstreamResource } from './resources.js'
 
 /** HTTP methods a declared route may answer. */
@@ -53,7 +54,19 @@ export interface UpstreamConfig {
   timeout?: number
   /** Routes with rules of their own. */
   routes?: UpstreamRoute[]
+  /**
+   * The upstream's API contract (`@portcullis/schema-validate`): an OpenAPI 3.0 or 3.1 document,
+   * its paths under `prefix` (`/orders` is the gateway's `/api/orders`). Every operation becomes
+   * a declared route; requests are validated against it, and paths or methods it does not have
+   * are refused. A relative file path is read from the configuration file's directory.
+   */
+  openapi?: string | object
+  /** How the contract is enforced: `@portcullis/schema-validate` options other than `openapi` and `prefix`. */
+  validation?: Omit<SchemaValidateOptions, 'openapi' | 'prefix'>
 }
+
+/** An upstream once checked: every option set, the contract's only if given. */
+export type ValidUpstream = Required<Omit<UpstreamConfig, 'openapi' | 'validation'>> & Pick<UpstreamConfig, 'openapi' | 'validation'>
 
 /** The standalone gateway's configuration document. */
 export interface GatewayConfig {
@@ -102,7 +115,7 @@ export const HEALTH_PATHS: readonly string[] = Object.freeze(['/healthz'])
 export type ValidGatewayConfig = Pick<GatewayConfig, 'authn' | 'ipRules' | 'authz' | 'ipRateLimit' | 'rateLimit' | 'rateLimitStore'> & {
   server: { host: string, port: number }
   core: CoreOptions
-  upstreams: Array<Required<UpstreamConfig>>
+  upstreams: ValidUpstream[]
 }
 
 /** Checks a configuration document and returns it with defaults applied. Throws naming the option. */
@@ -168,9 +181,9 @@ function isRedisUrl (text: string): boolean {
 /** Which sections of the configuration are given: route rules for a missing one would be ignored. */
 interface Sections { authz: boolean, ipRateLimit: boolean, rateLimit: boolean }
 
-function validateUpstream (input: unknown, path: string, sections: Sections): Required<UpstreamConfig> {
-  const entry = checkKnownKeys(input, ['prefix', 'url', 'rewritePrefix', 'timeout', 'routes'], path)
-  const { prefix, url, rewritePrefix = '', timeout = DEFAULT_UPSTREAM_TIMEOUT, routes = [] } = entry
+function validateUpstream (input: unknown, path: string, sections: Sections): ValidUpstream {
+  const entry = checkKnownKeys(input, ['prefix', 'url', 'rewritePrefix', 'timeout', 'routes', 'openapi', 'validation'], path)
+  const { prefix, url, rewritePrefix = '', timeout = DEFAULT_UPSTREAM_TIMEOUT, routes = [], openapi, validation } = entry
   if (typeof prefix !== 'string' || !/^\/[A-Za-z0-9._~!$&'()*+,;=:@/-]*$/.test(prefix) || prefix.endsWith('/')) {
     throw invalidOption(`${path}.prefix`, 'a path that starts with "/" and does not end with one, such as "/api"', prefix)
   }
@@ -189,7 +202,20 @@ function validateUpstream (input: unknown, path: string, sections: Sections): Re
   if (!Array.isArray(routes)) throw invalidOption(`${path}.routes`, 'a list of { method, path, authz? }', routes)
   const seen = new Set<string>()
   const checked = routes.map((route: unknown, i) => validateRoute(route, `${path}.routes[${i}]`, sections, seen))
-  return { prefix, url: new URL(url).origin, rewritePrefix, timeout: timeout as number, routes: checked }
+  // The document and the options themselves are checked by the plugin, when the gateway starts.
+  if (openapi !== undefined && typeof openapi !== 'string' && (typeof openapi !== 'object' || openapi === null || Array.isArray(openapi))) {
+    throw invalidOption(`${path}.openapi`, 'the path of an OpenAPI document, or the document itself', openapi)
+  }
+  if (validation !== undefined && openapi === undefined) throw invalidOption(`${path}.validation`, 'used with openapi, the contract it enforces', validation)
+  return {
+    prefix,
+    url: new URL(url).origin,
+    rewritePrefix,
+    timeout: timeout as number,
+    routes: checked,
+    ...(openapi === undefined ? {} : { openapi: openapi as string | object }),
+    ...(validation === undefined ? {} : { validation: validation as ValidUpstream['validation'] })
+  }
 }
 
 function validateRoute (input: unknown, path: string, sections: Sections, seen: Set<string>): UpstreamRoute {
@@ -242,5 +268,10 @@ export async function loadGatewayConfig (file: string): Promise<ReturnType<typeo
   } catch (err) {
     throw new InvalidOption(`${file} is not valid ${extname(file).toLowerCase() === '.json' ? 'JSON' : 'YAML'}: ${(err as Error).message}`)
   }
-  return validateGatewayConfig(document ?? {})
+  const config = validateGatewayConfig(document ?? {})
+  // A contract named by a relative path sits next to the configuration file.
+  for (const upstream of config.upstreams) {
+    if (typeof upstream.openapi === 'string' && !isAbsolute(upstream.openapi)) upstream.openapi = resolve(dirname(file), upstream.openapi)
+  }
+  return config
 }

@@ -24,7 +24,7 @@ export const RECOMMENDED_ORDER: readonly ChainStep[] = Object.freeze([
   { step: 5, key: 'authn', package: '@portcullis/authn', hook: 'onRequest', what: 'credentials to request.principal', why: 'headers only, before the body is read' },
   { step: 6, key: 'rateLimit', package: '@portcullis/rate-limit', hook: 'onRequest', what: 'rate limits and quotas by principal and plan', why: 'needs the principal' },
   { step: 7, key: 'authz', package: '@portcullis/authz', hook: 'onRequest', what: 'roles, scopes and permissions of the matched route', why: 'refuses before the body is read' },
-  { step: 8, key: 'validation', package: '@portcullis/schema-validate', hook: 'preValidation', what: 'size, content type and schema of the request', why: 'the body exists now' },
+  { step: 8, key: 'schemaValidate', package: '@portcullis/schema-validate', hook: 'preValidation', what: 'size, content type and schema of the request', why: 'the body exists now' },
   { step: 9, key: 'conditions', package: '@portcullis/authz', hook: 'preHandler', what: 'ownership and conditions on validated params and body', why: 'uses validated values, never raw input' },
   { step: 10, key: 'upstream', package: '@portcullis/gateway', hook: 'handler', what: 'the application handler, or the proxy to an upstream', why: 'only what passed every check gets here' },
   { step: 11, key: 'responses', package: '@portcullis/gateway', hook: 'onSend', what: 'response filtering and masking, RateLimit, Deprecation and Sunset headers', why: 'the response exists now' },

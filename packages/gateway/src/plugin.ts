@@ -4,6 +4,7 @@ import { checkKnownKeys, invalidOption, portcullisCore, type CoreOptions } from 
 import { portcullisAuthn, type AuthnOptions } from '@portcullis/authn'
 import { portcullisAuthz, portcullisIpRules, type AuthzOptions, type IpRulesOptions } from '@portcullis/authz'
 import { portcullisRateLimit, type RateLimitOptions } from '@portcullis/rate-limit'
+import { portcullisSchemaValidate, type SchemaValidateOptions } from '@portcullis/schema-validate'
 
 export interface PortcullisOptions {
   /** Options of `@portcullis/core`: trusted proxies, the policy snapshot, problem+json. Always registered. */
@@ -16,8 +17,10 @@ export interface PortcullisOptions {
   authn?: AuthnOptions
   /** Limits by principal, plan and route (`@portcullis/rate-limit`, stage `principal`), step 6; registered when given. */
   rateLimit?: Omit<RateLimitOptions, 'stage'>
-  /** Options of `@portcullis/authz`, step 7; registered when given. */
+  /** Options of `@portcullis/authz`, step 7 (and 9); registered when given. */
   authz?: AuthzOptions
+  /** The OpenAPI document and strictness (`@portcullis/schema-validate`), step 8; registered when given. */
+  schemaValidate?: SchemaValidateOptions
 }
 
 interface Part {
@@ -37,7 +40,8 @@ const PARTS: readonly Part[] = [
   { key: 'ipRateLimit', plugin: portcullisRateLimit as FastifyPluginAsync<never>, always: false, fixed: { stage: 'ip' } },
   { key: 'authn', plugin: portcullisAuthn as FastifyPluginAsync<never>, always: false },
   { key: 'rateLimit', plugin: portcullisRateLimit as FastifyPluginAsync<never>, always: false, fixed: { stage: 'principal' } },
-  { key: 'authz', plugin: portcullisAuthz as FastifyPluginAsync<never>, always: false }
+  { key: 'authz', plugin: portcullisAuthz as FastifyPluginAsync<never>, always: false },
+  { key: 'schemaValidate', plugin: portcullisSchemaValidate as FastifyPluginAsync<never>, always: false }
 ]
 
 /**

@@ -4,9 +4,10 @@ import httpProxy from '@fastify/http-proxy'
 import replyFrom from '@fastify/reply-from'
 import { BadGateway, GatewayTimeout } from '@portcullis/core'
 import { RedisStore, type RateLimitStore } from '@portcullis/rate-limit'
+import { documentRoutes, portcullisSchemaValidate, shapeOf } from '@portcullis/schema-validate'
 import { Redis } from 'ioredis'
 import { portcullis } from './plugin.js'
-import { validateGatewayConfig, type GatewayConfig, type RateLimitStoreConfig, type UpstreamConfig, type UpstreamRoute } from './config.js'
+import { validateGatewayConfig, type GatewayConfig, type RateLimitStoreConfig, type UpstreamRoute, type ValidUpstream } from './config.js'
 import { compileResourcePath, upstreamResourceLoader } from './resources.js'
 
 /**
@@ -42,11 +43,18 @@ export async function buildGateway (config: GatewayConfig, serverOptions: Fastif
     ...(rateLimit === undefined ? {} : { rateLimit: withStore(rateLimit) }),
     ...(authz === undefined ? {} : { authz })
   })
+  // Contracts are read first, so that a fault in one names the upstream it belongs to.
+  const routes = await Promise.all(upstreams.map(async (upstream, i) => await routesOf(upstream, `upstreams[${i}].openapi`)))
+  // Step 8, one contract per upstream that has one, each speaking for the paths under its prefix.
+  for (const upstream of upstreams) {
+    if (upstream.openapi !== undefined) await app.register(portcullisSchemaValidate, { ...upstream.validation, openapi: upstream.openapi, prefix: upstream.prefix })
+  }
   // Health checks come from load balancers, which hold no credentials and poll often.
   app.get('/healthz', { config: { authn: false, authz: false, rateLimit: false } }, async () => ({ status: 'ok' }))
 
-  for (const upstream of upstreams) {
-    if (upstream.routes.length > 0) await app.register(declaredRoutes, { prefix: upstream.prefix, upstream })
+  for (const [i, upstream] of upstreams.entries()) {
+    const declared = routes[i] as UpstreamRoute[]
+    if (declared.length > 0) await app.register(declaredRoutes, { prefix: upstream.prefix, upstream: { ...upstream, routes: declared } })
     await app.register(httpProxy, {
       upstream: upstream.url,
       prefix: upstream.prefix,
@@ -94,10 +102,28 @@ function redisStore (app: FastifyInstance, { redis }: RateLimitStoreConfig): Rat
 }
 
 /**
+ * The routes an upstream declares, and one for each operation of its contract that none of them
+ * covers: the contract's operations are routes of their own, with bodies parsed to be checked.
+ */
+async function routesOf (upstream: ValidUpstream, path: string): Promise<UpstreamRoute[]> {
+  if (upstream.openapi === undefined) return upstream.routes
+  const declared = new Set(upstream.routes.flatMap((route) => ([] as string[]).concat(route.method).map((method) => `${method} ${shapeOf(route.path)}`)))
+  const added: UpstreamRoute[] = []
+  for (const { method, path: routePath } of await documentRoutes(upstream.openapi, path)) {
+    const key = `${method} ${shapeOf(routePath)}`
+    // GET routes answer HEAD already; TRACE is never proxied.
+    if (declared.has(key) || method === 'TRACE' || (method === 'HEAD' && declared.has(`GET ${shapeOf(routePath)}`))) continue
+    declared.add(key)
+    added.push({ method, path: routePath })
+  }
+  return [...upstream.routes, ...added]
+}
+
+/**
  * The routes an upstream declares, each a Fastify route of its own so that rules key on its
  * pattern; the request goes upstream as it arrived, with the prefix rewritten.
  */
-async function declaredRoutes (app: FastifyInstance, { upstream }: { upstream: Required<UpstreamConfig> }): Promise<void> {
+async function declaredRoutes (app: FastifyInstance, { upstream }: { upstream: ValidUpstream }): Promise<void> {
   await app.register(replyFrom, { base: upstream.url, undici: { headersTimeout: upstream.timeout, bodyTimeout: upstream.timeout } })
   // Bodies other than JSON and text go upstream as streams, as they do through the proxy.
   app.addContentTypeParser('*', (_request, payload, done) => { done(null, payload) })
@@ -117,7 +143,7 @@ async function declaredRoutes (app: FastifyInstance, { upstream }: { upstream: R
 }
 
 // A declared resource becomes the rule's loader, asking the same upstream within the same timeout.
-function ruleOf (route: UpstreamRoute, upstream: Required<UpstreamConfig>): UpstreamRoute['authz'] {
+function ruleOf (route: UpstreamRoute, upstream: ValidUpstream): UpstreamRoute['authz'] {
   if (route.resource === undefined) return route.authz
   const parts = compileResourcePath(route.resource, route.path, 'resource')
   return { ...route.authz, resource: upstreamResourceLoader(upstream.url, parts, upstream.timeout) } as UpstreamRoute['authz']

@@ -5,7 +5,10 @@ import { buildGateway, portcullis, type GatewayConfig } from '../src/index.js'
 const app = Fastify()
 app.register(portcullis, { core: { trustedProxies: ['loopback'] } })
 // @ts-expect-error parts this version does not have are not options
-app.register(portcullis, { validation: {} })
+app.register(portcullis, { mtls: {} })
+app.register(portcullis, { schemaValidate: { openapi: './openapi.yaml', rejectUnknownProperties: 'all' } })
+// @ts-expect-error the plugin's own options only
+app.register(portcullis, { schemaValidate: { strict: true } })
 app.register(portcullis, { ipRateLimit: { limits: [{ name: 'ip', limit: 300, window: '1m' }] }, rateLimit: { plans: { pro: [] } } })
 // @ts-expect-error plans need a principal, which the ip stage does not have
 app.register(portcullis, { ipRateLimit: { plans: {} } })

@@ -46,3 +46,26 @@ function versionOf (value: unknown): OpenApiVersion | null {
   if (/^3\.1\.\d+$/.test(value)) return '3.1'
   return null
 }
+
+/** An operation of a document as a Fastify route: `GET` and `/orders/:id`. */
+export interface DocumentRoute {
+  method: string
+  path: string
+}
+
+const METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace']
+
+/**
+ * The operations of an OpenAPI document, as routes in Fastify's syntax (`/orders/{id}` becomes
+ * `/orders/:id`; a parameter name Fastify could misread becomes word characters only), so that
+ * a gateway can declare a route for each. The document is read and checked as the plugin does.
+ */
+export async function documentRoutes (source: unknown, path = 'openapi'): Promise<DocumentRoute[]> {
+  const { document } = await loadDocument(source, path)
+  const routes: DocumentRoute[] = []
+  for (const [template, item] of Object.entries(document.paths as Record<string, Record<string, unknown>>)) {
+    const fastifyPath = template.replace(/\{([^}]+)\}/g, (_match, name: string) => `:${name.replace(/\W/g, '_')}`)
+    for (const method of METHODS) if (item[method] !== undefined) routes.push({ method: method.toUpperCase(), path: fastifyPath })
+  }
+  return routes
+}

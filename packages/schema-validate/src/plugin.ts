@@ -3,7 +3,7 @@ import type { FastifyPluginAsync, FastifyRequest, RouteOptions } from 'fastify'
 import type { ErrorObject, ValidateFunction } from 'ajv'
 import { parse as parseCookies } from 'cookie'
 import {
-  checkKnownKeys, checkMode, checkNumber, deny, hooksOf, invalidOption, prepareDecision, recordPrepared,
+  checkKnownKeys, checkMode, checkNumber, deny, hooksOf, invalidOption, pathOf, prepareDecision, recordPrepared,
   routeConfigOf, withHeaders, withViolations, type Mode, type PortcullisError, type PreparedDecision, type ProblemViolation
 } from '@portcullis/core'
 import { AmbiguousContentType, BodyTooDeep, BodyTooLarge, MethodNotAllowed, PrototypePoisoning, RequestInvalid, UnknownOperation, UnsupportedContentType } from './errors.js'
@@ -25,7 +25,7 @@ export interface SchemaValidateOptions {
   openapi?: string | object
   /**
    * Where the document's paths are served: with `'/api'`, the document's `/orders` is the
-   * route `/api/orders`. @default ''
+   * route `/api/orders`. The plugin speaks for the routes under the prefix only. @default ''
    */
   prefix?: string
   /**
@@ -95,7 +95,6 @@ interface Binding {
 
 type Bindings = Map<string, Binding>
 
-const kBindings = Symbol('portcullis.schemaValidate.bindings')
 const OPTION_KEYS = ['openapi', 'prefix', 'unknownOperations', 'rejectUnknownProperties', 'bodyLimit', 'maxDepth', 'maxErrors', 'responses', 'stripResponses', 'mode']
 // The largest response read in full to be checked or stripped.
 export const MAX_CHECKED_RESPONSE = 4 * 1024 * 1024
@@ -119,6 +118,12 @@ const plugin: FastifyPluginAsync<SchemaValidateOptions> = async (app, options) =
   const responses = options.responses ?? 'report'
   if (responses !== 'off' && responses !== 'report' && responses !== 'enforce') throw invalidOption('schemaValidate.responses', 'off, report or enforce', responses)
 
+  // Each registration keeps its own bindings on the routes: one per document, each under its
+  // prefix (the standalone gateway has one per upstream).
+  const kBindings = Symbol('portcullis.schemaValidate.bindings')
+  const bindingOf = (request: FastifyRequest): Binding | undefined =>
+    (routeConfigOf(request) as unknown as Record<symbol, Bindings | undefined>)[kBindings]?.get(request.method)
+  const compiler = new Compiler()
   const stripResponses = options.stripResponses ?? false
   if (typeof stripResponses !== 'boolean') throw invalidOption('schemaValidate.stripResponses', 'true or false', stripResponses)
   const responseChecks = responses === 'off' && !stripResponses
@@ -134,7 +139,6 @@ const plugin: FastifyPluginAsync<SchemaValidateOptions> = async (app, options) =
       },
       violationsOf: (rule) => violationsOf((rule.validate as ValidateFunction).errors as ErrorObject[], 'response').slice(0, maxErrors)
     })
-  const compiler = new Compiler()
   // The document's operations by method and path shape (`GET /api/orders/{}`).
   const operations = new Map<string, Operation>()
   // The methods the document has for each path shape.
@@ -147,6 +151,14 @@ const plugin: FastifyPluginAsync<SchemaValidateOptions> = async (app, options) =
       methodsOf.set(shape, [...methodsOf.get(shape) ?? [], operation.method])
     }
   }
+
+  // The document's paths as patterns, for requests that reach a catch-all route: only read when
+  // such a request is refused.
+  const templates = [...methodsOf].map(([shape, methods]) => ({
+    pattern: new RegExp(`^${shape.split('{}').map((part) => part.replace(/[.*+?^$()|[\]\\]/g, '\\$&')).join('[^/]+')}/?$`),
+    allow: methods.join(', ')
+  }))
+  const allowedOn = (path: string): string | null => templates.find((t) => t.pattern.test(path))?.allow ?? null
 
   const bind = (route: RouteOptions, method: string, own: RouteValidation | undefined): Binding | null => {
     const shape = shapeOf(route.url)
@@ -178,7 +190,8 @@ const plugin: FastifyPluginAsync<SchemaValidateOptions> = async (app, options) =
   app.addHook('onRoute', (route) => {
     const config = (route.config ?? {}) as { schemaValidate?: RouteValidation | false }
     const own = config.schemaValidate
-    if (own === false) return
+    // A document speaks for the routes under its prefix only.
+    if (own === false || !under(route.url, prefix)) return
     if (own !== undefined) checkKnownKeys(own, ROUTE_KEYS, `route ${String(route.method)} ${route.url} config.schemaValidate`)
     const bindings: Bindings = new Map()
     for (const method of ([] as string[]).concat(route.method)) {
@@ -219,7 +232,9 @@ const plugin: FastifyPluginAsync<SchemaValidateOptions> = async (app, options) =
       return false
     }
     if (operation === null) {
-      refuse(binding.allow === null ? new UnknownOperation() : withHeaders(new MethodNotAllowed(), { allow: binding.allow }))
+      // A catch-all route (a proxy) may have matched a path the document has, for other methods.
+      const allow = binding.allow ?? allowedOn(pathOf(request.url))
+      refuse(allow === null ? new UnknownOperation() : withHeaders(new MethodNotAllowed(), { allow }))
       return
     }
     const body = checkBody(request, binding, operation, refuse)
@@ -282,10 +297,6 @@ const plugin: FastifyPluginAsync<SchemaValidateOptions> = async (app, options) =
 }
 
 const WRITES = new Set(['POST', 'PUT', 'PATCH'])
-
-function bindingOf (request: FastifyRequest): Binding | undefined {
-  return (routeConfigOf(request) as unknown as Record<typeof kBindings, Bindings | undefined>)[kBindings]?.get(request.method)
-}
 
 function validatePart (validate: ValidateFunction, value: unknown, part: string, violations: ProblemViolation[]): void {
   if (!validate(value)) {
@@ -369,6 +380,10 @@ function unknownPolicy (value: unknown): (url: string) => UnknownOperations {
 export function shapeOf (path: string): string {
   const shape = path.replace(/\{[^}]+\}/g, '{}').replace(/:[^/]+/g, '{}')
   return shape.length > 1 && shape.endsWith('/') ? shape.slice(0, -1) : shape
+}
+
+function under (url: string, prefix: string): boolean {
+  return prefix === '' || url === prefix || url.startsWith(`${prefix}/`)
 }
 
 function sameNames (a: readonly string[], b: readonly string[]): boolean {

@@ -51,7 +51,7 @@ t.test('a document that cannot be used fails startup with a message that says wh
   for (const [openapi, message] of cases) {
     const app = Fastify()
     await app.register(portcullisCore)
-    await t.rejects(app.register(portcullisSchemaValidate, { openapi: openapi as string }).ready(), message, String(JSON.stringify(openapi)).slice(0, 80))
+    await t.rejects(async () => { await app.register(portcullisSchemaValidate, { openapi: openapi as string }).ready() }, message, String(JSON.stringify(openapi)).slice(0, 80))
   }
 })
 
@@ -150,4 +150,18 @@ t.test('the same file in both editions is the same contract', async (t) => {
   app.post('/orders', async () => 'ok')
   t.equal((await app.inject({ method: 'POST', url: '/orders', ...json({ item: 'x', qty: 1, price: 0 }) })).statusCode, 400, 'exclusiveMinimum 0')
   t.equal((await app.inject({ method: 'POST', url: '/orders', ...json({ item: 'x', qty: 1, price: 0.5 }) })).statusCode, 200)
+})
+
+t.test('documentRoutes: each operation as a Fastify route', async (t) => {
+  const { documentRoutes } = await import('../src/index.js')
+  const document = {
+    openapi: '3.1.0',
+    info: { title: 'x', version: '1' },
+    paths: {
+      '/a/{order-id}/items/{n}': { parameters: [{ name: 'order-id', in: 'path', required: true, schema: { type: 'string' } }, { name: 'n', in: 'path', required: true, schema: { type: 'integer' } }], get: { responses: { 200: { description: 'ok' } } }, delete: { responses: { 204: { description: 'ok' } } } },
+      '/b': { post: { responses: { 201: { description: 'ok' } } } }
+    }
+  }
+  t.same(await documentRoutes(document), [{ method: 'GET', path: '/a/:order_id/items/:n' }, { method: 'DELETE', path: '/a/:order_id/items/:n' }, { method: 'POST', path: '/b' }])
+  await t.rejects(documentRoutes({ openapi: '2.0' }, 'upstreams[0].openapi'), /upstreams\[0\]\.openapi/)
 })

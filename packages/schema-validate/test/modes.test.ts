@@ -102,7 +102,7 @@ t.test('options are checked at startup, each fault naming the option and what it
   for (const [options, message] of cases) {
     const app = Fastify()
     await app.register(portcullisCore)
-    await t.rejects(app.register(portcullisSchemaValidate, options as never).ready(), message, JSON.stringify(options))
+    await t.rejects(async () => { await app.register(portcullisSchemaValidate, options as never).ready() }, message, JSON.stringify(options))
   }
   const route = Fastify()
   await route.register(portcullisCore)
