@@ -42,7 +42,7 @@ test('an upstream with a contract: its operations are routes, checked before the
   t.equal((await fetch(`${url}/api/orders/twelve`)).status, 400)
   const shadow = await fetch(`${url}/api/admin/export`)
   t.equal(shadow.status, 404, 'a path the contract does not have never reaches the upstream')
-  t.equal((await shadow.json()).code, 'PORTCULLIS_SCHEMA_UNKNOWN_OPERATION')
+  t.equal(((await shadow.json()) as { code: string }).code, 'PORTCULLIS_SCHEMA_UNKNOWN_OPERATION')
   t.equal((await fetch(`${url}/api/orders/12`, { method: 'DELETE' })).status, 405)
   t.equal((await fetch(`${url}/healthz`)).status, 200)
   t.equal((await fetch(`${url}/api/orders`, { method: 'HEAD' })).status, 200, 'HEAD, answered by the GET route')
