@@ -1,4 +1,4 @@
-import { pathToFileURL } from 'node:url'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import type { FastifyInstance } from 'fastify'
 import { devJwtMethod, loadOrCreateDevIdentity } from '@portcullis/authn'
 import { buildGateway, installShutdown, type RateLimitStoreConfig, type UpstreamRoute } from '@portcullis/gateway'
@@ -50,7 +50,8 @@ export async function startQuickstart ({ host = DEFAULT_HOST, port = DEFAULT_POR
     rateLimit: { limits: PRINCIPAL_LIMITS },
     ...(rateLimitStore === undefined ? {} : { rateLimitStore }),
     authz: { realm: 'quickstart', roles: ROLES },
-    upstreams: [{ prefix: '/api', url: upstream, routes: ORDER_ROUTES }]
+    // The orders API's contract: its operations, and nothing else, with bodies of at most 1 KiB.
+    upstreams: [{ prefix: '/api', url: upstream, routes: ORDER_ROUTES, openapi: ORDERS_OPENAPI, validation: ORDERS_VALIDATION }]
   }, { logger })
   try {
     const url = await gateway.listen({ host, port })
@@ -73,6 +74,11 @@ export const IP_LIMITS = [{ name: 'ip', limit: 300, window: '1m' }]
 /** The limit per principal: a burst of up to 60, refilled at one a second. */
 export const PRINCIPAL_LIMITS = [{ name: 'user', limit: 60, window: '1m' }]
 
+/** The OpenAPI document of the orders API: `POST /orders` takes `item` (1 to 64 characters) and `qty` (1 to 100), nothing else. */
+export const ORDERS_OPENAPI = fileURLToPath(new URL('./orders.openapi.yaml', import.meta.url))
+/** Request bodies of at most 1 KiB; responses checked against the document in report mode (the default). */
+export const ORDERS_VALIDATION = { bodyLimit: 1024 }
+
 /** bob is an admin, and an admin may do all a user may. */
 export const ROLES = { user: {}, admin: { inherits: ['user'] } }
 
@@ -86,7 +92,7 @@ export const ORDER_ROUTES: UpstreamRoute[] = [
     method: 'POST',
     path: '/orders',
     // Clients say what they order, never whose order it is (admins inherit the user's rule).
-    authz: { allScopes: ['orders:write'], properties: { user: { write: ['item', 'quantity'] } } }
+    authz: { allScopes: ['orders:write'], properties: { user: { write: ['item', 'qty'] } } }
   },
   // Only the owner reads an order. The gateway asks the orders API whose it is before it lets
   // the read through; another's order and a missing one are both 403: nothing tells them apart.
@@ -116,6 +122,7 @@ async function run (): Promise<void> {
        curl -i -X DELETE ${quickstart.url}/api/orders/1 -H 'x-api-key: demo-alice-key-0000000000000001'   (403: admins only)
        curl -i -X DELETE ${quickstart.url}/api/orders/1 -H 'x-api-key: demo-bob-key-0000000000000002'     (204: bob is an admin)
   limits: 60 requests a minute each for alice and bob, 300 a minute per address (see the RateLimit headers)
+  contract: src/orders.openapi.yaml, enforced on /api (POST /api/orders takes item and qty, nothing else)
 `)
   installShutdown(quickstart, process)
 }

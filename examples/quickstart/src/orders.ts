@@ -4,7 +4,7 @@ export interface Order {
   id: string
   owner: string
   item: string
-  quantity: number
+  qty: number
 }
 
 /**
@@ -14,8 +14,8 @@ export interface Order {
 export function buildOrdersApi (): FastifyInstance {
   const app = Fastify()
   const orders = new Map<string, Order>([
-    ['1', { id: '1', owner: 'alice', item: 'lamp', quantity: 1 }],
-    ['2', { id: '2', owner: 'bob', item: 'chair', quantity: 4 }]
+    ['1', { id: '1', owner: 'alice', item: 'lamp', qty: 1 }],
+    ['2', { id: '2', owner: 'bob', item: 'chair', qty: 4 }]
   ])
   let nextId = 3
 
@@ -28,13 +28,13 @@ export function buildOrdersApi (): FastifyInstance {
     if (!orders.delete(request.params.id)) return reply.code(404).send({ message: 'no such order' })
     return reply.code(204).send()
   })
-  app.post<{ Body: { item: string, quantity: number } }>('/orders', {
+  app.post<{ Body: { item: string, qty: number } }>('/orders', {
     schema: {
       body: {
         type: 'object',
-        required: ['item', 'quantity'],
+        required: ['item', 'qty'],
         additionalProperties: false,
-        properties: { item: { type: 'string', minLength: 1, maxLength: 100 }, quantity: { type: 'integer', minimum: 1, maximum: 100 } }
+        properties: { item: { type: 'string', minLength: 1, maxLength: 64 }, qty: { type: 'integer', minimum: 1, maximum: 100 } }
       }
     }
   }, async (request, reply) => {

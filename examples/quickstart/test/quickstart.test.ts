@@ -23,11 +23,11 @@ test('the quickstart gateway serves health, proxies the orders API and answers p
   t.equal(list.status, 200)
   t.match(await list.json(), { orders: [{ id: '1', item: 'lamp' }, { id: '2', item: 'chair' }] })
   const created = await fetch(`${quickstart.url}/api/orders`, {
-    method: 'POST', headers: { 'content-type': 'application/json', ...alice }, body: JSON.stringify({ item: 'desk', quantity: 2 })
+    method: 'POST', headers: { 'content-type': 'application/json', ...alice }, body: JSON.stringify({ item: 'desk', qty: 2 })
   })
   t.equal(created.status, 201)
   const { id } = await created.json() as { id: string }
-  t.match(await (await fetch(`${quickstart.url}/api/orders/${id}`, { headers: alice })).json(), { id, item: 'desk', quantity: 2 })
+  t.match(await (await fetch(`${quickstart.url}/api/orders/${id}`, { headers: alice })).json(), { id, item: 'desk', qty: 2 })
   t.equal((await fetch(`${quickstart.url}/api/orders/999`, { headers: alice })).status, 403, 'a missing order looks like another\'s')
   const unknown = await fetch(`${quickstart.url}/nope`)
   t.equal(unknown.status, 404)
@@ -78,11 +78,37 @@ test('who may do what: scopes, roles, ownership and writable fields', async (t) 
   t.equal(bobsOrder.status, 403, 'alice may not read bob\'s order')
   t.equal(bobsOrder.body?.code, 'PORTCULLIS_AUTHZ_NOT_OWNER')
   t.equal((await call('GET', '/api/orders/2', bob)).status, 200, 'bob may')
-  const stolen = await call('POST', '/api/orders', alice, { item: 'desk', quantity: 1, owner: 'bob' })
-  t.equal(stolen.status, 403, 'nobody sets the owner of an order')
+  const stolen = await call('POST', '/api/orders', alice, { item: 'desk', qty: 1, owner: 'bob' })
+  t.equal(stolen.status, 400, 'nobody sets the owner of an order: the contract has no such field')
+  t.equal(stolen.body?.code, 'PORTCULLIS_SCHEMA_INVALID')
   t.same(stolen.body?.errors?.map((e) => e.pointer), ['/owner'])
   t.equal((await call('PATCH', '/api/orders/2', bob)).body?.code, 'PORTCULLIS_AUTHZ_NO_RULE', 'a route the gateway does not know is denied')
   t.equal((await call('GET', '/api/orders/2/..%2F1', alice)).status, 403, 'no encoded way around the owner check')
+})
+
+test('the orders API\'s contract, enforced at the gateway', async (t) => {
+  const quickstart = await startQuickstart({ port: 0, identityFile })
+  t.teardown(quickstart.close)
+  const post = async (body: string, type = 'application/json') => {
+    const response = await fetch(`${quickstart.url}/api/orders`, { method: 'POST', headers: { ...alice, 'content-type': type }, body })
+    return { status: response.status, type: response.headers.get('content-type'), problem: await response.json() as { code: string, errors?: Array<{ pointer: string, rule: string }> } }
+  }
+  const zero = await post('{"item":"x","qty":0}')
+  t.equal(zero.status, 400)
+  t.equal(zero.type, 'application/problem+json; charset=utf-8')
+  t.same(zero.problem.errors?.map((e) => [e.pointer, e.rule]), [['/qty', 'minimum']], 'names /qty')
+  const admin = await post('{"item":"x","qty":1,"admin":true}')
+  t.equal(admin.status, 400)
+  t.same(admin.problem.errors?.map((e) => e.pointer), ['/admin'])
+  const poisoned = await post('{"__proto__":{"x":1},"item":"x","qty":1}')
+  t.equal(poisoned.status, 400)
+  t.equal(({} as { x?: unknown }).x, undefined)
+  t.equal((await post('item=x&qty=1', 'text/plain')).status, 415)
+  const large = await post(JSON.stringify({ item: 'x', qty: 1, note: 'y'.repeat(2000) }))
+  t.equal(large.status, 413)
+  t.equal((await post('{"item":"lamp","qty":1}')).status, 201, 'and a good order still goes through')
+  const shadow = await fetch(`${quickstart.url}/api/orders/1/export`, { headers: alice })
+  t.equal(shadow.status, 403, 'a path the contract does not have: authz denies it first (no rule), the contract would too')
 })
 
 test('a port already in use fails the start and leaves nothing running', async (t) => {
