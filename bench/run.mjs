@@ -29,6 +29,15 @@ const JWT_LIFETIME_SECONDS = 3600
 const COUNT_WARMUP_REQUESTS = 10_000
 const COUNTED_REQUESTS = 4_000
 const VALGRIND_START_TIMEOUT_MS = 180_000
+// The order the schema-validate scenario posts: what server.mjs's document describes.
+const ORDER_BODY = JSON.stringify({
+  item: 'standing desk lamp, brushed steel',
+  qty: 2,
+  customer: { name: 'Alice Martin', email: 'alice.martin@example.com' },
+  shipping: { street: '12 rue de la Republique', city: 'Lyon', postalCode: '69002', country: 'FR' },
+  notes: 'leave with the concierge if nobody answers',
+  tags: ['gift', 'fragile']
+})
 // Must match the spin of the reference-3us server in server.mjs.
 const REFERENCE_MICROS = 3
 
@@ -82,6 +91,18 @@ const SCENARIOS = [
     prepare: () => ({ headers: { 'x-forwarded-for': '198.51.100.7' }, serverOptions: { redisPrefix: `portcullis:bench:${process.pid}:${Date.now()}:` } }),
     baseline: 'rate-limit-memory',
     budget: { minRatio: 0.6, what: 'Redis store throughput, of the memory store\'s' }
+  },
+  // A typical order (about 300 bytes of JSON) posted to a route of an OpenAPI document, against
+  // the same route on the core server without validation. It must refuse an order with qty 0.
+  {
+    name: 'schema-validate',
+    method: 'POST',
+    path: '/orders',
+    body: ORDER_BODY,
+    prepare: () => ({ headers: { 'x-forwarded-for': '198.51.100.7', 'content-type': 'application/json' } }),
+    baseline: 'core',
+    refused: { method: 'POST', path: '/orders', body: JSON.stringify({ ...JSON.parse(ORDER_BODY), qty: 0 }), status: 400 },
+    budget: { maxAddedCpu: 2, what: 'validating a 300-byte order body' }
   },
   // A yardstick: the core server plus a hook that spins for exactly REFERENCE_MICROS µs of CPU on
   // every request. What the run measures for it tells how a known amount of work shows up in this
@@ -318,8 +339,14 @@ async function serverCpu (server) {
   return { user, system }
 }
 
-async function fetchOnce (server, path, headers) {
-  const response = await fetch(server.url + path, { headers, signal: AbortSignal.timeout(VERIFY_TIMEOUT_MS) })
+// What a scenario sends: GET of its path, unless it names a method and a body.
+function requestOf ({ path, method = 'GET', body }) {
+  return { path, method, body, text: `${method} ${path}` }
+}
+
+async function fetchOnce (server, request, headers) {
+  const { path, method, body: sent } = requestOf(request)
+  const response = await fetch(server.url + path, { method, body: sent, headers, signal: AbortSignal.timeout(VERIFY_TIMEOUT_MS) })
   const text = await response.text()
   let body
   try { body = JSON.parse(text) } catch { body = text }
@@ -328,10 +355,10 @@ async function fetchOnce (server, path, headers) {
 
 // A benchmark of a broken server is worthless: both must answer 200 with the same JSON.
 async function verifySameResponse (baseline, target, scenario, headers) {
-  const expected = await fetchOnce(baseline, scenario.path, headers)
-  const actual = await fetchOnce(target, scenario.path, headers)
+  const expected = await fetchOnce(baseline, scenario, headers)
+  const actual = await fetchOnce(target, scenario, headers)
   if (expected.status !== 200 || actual.status !== 200 || !isDeepStrictEqual(expected.body, actual.body)) {
-    throw new Error(`${scenario.name}: responses differ for GET ${scenario.path}\n` +
+    throw new Error(`${scenario.name}: responses differ for ${requestOf(scenario).text}\n` +
       `  baseline: ${expected.status} ${JSON.stringify(expected.body)}\n` +
       `  target:   ${actual.status} ${JSON.stringify(actual.body)}`)
   }
@@ -348,25 +375,28 @@ async function verifySameResponse (baseline, target, scenario, headers) {
 // request must be refused.
 async function verifyRefusedWithout (target, scenario, headers) {
   const { authorization, ...rest } = headers
-  const refused = await fetchOnce(target, scenario.path, rest)
+  const refused = await fetchOnce(target, scenario, rest)
   if (refused.status !== 401) {
-    throw new Error(`${scenario.name}: GET ${scenario.path} without credentials answered ` +
+    throw new Error(`${scenario.name}: ${requestOf(scenario).text} without credentials answered ` +
       `${refused.status} ${JSON.stringify(refused.body)}, expected 401`)
   }
 }
 
 // A target that never evaluates its rule would measure nothing: the request it must refuse is.
 async function verifyRefused (target, scenario, headers) {
-  const { path, status } = scenario.refused
-  const refused = await fetchOnce(target, path, headers)
+  const { status } = scenario.refused
+  const refused = await fetchOnce(target, scenario.refused, headers)
   if (refused.status !== status) {
-    throw new Error(`${scenario.name}: GET ${path} answered ${refused.status} ${JSON.stringify(refused.body)}, expected ${status}`)
+    throw new Error(`${scenario.name}: ${requestOf(scenario.refused).text} answered ${refused.status} ${JSON.stringify(refused.body)}, expected ${status}`)
   }
 }
 
 async function load (server, scenario, headers, connections, duration) {
+  const { path, method, body } = requestOf(scenario)
   const result = await autocannon({
-    url: server.url + scenario.path,
+    url: server.url + path,
+    method,
+    body,
     headers,
     connections,
     pipelining: 1,
@@ -451,9 +481,10 @@ async function countInstructions (scenario, { headers, serverOptions }, name, fi
   const server = await startServer(name, serverOptions, file)
   try {
     const send = async () => {
-      const response = await fetch(server.url + scenario.path, { headers, signal: AbortSignal.timeout(VALGRIND_START_TIMEOUT_MS) })
+      const { path, method, body, text } = requestOf(scenario)
+      const response = await fetch(server.url + path, { method, body, headers, signal: AbortSignal.timeout(VALGRIND_START_TIMEOUT_MS) })
       await response.arrayBuffer()
-      if (response.status !== 200) throw new Error(`${scenario.name}/${name}: GET ${scenario.path} answered ${response.status} under callgrind`)
+      if (response.status !== 200) throw new Error(`${scenario.name}/${name}: ${text} answered ${response.status} under callgrind`)
     }
     // One request at a time, on one kept-alive connection.
     for (let i = 0; i < COUNT_WARMUP_REQUESTS; i++) await send()

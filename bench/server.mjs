@@ -47,6 +47,51 @@ const SCENARIOS = {
   }
 }
 
+// The orders contract of the schema-validate scenario: the order run.mjs posts, described as a
+// typical API would (lengths, ranges, a format, nested objects, a list). Responses have no
+// schema, so that what is measured is the request's validation.
+const text = (maxLength) => ({ type: 'string', minLength: 1, maxLength })
+const ORDERS_DOCUMENT = {
+  openapi: '3.1.0',
+  info: { title: 'bench orders', version: '1' },
+  paths: {
+    '/orders': {
+      post: {
+        requestBody: { required: true, content: { 'application/json': { schema: { $ref: '#/components/schemas/NewOrder' } } } },
+        responses: { 200: { description: 'created' } }
+      }
+    },
+    '/orders/{id}': {
+      get: { parameters: [{ name: 'id', in: 'path', required: true, schema: text(10) }], responses: { 200: { description: 'one order' } } }
+    }
+  },
+  components: {
+    schemas: {
+      NewOrder: {
+        type: 'object',
+        required: ['item', 'qty', 'customer', 'shipping'],
+        properties: {
+          item: text(64),
+          qty: { type: 'integer', minimum: 1, maximum: 100 },
+          customer: { type: 'object', required: ['name', 'email'], properties: { name: text(100), email: { type: 'string', format: 'email' } } },
+          shipping: { $ref: '#/components/schemas/Address' },
+          notes: { type: 'string', maxLength: 500 },
+          tags: { type: 'array', maxItems: 10, items: text(20) }
+        }
+      },
+      Address: {
+        type: 'object',
+        required: ['street', 'city', 'country'],
+        properties: { street: text(100), city: text(60), postalCode: text(12), country: { type: 'string', pattern: '^[A-Z]{2}$' } }
+      }
+    }
+  }
+}
+SCENARIOS['schema-validate'] = async (app) => {
+  const snapshot = new SnapshotHolder({ version: 'v1', value: {} })
+  await app.register(portcullis, { core: { trustedProxies: ['127.0.0.1/32'], snapshot }, schemaValidate: { openapi: ORDERS_DOCUMENT } })
+}
+
 // The reference: exactly this much CPU work per request, spun on the clock (the server has its
 // core to itself, so the time spun is CPU time). Must match REFERENCE_MICROS in run.mjs.
 const REFERENCE_NANOS = 3000n
@@ -101,8 +146,10 @@ async function buildApp (scenario, options) {
   app.get('/orders/:id', { config: { authz: RULES[scenario] ?? ORDERS_RULE } }, async (request) => {
     return { id: request.params.id, item: 'lamp', quantity: 1 }
   })
+  // The schema-validate scenario posts orders; every server has the route, as an app would.
+  app.post('/orders', { config: { authz: ORDERS_RULE } }, async (request) => ({ id: '43', item: request.body.item, qty: request.body.qty }))
   await app.ready()
-  if (scenario === 'core' || scenario.startsWith('rate-limit') || scenario.startsWith('reference')) assertCoreSetup(app)
+  if (scenario === 'core' || scenario.startsWith('rate-limit') || scenario.startsWith('reference') || scenario.startsWith('schema')) assertCoreSetup(app)
   return app
 }
 

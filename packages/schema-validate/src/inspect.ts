@@ -8,29 +8,54 @@ export type Finding =
   | { kind: 'number', pointer: string }
   | { kind: 'depth', pointer: string }
 
+type Kind = Finding['kind']
+
+/** Where a finding is, innermost property first, while the walk unwinds. */
+interface Found { kind: Kind, path: string[] }
+
 /**
- * The first thing wrong with a value, or null. Iterative, so that no nesting can exhaust the
- * stack; it stops at the first finding.
+ * The first thing wrong with a value, or null. The walk stops at `maxDepth` levels, so that no
+ * nesting can exhaust the stack, and at the first finding; a pointer is built for that one only.
  */
 export function inspect (value: unknown, maxDepth: number): Finding | null {
-  if (typeof value !== 'object' || value === null) return typeof value === 'number' && !Number.isFinite(value) ? { kind: 'number', pointer: '' } : null
-  const stack: Array<{ node: object, path: string, depth: number }> = [{ node: value, path: '', depth: 1 }]
-  while (stack.length > 0) {
-    const { node, path, depth } = stack.pop() as { node: object, path: string, depth: number }
-    if (depth > maxDepth) return { kind: 'depth', pointer: path }
-    const isArray = Array.isArray(node)
-    for (const key of isArray ? (node as unknown[]).keys() : Object.keys(node)) {
-      const name = String(key)
-      if (!isArray && poisons(name, (node as Record<string, unknown>)[name])) return { kind: 'prototype', pointer: `${path}/${escape(name)}` }
-      const child = (node as Record<string, unknown>)[name]
-      if (typeof child === 'number') {
-        if (!Number.isFinite(child)) return { kind: 'number', pointer: `${path}/${escape(name)}` }
-      } else if (typeof child === 'object' && child !== null) {
-        stack.push({ node: child, path: `${path}/${escape(name)}`, depth: depth + 1 })
+  const found = typeof value === 'object' && value !== null
+    ? walk(value, 1, maxDepth)
+    : typeof value === 'number' && !Number.isFinite(value) ? { kind: 'number' as const, path: [] } : null
+  if (found === null) return null
+  let pointer = ''
+  for (let i = found.path.length - 1; i >= 0; i--) pointer += `/${escape(found.path[i] as string)}`
+  return { kind: found.kind, pointer }
+}
+
+function walk (node: object, depth: number, maxDepth: number): Found | null {
+  if (depth > maxDepth) return { kind: 'depth', path: [] }
+  if (Array.isArray(node)) {
+    for (let i = 0; i < node.length; i++) {
+      const found = child(node[i], depth, maxDepth)
+      if (found !== null) {
+        found.path.push(String(i))
+        return found
       }
+    }
+    return null
+  }
+  const record = node as Record<string, unknown>
+  const keys = Object.keys(record)
+  for (let i = 0; i < keys.length; i++) {
+    const key = keys[i] as string
+    const value = record[key]
+    const found = poisons(key, value) ? { kind: 'prototype' as const, path: [] } : child(value, depth, maxDepth)
+    if (found !== null) {
+      found.path.push(key)
+      return found
     }
   }
   return null
+}
+
+function child (value: unknown, depth: number, maxDepth: number): Found | null {
+  if (typeof value === 'number') return Number.isFinite(value) ? null : { kind: 'number', path: [] }
+  return typeof value === 'object' && value !== null ? walk(value, depth + 1, maxDepth) : null
 }
 
 // `__proto__` is refused whatever it holds; `constructor` only where it holds a `prototype`, as

@@ -10,6 +10,8 @@ const MEDIA_TYPE = /^[!#$%&'*+.^_`|~0-9a-z-]+\/[!#$%&'*+.^_`|~0-9a-z-]+$/
  * for a value that is not a media type.
  */
 export function essenceOf (value: string): string | null {
+  // What nearly every JSON client sends, as it is.
+  if (value === 'application/json') return value
   const semicolon = value.indexOf(';')
   const essence = (semicolon === -1 ? value : value.slice(0, semicolon)).trim().toLowerCase()
   return MEDIA_TYPE.test(essence) ? essence : null

@@ -1,13 +1,20 @@
 import { Ajv2020, type Format, type ValidateFunction } from 'ajv/dist/2020.js'
 import formatsModule from 'ajv-formats'
-import { convertSchema, type JsonSchema, type OpenApiVersion } from './schema.js'
+import { convertSchema, isPlainObjectSchema, type JsonSchema, type OpenApiVersion } from './schema.js'
 import { strip, type Resolve } from './strip.js'
+import { bounded } from './bounds.js'
+import { exactLengths } from './lengths.js'
 
 /** A request body media type an operation accepts, and what its body must be. */
 export interface MediaRule {
   /** `application/json`, `application/*` or `*\/*`, lower case, without parameters. */
   range: string
   validate: ValidateFunction | null
+  /**
+   * Whether a body must be walked for what no schema may let through (`inspect`) before it is
+   * validated: not when the schema itself bounds every value it accepts (see `bounded`).
+   */
+  inspect: boolean
   /** Removes, in place, what the schema does not declare. */
   strip: (value: unknown) => void
 }
@@ -79,13 +86,17 @@ export interface RouteSchemas {
 export class Compiler {
   readonly #parameters: Ajv2020
   readonly #bodies: Ajv2020
+  readonly #maxDepth: number
 
-  constructor () {
+  /** `maxDepth`: the deepest nesting a body may have. */
+  constructor (maxDepth: number) {
+    this.#maxDepth = maxDepth
     const options = { allErrors: true, strictSchema: false, strictNumbers: true, logger: false, useDefaults: false } as const
     this.#parameters = new Ajv2020({ ...options, coerceTypes: 'array' })
     this.#bodies = new Ajv2020({ ...options, coerceTypes: false })
     // Formats no one knows are annotations, as OpenAPI says (strictSchema off).
     for (const ajv of [this.#parameters, this.#bodies]) {
+      exactLengths(ajv)
       addFormats(ajv)
       for (const [name, format] of Object.entries(OPENAPI_FORMATS)) ajv.addFormat(name, format)
     }
@@ -97,46 +108,70 @@ export class Compiler {
    */
   document (document: Record<string, unknown>, version: OpenApiVersion, closeBodiesOf: (method: string) => boolean): Operation[] {
     const resolve = (ref: string): unknown => pointer(document, ref)
+    // Closed twins: a body property that refers to a plain object schema refers, in the closed
+    // root, to a copy of it with `additionalProperties: false`, which Ajv checks at compile time
+    // (`unevaluatedProperties` next to a `$ref` is tracked at run time, for every request).
+    const twins = new Map<string, string>()
+    const pending: string[] = []
+    const closedRef = (ref: string): string | null => {
+      if (!isPlainObjectSchema(resolve(ref))) return null
+      let name = twins.get(ref)
+      if (name === undefined) {
+        name = `t${twins.size}`
+        twins.set(ref, name)
+        pending.push(ref)
+      }
+      return `${CLOSED}#/${TWINS}/${name}`
+    }
     const convert = (schema: unknown, base: string, closeObjects: boolean, inValuePosition = true): JsonSchema =>
-      convertSchema(schema, { version, base, closeObjects, resolve }, inValuePosition) as JsonSchema
+      convertSchema(schema, { version, base, closeObjects, resolve, closedRef }, inValuePosition) as JsonSchema
+    // Which twins the closed schemas need, before anything is compiled: the closed root, the
+    // bodies that are closed, and the twins themselves.
+    const closedRoot = convertDocument(document, (s) => convert(s, CLOSED, true, false))
+    for (const { method, operation } of operationsOf(document)) {
+      if (!closeBodiesOf(method) || operation.requestBody === undefined) continue
+      for (const media of Object.values(objectAt(deref(document, operation.requestBody).content))) convert((media as { schema?: unknown }).schema, CLOSED, true)
+    }
+    const closedTwins: Record<string, JsonSchema> = {}
+    for (let ref = pending.shift(); ref !== undefined; ref = pending.shift()) closedTwins[twins.get(ref) as string] = convert(resolve(ref), CLOSED, true)
     // The whole document, converted, is where references lead: the bundler may have pointed one
     // schema at another anywhere in it, not only under components. What a reference leads to is
     // closed, or not, where it is referenced: the same schema may be a body or a branch of allOf.
-    for (const ajv of [this.#parameters, this.#bodies]) {
-      ajv.addSchema({ ...convertDocument(document, (s) => convert(s, OPEN, false, false)), $id: OPEN })
-      ajv.addSchema({ ...convertDocument(document, (s) => convert(s, CLOSED, true, false)), $id: CLOSED })
+    const roots: Record<string, object> = {
+      [OPEN]: { ...convertDocument(document, (s) => convert(s, OPEN, false, false)), $id: OPEN },
+      [CLOSED]: { ...closedRoot, [TWINS]: closedTwins, $id: CLOSED }
+    }
+    for (const ajv of [this.#parameters, this.#bodies]) for (const root of Object.values(roots)) ajv.addSchema(root)
+    // Where a converted schema's reference leads.
+    const lookup = (ref: string): unknown => {
+      const hash = ref.indexOf('#')
+      return pointer(roots[ref.slice(0, hash)], ref.slice(hash))
     }
     const openSchema = (schema: unknown): JsonSchema => convert(schema, OPEN, false)
     const closedSchema = (schema: unknown): JsonSchema => convert(schema, CLOSED, true)
     const operations: Operation[] = []
-    for (const [path, item] of Object.entries(objectAt(document.paths))) {
-      const pathItem = deref(document, item)
-      for (const method of HTTP_METHODS) {
-        if (pathItem[method] === undefined) continue
-        const operation = deref(document, pathItem[method])
-        const upper = method.toUpperCase()
-        const params = mergeParameters(document, pathItem.parameters, operation.parameters)
-        const requestBody = operation.requestBody === undefined ? null : deref(document, operation.requestBody)
-        const responses = new Map<string, MediaRule[]>()
-        for (const [status, response] of Object.entries(objectAt(operation.responses))) {
-          responses.set(status.toUpperCase(), this.#mediaRules(objectAt(deref(document, response).content), openSchema, resolve))
-        }
-        const bodySchema = closeBodiesOf(upper) ? closedSchema : openSchema
-        operations.push({
-          method: upper,
-          path,
-          operationId: typeof operation.operationId === 'string' ? operation.operationId : undefined,
-          pathNames: [...path.matchAll(/\{([^}]+)\}/g)].map((m) => m[1] as string),
-          params: this.#parametersValidator(params, 'path', openSchema),
-          query: this.#parametersValidator(params, 'query', openSchema),
-          headers: this.#parametersValidator(params, 'header', openSchema),
-          cookies: this.#parametersValidator(params, 'cookie', openSchema),
-          cookieNames: params.filter((p) => p.in === 'cookie').map((p) => p.name),
-          body: requestBody === null ? null : { required: requestBody.required === true, media: this.#mediaRules(objectAt(requestBody.content), bodySchema, resolve) },
-          responses,
-          bodyLimit: bodyLimitOf(operation['x-portcullis-body-limit'], `paths.${path}.${method}`)
-        })
+    for (const { path, method: upper, pathItem, operation } of operationsOf(document)) {
+      const params = mergeParameters(document, pathItem.parameters, operation.parameters)
+      const requestBody = operation.requestBody === undefined ? null : deref(document, operation.requestBody)
+      const responses = new Map<string, MediaRule[]>()
+      for (const [status, response] of Object.entries(objectAt(operation.responses))) {
+        responses.set(status.toUpperCase(), this.#mediaRules(objectAt(deref(document, response).content), openSchema, resolve, lookup))
       }
+      const bodySchema = closeBodiesOf(upper) ? closedSchema : openSchema
+      operations.push({
+        method: upper,
+        path,
+        operationId: typeof operation.operationId === 'string' ? operation.operationId : undefined,
+        pathNames: [...path.matchAll(/\{([^}]+)\}/g)].map((m) => m[1] as string),
+        params: this.#parametersValidator(params, 'path', openSchema),
+        query: this.#parametersValidator(params, 'query', openSchema),
+        headers: this.#parametersValidator(params, 'header', openSchema),
+        cookies: this.#parametersValidator(params, 'cookie', openSchema),
+        cookieNames: params.filter((p) => p.in === 'cookie').map((p) => p.name),
+        body: requestBody === null ? null : { required: requestBody.required === true, media: this.#mediaRules(objectAt(requestBody.content), bodySchema, resolve, lookup) },
+        responses,
+        bodyLimit: bodyLimitOf(operation['x-portcullis-body-limit'], `paths.${path}.${upper.toLowerCase()}`)
+      })
     }
     return operations
   }
@@ -151,7 +186,7 @@ export class Compiler {
       ? null
       : {
           required: true,
-          media: this.#mediaRules(Object.fromEntries((schemas.contentTypes ?? ['application/json']).map((type) => [type, { schema: schemas.body }])), (s) => convert(s, closeBody), (ref) => pointer(schemas.body, ref))
+          media: this.#mediaRules(Object.fromEntries((schemas.contentTypes ?? ['application/json']).map((type) => [type, { schema: schemas.body }])), (s) => convert(s, closeBody), (ref) => pointer(schemas.body, ref), (ref) => pointer(schemas.body, ref))
         }
     return {
       method,
@@ -183,17 +218,34 @@ export class Compiler {
     return this.#parameters.compile({ type: 'object', properties, required })
   }
 
-  #mediaRules (content: Record<string, unknown>, convert: (schema: unknown) => JsonSchema, resolve: Resolve): MediaRule[] {
+  #mediaRules (content: Record<string, unknown>, convert: (schema: unknown) => JsonSchema, resolve: Resolve, lookup: Resolve): MediaRule[] {
     return Object.entries(content).map(([type, media]) => {
       const range = (type.split(';')[0] as string).trim().toLowerCase()
       const { schema } = media as { schema?: unknown }
+      const converted = schema === undefined ? null : convert(schema)
       return {
         range,
-        validate: schema === undefined ? null : this.#bodies.compile(convert(schema)),
+        validate: converted === null ? null : this.#bodies.compile(converted),
+        inspect: converted === null || !bounded(converted, this.#maxDepth, lookup),
         strip: (value) => strip(value, schema, resolve)
       }
     })
   }
+}
+
+/** Where the closed root keeps its closed twins. */
+const TWINS = 'x-portcullis-closed'
+
+/** Every operation of a document, with its path item. */
+function operationsOf (document: Record<string, unknown>): Array<{ path: string, method: string, pathItem: Record<string, unknown>, operation: Record<string, unknown> }> {
+  const all = []
+  for (const [path, item] of Object.entries(objectAt(document.paths))) {
+    const pathItem = deref(document, item)
+    for (const method of HTTP_METHODS) {
+      if (pathItem[method] !== undefined) all.push({ path, method: method.toUpperCase(), pathItem, operation: deref(document, pathItem[method]) })
+    }
+  }
+  return all
 }
 
 /** `application/json`, and any `…/…+json` (`application/problem+json`, `application/merge-patch+json`). */

@@ -4,7 +4,7 @@ import type { ErrorObject, ValidateFunction } from 'ajv'
 import { parse as parseCookies } from 'cookie'
 import {
   checkKnownKeys, checkMode, checkNumber, deny, hooksOf, invalidOption, pathOf, prepareDecision, recordPrepared,
-  routeConfigOf, withHeaders, withViolations, type Mode, type PortcullisError, type PreparedDecision, type ProblemViolation
+  withHeaders, withViolations, type Mode, type PortcullisError, type PreparedDecision, type ProblemViolation
 } from '@portcullis/core'
 import { AmbiguousContentType, BodyTooDeep, BodyTooLarge, MethodNotAllowed, PrototypePoisoning, RequestInvalid, UnknownOperation, UnsupportedContentType } from './errors.js'
 import { loadDocument } from './document.js'
@@ -118,27 +118,21 @@ const plugin: FastifyPluginAsync<SchemaValidateOptions> = async (app, options) =
   const responses = options.responses ?? 'report'
   if (responses !== 'off' && responses !== 'report' && responses !== 'enforce') throw invalidOption('schemaValidate.responses', 'off, report or enforce', responses)
 
-  // Each registration keeps its own bindings on the routes: one per document, each under its
-  // prefix (the standalone gateway has one per upstream).
-  const kBindings = Symbol('portcullis.schemaValidate.bindings')
-  const bindingOf = (request: FastifyRequest): Binding | undefined =>
-    (routeConfigOf(request) as unknown as Record<symbol, Bindings | undefined>)[kBindings]?.get(request.method)
-  const compiler = new Compiler()
+  const compiler = new Compiler(maxDepth)
   const stripResponses = options.stripResponses ?? false
   if (typeof stripResponses !== 'boolean') throw invalidOption('schemaValidate.stripResponses', 'true or false', stripResponses)
-  const responseChecks = responses === 'off' && !stripResponses
-    ? null
-    : responseHooks({
-      plugin: PLUGIN_NAME,
-      mode: (request) => responses !== 'enforce' || bindingOf(request)?.mode === 'report' ? 'report' : 'enforce',
-      strip: stripResponses,
-      maxBytes: MAX_CHECKED_RESPONSE,
-      operationOf: (request) => {
-        const binding = bindingOf(request)
-        return binding?.operation == null ? undefined : { operation: binding.operation, name: binding.name }
-      },
-      violationsOf: (rule) => violationsOf((rule.validate as ValidateFunction).errors as ErrorObject[], 'response').slice(0, maxErrors)
-    })
+  // The response hooks of one route, which know its bindings.
+  const responseChecks = (bindings: Bindings): ReturnType<typeof responseHooks> => responseHooks({
+    plugin: PLUGIN_NAME,
+    mode: (request) => responses !== 'enforce' || bindings.get(request.method)?.mode === 'report' ? 'report' : 'enforce',
+    strip: stripResponses,
+    maxBytes: MAX_CHECKED_RESPONSE,
+    operationOf: (request) => {
+      const binding = bindings.get(request.method)
+      return binding?.operation == null ? undefined : { operation: binding.operation, name: binding.name }
+    },
+    violationsOf: (rule) => violationsOf((rule.validate as ValidateFunction).errors as ErrorObject[], 'response').slice(0, maxErrors)
+  })
   // The document's operations by method and path shape (`GET /api/orders/{}`).
   const operations = new Map<string, Operation>()
   // The methods the document has for each path shape.
@@ -188,8 +182,7 @@ const plugin: FastifyPluginAsync<SchemaValidateOptions> = async (app, options) =
   }
 
   app.addHook('onRoute', (route) => {
-    const config = (route.config ?? {}) as { schemaValidate?: RouteValidation | false }
-    const own = config.schemaValidate
+    const own = (route.config as { schemaValidate?: RouteValidation | false } | undefined)?.schemaValidate
     // A document speaks for the routes under its prefix only.
     if (own === false || !under(route.url, prefix)) return
     if (own !== undefined) checkKnownKeys(own, ROUTE_KEYS, `route ${String(route.method)} ${route.url} config.schemaValidate`)
@@ -203,82 +196,77 @@ const plugin: FastifyPluginAsync<SchemaValidateOptions> = async (app, options) =
     // method's own checked again once its body is known.
     const largest = Math.max(...[...bindings.values()].map((b) => b.bodyLimit))
     route.bodyLimit = route.bodyLimit === undefined ? largest : Math.min(route.bodyLimit, largest)
-    route.config = Object.assign({ ...config }, { [kBindings]: bindings })
-    // Responses are checked by route hooks, on the routes whose operations describe some.
-    if (responseChecks !== null && [...bindings.values()].some((b) => (b.operation?.responses.size ?? 0) > 0)) {
-      route.preSerialization = [...hooksOf(route.preSerialization), responseChecks.preSerialization]
-      route.onSend = [...hooksOf(route.onSend), responseChecks.onSend]
+    // Step 8, as a route hook: a route the plugin has nothing to say about pays nothing, and one
+    // it binds finds its operation without a lookup. Route preValidation hooks run after the
+    // app's, as Fastify's own validation runs after every preValidation hook.
+    route.preValidation = [...hooksOf(route.preValidation), (request, _reply, done) => {
+      const binding = bindings.get(request.method)
+      if (binding === undefined) return done()
+      try {
+        check(request, binding)
+      } catch (err) {
+        return done(err as Error)
+      }
+      done()
+    }]
+    // Responses are checked on the routes whose operations describe some.
+    if ((responses !== 'off' || stripResponses) && [...bindings.values()].some((b) => describesResponses(b.operation))) {
+      const checks = responseChecks(bindings)
+      route.preSerialization = [...hooksOf(route.preSerialization), checks.preSerialization]
+      route.onSend = [...hooksOf(route.onSend), checks.onSend]
     }
-  })
-
-  // Step 8: an instance hook, like every other step, so that it keeps its place in the chain
-  // (before the app's and the routes' own preValidation hooks). Routes that nothing applies to
-  // pay one lookup.
-  app.addHook('preValidation', (request, _reply, done) => {
-    const binding = bindingOf(request)
-    if (binding === undefined) return done()
-    try {
-      check(request, binding)
-    } catch (err) {
-      return done(err as Error)
-    }
-    done()
   })
 
   const check = (request: FastifyRequest, binding: Binding): void => {
     const { operation } = binding
-    const refuse = (error: PortcullisError): false => {
-      deny(request, binding.mode, PLUGIN_NAME, error, binding.name)
-      return false
-    }
     if (operation === null) {
       // A catch-all route (a proxy) may have matched a path the document has, for other methods.
       const allow = binding.allow ?? allowedOn(pathOf(request.url))
-      refuse(allow === null ? new UnknownOperation() : withHeaders(new MethodNotAllowed(), { allow }))
+      refuse(request, binding, allow === null ? new UnknownOperation() : withHeaders(new MethodNotAllowed(), { allow }))
       return
     }
-    const body = checkBody(request, binding, operation, refuse)
+    const body = checkBody(request, binding, operation)
     if (body === false) return
-    const violations: ProblemViolation[] = []
     const query = request.query as Record<string, unknown>
-    const finding = inspect(query, maxDepth)
+    const finding = hasKeys(query) ? inspect(query, maxDepth) : null
     if (finding !== null) {
-      refuse(findingError(finding, 'querystring'))
+      refuse(request, binding, findingError(finding, 'querystring'))
       return
     }
+    const violations: ProblemViolation[] = []
     if (operation.params !== null) validatePart(operation.params, paramsOf(request, binding), 'params', violations)
     if (operation.query !== null) validatePart(operation.query, query, 'querystring', violations)
     if (operation.headers !== null) validatePart(operation.headers, { ...request.headers }, 'headers', violations)
     if (operation.cookies !== null) validatePart(operation.cookies, cookiesOf(request, operation.cookieNames), 'cookies', violations)
     if (body !== null && body.rule.validate !== null) validatePart(body.rule.validate, body.value, 'body', violations)
     if (violations.length > 0) {
-      refuse(withViolations(new RequestInvalid(), violations.slice(0, maxErrors)))
+      refuse(request, binding, withViolations(new RequestInvalid(), violations.slice(0, maxErrors)))
       return
     }
     recordPrepared(request, binding.allowed)
   }
 
   /** The body and the rule it is checked by; null when there is none; false when refused. */
-  const checkBody = (request: FastifyRequest, binding: Binding, operation: Operation, refuse: (error: PortcullisError) => false): { rule: MediaRule, value: unknown } | null | false => {
+  const checkBody = (request: FastifyRequest, binding: Binding, operation: Operation): { rule: MediaRule, value: unknown } | null | false => {
     const { raw } = request
     if (!hasBody(raw)) {
-      if (operation.body?.required === true) return refuse(withViolations(new RequestInvalid(), [{ in: 'body', pointer: '', rule: 'required', message: 'a body is required' }]))
+      if (operation.body?.required === true) return refuse(request, binding, withViolations(new RequestInvalid(), [{ in: 'body', pointer: '', rule: 'required', message: 'a body is required' }]))
       return null
     }
     const length = Number(raw.headers['content-length'] ?? 0)
-    if (length > binding.bodyLimit) return refuse(new BodyTooLarge())
-    if (hasSeveralContentTypes(raw)) return refuse(new AmbiguousContentType())
+    if (length > binding.bodyLimit) return refuse(request, binding, new BodyTooLarge())
+    if (hasSeveralContentTypes(raw)) return refuse(request, binding, new AmbiguousContentType())
     const type = raw.headers['content-type']
     const essence = typeof type === 'string' ? essenceOf(type) : null
     const rule = essence === null || operation.body === null ? undefined : ruleFor(operation.body.media, essence)
-    if (rule === undefined) return refuse(new UnsupportedContentType())
+    if (rule === undefined) return refuse(request, binding, new UnsupportedContentType())
     // JSON by the body's own media type, whichever range of the contract took it.
     const json = isJsonType(essence as string)
     let value = request.body
     if (isStream(value)) {
       // A body still unread: a JSON one the contract describes cannot be checked, and is refused;
       // any other kind (an upload) goes on, its media type and size checked.
-      if (json && rule.validate !== null) return refuse(new UnsupportedContentType())
+      if (json && rule.validate !== null) return refuse(request, binding, new UnsupportedContentType())
       return null
     }
     if (!json) return { rule, value }
@@ -287,16 +275,30 @@ const plugin: FastifyPluginAsync<SchemaValidateOptions> = async (app, options) =
       try {
         value = JSON.parse(value.toString())
       } catch {
-        return refuse(withViolations(new RequestInvalid(), [{ in: 'body', pointer: '', rule: 'json', message: 'is not valid JSON' }]))
+        return refuse(request, binding, withViolations(new RequestInvalid(), [{ in: 'body', pointer: '', rule: 'json', message: 'is not valid JSON' }]))
       }
     }
-    const finding = inspect(value, maxDepth)
-    if (finding !== null) return refuse(findingError(finding, 'body'))
+    // A schema that bounds every value it accepts says as much as the walk, and more cheaply.
+    const finding = rule.inspect ? inspect(value, maxDepth) : null
+    if (finding !== null) return refuse(request, binding, findingError(finding, 'body'))
     return { rule, value }
   }
 }
 
 const WRITES = new Set(['POST', 'PUT', 'PATCH'])
+
+/** Denies the request in the binding's mode: throws in enforce mode, records in report mode. */
+function refuse (request: FastifyRequest, binding: Binding, error: PortcullisError): false {
+  deny(request, binding.mode, PLUGIN_NAME, error, binding.name)
+  return false
+}
+
+// Whether an object has a property, without listing them all (nearly every query is empty).
+function hasKeys (value: object): boolean {
+  // eslint-disable-next-line no-unreachable-loop -- the first property answers
+  for (const _key in value) return true
+  return false
+}
 
 function validatePart (validate: ValidateFunction, value: unknown, part: string, violations: ProblemViolation[]): void {
   if (!validate(value)) {
@@ -352,7 +354,9 @@ export function violationsOf (errors: ErrorObject[], part: string): ProblemViola
       pointer += `/${escape(String(params.additionalProperty ?? params.unevaluatedProperty))}`
       message = 'is not a property the contract declares'
     }
-    violations.push({ in: part, pointer: clip(pointer), rule: error.keyword, message })
+    // A property the contract does not declare is one rule, however the schema came to close the object.
+    const rule = error.keyword === 'unevaluatedProperties' ? 'additionalProperties' : error.keyword
+    violations.push({ in: part, pointer: clip(pointer), rule, message })
   }
   return violations
 }
@@ -380,6 +384,11 @@ function unknownPolicy (value: unknown): (url: string) => UnknownOperations {
 export function shapeOf (path: string): string {
   const shape = path.replace(/\{[^}]+\}/g, '{}').replace(/:[^/]+/g, '{}')
   return shape.length > 1 && shape.endsWith('/') ? shape.slice(0, -1) : shape
+}
+
+/** Whether an operation has a response schema: routes without one need no response hooks. */
+function describesResponses (operation: Operation | null): boolean {
+  return operation !== null && [...operation.responses.values()].some((rules) => rules.some((rule) => rule.validate !== null))
 }
 
 function under (url: string, prefix: string): boolean {

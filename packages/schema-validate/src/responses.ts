@@ -33,7 +33,8 @@ export function responseHooks (context: ResponseContext): { preSerialization: pr
     // Fastify has set the type by now, objects' included; a malformed one matches no range but */*.
     const essence = (String(reply.getHeader('content-type')).split(';')[0] as string).trim().toLowerCase()
     const rule = rules === undefined ? undefined : ruleFor(rules, essence)
-    return rule === undefined || (rule.validate === null && !context.strip) ? null : { rule, name: bound.name }
+    // A media type without a schema takes any body: nothing to check, nothing to strip.
+    return rule === undefined || rule.validate === null ? null : { rule, name: bound.name }
   }
   // Strips, checks and says whether the value may go out.
   const judge = (request: FastifyRequest, { rule, name }: { rule: MediaRule, name: string }, value: unknown): boolean => {

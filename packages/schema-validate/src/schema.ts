@@ -19,6 +19,11 @@ export interface ConvertOptions {
   closeObjects: boolean
   /** The document, to look through `$ref`s when deciding whether an object declares properties. */
   resolve: (ref: string) => unknown
+  /**
+   * Where a closed copy of the plain object schema a local reference leads to is (see
+   * `isPlainObjectSchema`), or null when there is none.
+   */
+  closedRef?: (ref: string) => string | null
 }
 
 // OpenAPI's own annotations: they say nothing a validator checks.
@@ -65,11 +70,34 @@ export function convertSchema (schema: unknown, options: ConvertOptions, inValue
     }
     if (options.version === '3.0') out = fromOpenApi30(source, out)
   }
-  if (options.closeObjects && inValuePosition && out.additionalProperties === undefined && out.unevaluatedProperties === undefined &&
-      declaresProperties(out, options, new Set())) {
-    out.unevaluatedProperties = false
-  }
+  if (options.closeObjects && inValuePosition && out.additionalProperties === undefined && out.unevaluatedProperties === undefined) close(out, source, options)
   return out
+}
+
+/**
+ * Closes an object schema in a value position, the cheapest way that is right: a plain object
+ * schema takes `additionalProperties: false`, which Ajv checks at compile time; a lone reference
+ * to one leads to its closed copy; anything composed takes `unevaluatedProperties: false`, which
+ * sees the properties every part declares.
+ */
+function close (out: JsonSchema, source: JsonSchema, options: ConvertOptions): void {
+  if (isPlainObjectSchema(out)) {
+    out.additionalProperties = false
+    return
+  }
+  const twin = Object.keys(out).every((key) => key === '$ref' || ANNOTATION_KEYWORDS.has(key)) && typeof source.$ref === 'string' ? options.closedRef?.(source.$ref) ?? null : null
+  if (twin !== null) out.$ref = twin
+  else if (declaresProperties(out, options, new Set())) out.unevaluatedProperties = false
+}
+
+// Keywords that say nothing a validator checks, beside a reference.
+const ANNOTATION_KEYWORDS = new Set(['description', 'title', 'default', 'examples', 'deprecated', 'readOnly', 'writeOnly', '$comment'])
+// Keywords that make a schema more than a plain list of properties.
+const COMPOSING = ['$ref', '$dynamicRef', 'allOf', 'anyOf', 'oneOf', 'not', 'if', 'then', 'else', 'dependentSchemas', 'additionalProperties', 'unevaluatedProperties']
+
+/** An object schema that declares its properties itself and is made of nothing else. */
+export function isPlainObjectSchema (schema: unknown): boolean {
+  return isObject(schema) && (isObject(schema.properties) || isObject(schema.patternProperties)) && !COMPOSING.some((key) => schema[key] !== undefined)
 }
 
 /** The 3.0 dialect's differences, applied to the converted schema. */

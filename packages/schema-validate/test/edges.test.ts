@@ -152,5 +152,68 @@ t.test('a reference that leads back to itself does not hang startup', async (t) 
     info: { title: 'x', version: '1' },
     paths: { '/a': { $ref: '#/paths/~1a' } }
   }
-  t.same(new Compiler().document(document, '3.0', () => true), [])
+  t.same(new Compiler(32).document(document, '3.0', () => true), [])
+})
+
+t.test('a body whose schema bounds every value it accepts is refused by the schema alone, as surely', async (t) => {
+  const app = Fastify({ onProtoPoisoning: 'ignore', onConstructorPoisoning: 'ignore' })
+  await app.register(portcullisCore)
+  await app.register(portcullisSchemaValidate, { maxDepth: 2 })
+  const point = { type: 'object', additionalProperties: false, properties: { x: { type: 'integer' }, label: { enum: ['a', 'b'] } } }
+  app.post('/points', { config: { schemaValidate: { body: point } } }, async () => 'ok')
+  app.post('/lines', { config: { schemaValidate: { body: { type: 'object', additionalProperties: false, properties: { points: { type: 'array', items: point } } } } } }, async () => 'ok')
+  const poisoned = await app.inject({ method: 'POST', url: '/points', payload: '{"__proto__":{"x":1},"x":1}', headers: { 'content-type': 'application/json' } })
+  t.same(poisoned.json().errors, [{ in: 'body', pointer: '/__proto__', rule: 'additionalProperties', message: 'is not a property the contract declares' }])
+  t.equal((await app.inject({ method: 'POST', url: '/points', payload: '{"x":1e400}', headers: { 'content-type': 'application/json' } })).statusCode, 400)
+  t.equal((await app.inject({ method: 'POST', url: '/points', ...json({ x: 1, label: 'a' }) })).statusCode, 200)
+  const deep = await app.inject({ method: 'POST', url: '/lines', ...json({ points: [{ x: 1 }] }) })
+  t.equal(deep.json().code, 'PORTCULLIS_SCHEMA_BODY_TOO_DEEP', 'a schema deeper than maxDepth: the body is walked')
+})
+
+t.test('units: which schemas bound their values', async (t) => {
+  const { bounded } = await import('../src/bounds.js')
+  const none = (): undefined => undefined
+  const object = (properties: object): object => ({ type: 'object', additionalProperties: false, properties })
+  t.ok(bounded({ type: ['string', 'null'] }, 1, none))
+  t.ok(bounded({ const: 'x' }, 1, none))
+  t.notOk(bounded({ enum: [{ a: 1 }] }, 5, none), 'an enum of objects')
+  t.notOk(bounded(true, 5, none))
+  t.notOk(bounded({}, 5, none), 'untyped')
+  t.notOk(bounded({ type: 'object' }, 5, none), 'free-form')
+  t.notOk(bounded(object({ constructor: { type: 'object' } }), 5, none))
+  t.notOk(bounded({ ...object({}), patternProperties: { '^x': { type: 'string' } } }, 5, none))
+  t.notOk(bounded(object({ a: {} }), 5, none), 'a property of any value')
+  t.notOk(bounded({ type: 'array' }, 5, none), 'items of any value')
+  t.notOk(bounded({ type: 'array', items: {} }, 5, none))
+  t.notOk(bounded({ type: 'array', prefixItems: [{ type: 'string' }], items: false }, 5, none))
+  t.notOk(bounded({ type: ['object', 'array'], additionalProperties: false, items: {} }, 5, none))
+  t.notOk(bounded({ anyOf: [{ type: 'string' }] }, 5, none))
+  t.notOk(bounded({ type: [] }, 5, none))
+  t.notOk(bounded({ type: 'date' }, 5, none), 'a type JSON Schema does not have')
+  t.ok(bounded({ type: ['object', 'array'], additionalProperties: false, properties: { a: { type: 'string' } }, items: { type: ['object', 'null'], additionalProperties: false } }, 5, none))
+  t.ok(bounded({ allOf: [{ type: 'object' }, object({ a: { type: 'string' } })] }, 5, none), 'one bounded part bounds all')
+  t.notOk(bounded({ allOf: [{ type: 'object' }] }, 5, none))
+  const schemas: Record<string, unknown> = { '#/a': object({ b: { $ref: '#/b', description: 'b' } }), '#/b': object({ n: { type: 'number' } }), '#/loop': object({ next: { $ref: '#/loop' } }) }
+  const lookup = (ref: string): unknown => schemas[ref]
+  t.ok(bounded({ $ref: '#/a' }, 2, lookup))
+  t.notOk(bounded({ $ref: '#/a' }, 1, lookup), 'deeper than allowed')
+  t.notOk(bounded({ $ref: '#/loop' }, 50, lookup), 'a schema that refers to itself')
+  t.notOk(bounded({ $ref: '#/a', unevaluatedProperties: false }, 5, lookup), 'a reference with keywords of its own')
+})
+
+t.test('minLength and maxLength count code points, as JSON Schema says', async (t) => {
+  const app = Fastify()
+  await app.register(portcullisCore)
+  await app.register(portcullisSchemaValidate, {})
+  app.post('/names', { config: { schemaValidate: { body: { type: 'object', additionalProperties: false, properties: { short: { type: 'string', maxLength: 2 }, long: { type: 'string', minLength: 2 } } } } } }, async () => 'ok')
+  const status = async (body: object): Promise<number> => (await app.inject({ method: 'POST', url: '/names', ...json(body) })).statusCode
+  t.equal(await status({ short: '😀😀' }), 200, 'two emoji are two characters, four UTF-16 units')
+  t.equal(await status({ short: '😀😀😀' }), 400)
+  t.equal(await status({ short: 'abc' }), 400)
+  t.equal(await status({ long: '😀' }), 400, 'one emoji is one character')
+  t.equal(await status({ long: '😀x' }), 200)
+  t.equal(await status({ long: 'ab' }), 200)
+  t.equal(await status({ long: '\uD800\uD800' }), 200, 'lone surrogates count one each')
+  const refused = await app.inject({ method: 'POST', url: '/names', ...json({ short: 'abc', long: 'a' }) })
+  t.same(refused.json().errors.map((e: { pointer: string, message: string }) => `${e.pointer} ${e.message}`), ['/short must NOT have more than 2 characters', '/long must NOT have fewer than 2 characters'])
 })

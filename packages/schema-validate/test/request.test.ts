@@ -28,7 +28,7 @@ for (const [version, openapi] of [['3.0', ORDERS_30], ['3.1', ORDERS_31]] as con
     const app = await ordersApp({ openapi })
     const admin = await app.inject({ method: 'POST', url: '/orders', ...json({ item: 'x', qty: 1, admin: true }) })
     t.equal(admin.statusCode, 400)
-    t.same(admin.json().errors, [{ in: 'body', pointer: '/admin', rule: 'unevaluatedProperties', message: 'is not a property the contract declares' }])
+    t.same(admin.json().errors, [{ in: 'body', pointer: '/admin', rule: 'additionalProperties', message: 'is not a property the contract declares' }])
     const nested = await app.inject({ method: 'POST', url: '/orders', ...json({ item: 'x', qty: 1, address: { city: 'Lyon', owner: 'root' } }) })
     t.same(nested.json().errors.map((e: { pointer: string }) => e.pointer), ['/address/owner'])
     const free = await app.inject({ method: 'POST', url: '/orders', ...json({ item: 'x', qty: 1, metadata: { anything: 1, goes: [2] } }) })
