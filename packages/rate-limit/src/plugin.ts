@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import {
   checkKnownKeys, checkMode, deny, hooksOf, invalidOption, pathOptionsOf, prepareDecision, recordPrepared, routeConfigOf,
   withHeaders, type Mode, type PortcullisError
@@ -89,6 +89,8 @@ const plugin: FastifyPluginAsync<RateLimitOptions> = async (app, options) => {
   const allowedParts = stage === 'ip' ? IP_STAGE_PARTS : KEY_PARTS
   const context = { ipv6Prefix, pathOptions: pathOptionsOf(app) }
 
+  // The names of the limits of every registration in the app, and the stage that has each.
+  const stageOfName = namesOf(app)
   const compileSet = (rules: unknown, where: string): RuleSet => {
     if (!Array.isArray(rules)) throw invalidOption(where, 'a list of limits such as [{ name: "burst", limit: 60, window: "1m" }]', rules)
     const names = new Set<string>()
@@ -99,10 +101,15 @@ const plugin: FastifyPluginAsync<RateLimitOptions> = async (app, options) => {
       const limit = compileLimit(limitOptions, at)
       // Names tell limits apart in headers, and in the store: two of one name would share a count.
       if (names.has(limit.name)) throw invalidOption(`${at}.name`, 'a name no other limit of the list has', limit.name)
+      // The two stages' limits count in one store, often: one name at both would share counts
+      // (an address's at the ip stage and an anonymous request's at the principal stage).
+      const other = stageOfName.get(limit.name)
+      if (other !== undefined && other !== stage) throw invalidOption(`${at}.name`, `a name the ${other} stage does not use too`, limit.name)
       names.add(limit.name)
       const compiled = compileKey(limit.name, key ?? (stage === 'ip' ? 'ip' : 'principal'), allowedParts, `${at}.key`, context)
       return { limit, key: compiled, policy: policyItem(limit), item: `"${limit.name}";r=` }
     })
+    for (const name of names) stageOfName.set(name, stage)
     return { rules: compiled, policy: compiled.map((r) => r.policy).join(', ') }
   }
 
@@ -195,6 +202,15 @@ const plugin: FastifyPluginAsync<RateLimitOptions> = async (app, options) => {
     if (pending instanceof Promise) pending.then((verdict) => settle(request, reply, set, verdict, done), done)
     else settle(request, reply, set, pending, done)
   })
+}
+
+// Shared by the registrations of one app (Symbol.for: the ESM and CommonJS builds alike).
+const kNames = Symbol.for('portcullis.rateLimit.names')
+
+function namesOf (app: FastifyInstance): Map<string, 'ip' | 'principal'> {
+  const holder = app as unknown as Record<typeof kNames, Map<string, 'ip' | 'principal'> | undefined>
+  holder[kNames] ??= new Map()
+  return holder[kNames]
 }
 
 /** `"burst";q=60;w=60`: the limit's quota and window in seconds (draft-ietf-httpapi-ratelimit-headers). */

@@ -286,3 +286,20 @@ t.test('bad options fail at startup, naming the option and what is allowed', asy
   t.throws(() => app.get('/x', { config: { rateLimit: [{ name: 'x', limit: 0, window: 1 }] } }, async () => 'x'),
     { message: /^route GET \/x config\.rateLimit\[0\]\.limit must be a whole number/ }, 'a route with a bad limit is refused as it is added')
 })
+
+t.test('a limit name used at both stages is refused at startup: the two would share counts in one store', async (t) => {
+  const store = new MemoryStore()
+  const app = Fastify()
+  await app.register(portcullisCore)
+  await app.register(portcullisRateLimit, { stage: 'ip', store, limits: [{ name: 'default', limit: 10, window: '1m' }] })
+  await t.rejects(async () => {
+    await app.register(portcullisRateLimit, { store, limits: [{ name: 'other', limit: 5, window: '1m' }, { name: 'default', limit: 5, window: '1m' }] })
+  }, /rateLimit\[principal\]\.limits\[1\]\.name must be a name the ip stage does not use too/)
+  const routes = Fastify()
+  await routes.register(portcullisCore)
+  await routes.register(portcullisRateLimit, { stage: 'ip', limits: [{ name: 'ip', limit: 10, window: '1m' }] })
+  await routes.register(portcullisRateLimit, { limits: [{ name: 'user', limit: 5, window: '1m' }] })
+  t.throws(() => routes.get('/x', { config: { rateLimit: [{ name: 'ip', limit: 1, window: '1m' }] } }, async () => 'x'), /config\.rateLimit\[0\]\.name must be a name the ip stage does not use too/)
+  routes.get('/y', { config: { rateLimit: [{ name: 'user', limit: 1, window: '1m' }] } }, async () => 'y')
+  t.equal((await routes.inject({ url: '/y' })).statusCode, 200, 'one name within a stage, in its defaults and a route\'s own list, is allowed')
+})
