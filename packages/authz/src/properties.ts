@@ -1,4 +1,4 @@
-import { checkKnownKeys, invalidOption, type ProblemViolation } from '@portcullis/core'
+import { checkKnownKeys, invalidOption, pointerToken, type ProblemViolation } from '@portcullis/core'
 import type { Grants } from './roles.js'
 
 /**
@@ -157,9 +157,8 @@ function childOf (node: Node, key: string): Node | null {
   return node.keys.get(key) ?? node.any
 }
 
-// RFC 6901: "~" and "/" in a key are escaped so that the pointer names exactly one field.
 function pointerTo (parent: string, key: string): string {
-  return `${parent}/${key.replaceAll('~', '~0').replaceAll('/', '~1')}`
+  return `${parent}/${pointerToken(key)}`
 }
 
 function unwritableIn (value: unknown, node: Node, pointer: string, found: ProblemViolation[]): void {

@@ -92,6 +92,11 @@ export interface ProblemViolation {
   message: string
 }
 
+/** A property name as a JSON Pointer token (RFC 6901): `~` and `/` escaped, so that a pointer names exactly one field. */
+export function pointerToken (name: string): string {
+  return name.replaceAll('~', '~0').replaceAll('/', '~1')
+}
+
 /** Adds protocol headers to an error and returns it, for `throw withHeaders(new X(), {...})`. */
 export function withHeaders<E extends Error> (error: E, headers: ProtocolHeaders): E & { headers: ProtocolHeaders } {
   return Object.assign(error, { headers })

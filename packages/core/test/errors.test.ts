@@ -1,5 +1,5 @@
 import { test } from 'tap'
-import { catalogEntry, checkKnownKeys, checkNumber, checkRealm, createError, errorCatalog, invalidOption, isHeaderName, withHeaders } from '../src/index.js'
+import { catalogEntry, checkKnownKeys, checkNumber, checkRealm, createError, errorCatalog, invalidOption, isHeaderName, pointerToken, withHeaders } from '../src/index.js'
 
 test('createError makes classes with a stable code and status, listed in the catalog', async (t) => {
   const Limited = createError('PORTCULLIS_TEST_LIMITED', 'Too many requests for %s', 429, 'Too Many Requests')
@@ -42,4 +42,10 @@ test('shared checks: header names, realms, numbers', async (t) => {
   t.equal(checkNumber(undefined, 5, 'x.n', 'a positive number', positive), 5)
   t.equal(checkNumber(2, 5, 'x.n', 'a positive number', positive), 2)
   for (const bad of [0, Number.NaN, Number.POSITIVE_INFINITY, '3']) t.throws(() => checkNumber(bad, 5, 'x.n', 'a positive number', positive), { message: /^x\.n must be a positive number/ })
+})
+
+test('a property name as a JSON Pointer token names exactly one field', async (t) => {
+  t.equal(pointerToken('qty'), 'qty')
+  t.equal(pointerToken('a/b~c'), 'a~1b~0c', 'a slash is not a separator, a tilde not an escape')
+  t.equal(pointerToken('~1'), '~01', 'tildes first, so an escaped-looking name stays itself')
 })

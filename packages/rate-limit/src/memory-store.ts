@@ -48,17 +48,17 @@ type Entry = Arrival | WindowCounts | InFlight
 
 const NO_LEASES: readonly Lease[] = Object.freeze([])
 
-/**
- * Counters held in this process: for a single instance, for tests, and as the fallback of the
- * Redis store while Redis cannot be reached. Bounded: at most `maxKeys` keys, least recently
- * used first out.
- */
 /** A slot given out by this store: where to give it back. */
 interface HeldLease extends Lease {
   readonly table: LRUCache<string, Entry>
   readonly subject: string
 }
 
+/**
+ * Counters held in this process: for a single instance, for tests, and as the fallback of the
+ * Redis store while Redis cannot be reached. Bounded: at most `maxKeys` keys per key scope, least
+ * recently used first out.
+ */
 export class MemoryStore implements RateLimitStore {
   // One table per key scope (a limit and the kind of part it counts by), each bounded by
   // maxKeys; checks that come without a scope share the table of the empty scope.

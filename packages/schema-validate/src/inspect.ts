@@ -1,3 +1,5 @@
+import { pointerToken } from '@portcullis/core'
+
 /**
  * What a parsed body or query must never hold, whatever its schema says: property names that
  * reach prototypes when a backend merges the value into an object, numbers that JSON could not
@@ -23,7 +25,7 @@ export function inspect (value: unknown, maxDepth: number): Finding | null {
     : typeof value === 'number' && !Number.isFinite(value) ? { kind: 'number' as const, path: [] } : null
   if (found === null) return null
   let pointer = ''
-  for (let i = found.path.length - 1; i >= 0; i--) pointer += `/${escape(found.path[i] as string)}`
+  for (let i = found.path.length - 1; i >= 0; i--) pointer += `/${pointerToken(found.path[i] as string)}`
   return { kind: found.kind, pointer }
 }
 
@@ -64,9 +66,4 @@ function child (value: unknown, depth: number, maxDepth: number): Found | null {
 function poisons (name: string, value: unknown): boolean {
   if (name === '__proto__') return true
   return name === 'constructor' && typeof value === 'object' && value !== null && Object.hasOwn(value, 'prototype')
-}
-
-/** A property name as a JSON Pointer token (RFC 6901). */
-export function escape (name: string): string {
-  return name.includes('~') || name.includes('/') ? name.replaceAll('~', '~0').replaceAll('/', '~1') : name
 }

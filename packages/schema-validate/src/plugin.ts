@@ -3,12 +3,12 @@ import type { FastifyPluginAsync, FastifyRequest, RouteOptions } from 'fastify'
 import type { ErrorObject, ValidateFunction } from 'ajv'
 import { parse as parseCookies } from 'cookie'
 import {
-  checkKnownKeys, checkMode, checkNumber, deny, hooksOf, invalidOption, pathOf, prepareDecision, recordPrepared,
+  checkKnownKeys, checkMode, checkNumber, deny, hooksOf, invalidOption, pathOf, pointerToken, prepareDecision, recordPrepared,
   withHeaders, withViolations, type Mode, type PortcullisError, type PreparedDecision, type ProblemViolation
 } from '@portcullis/core'
 import { AmbiguousContentType, BodyTooDeep, BodyTooLarge, MethodNotAllowed, PrototypePoisoning, RequestInvalid, UnknownOperation, UnsupportedContentType } from './errors.js'
 import { loadDocument } from './document.js'
-import { escape, inspect, type Finding } from './inspect.js'
+import { inspect, type Finding } from './inspect.js'
 import { essenceOf, hasBody, hasSeveralContentTypes, ruleFor } from './media.js'
 import { Compiler, isJsonType, type MediaRule, type Operation, type RouteSchemas } from './operations.js'
 import { responseHooks } from './responses.js'
@@ -234,10 +234,10 @@ const plugin: FastifyPluginAsync<SchemaValidateOptions> = async (app, options) =
       return
     }
     const violations: ProblemViolation[] = []
-    if (operation.params !== null) validatePart(operation.params, paramsOf(request, binding), 'params', violations)
-    if (operation.query !== null) validatePart(operation.query, query, 'querystring', violations)
-    if (operation.headers !== null) validatePart(operation.headers, { ...request.headers }, 'headers', violations)
-    if (operation.cookies !== null) validatePart(operation.cookies, cookiesOf(request, operation.cookieNames), 'cookies', violations)
+    if (operation.params !== null) validateParameters(operation.params, paramsOf(request, binding), 'params', violations)
+    if (operation.query !== null) validateParameters(operation.query, query, 'querystring', violations)
+    if (operation.headers !== null) validateParameters(operation.headers, { ...request.headers }, 'headers', violations)
+    if (operation.cookies !== null) validateParameters(operation.cookies, cookiesOf(request, operation.cookieNames), 'cookies', violations)
     if (body !== null && body.rule.validate !== null) validatePart(body.rule.validate, body.value, 'body', violations)
     if (violations.length > 0) {
       refuse(request, binding, withViolations(new RequestInvalid(), violations.slice(0, maxErrors)))
@@ -300,15 +300,18 @@ function hasKeys (value: object): boolean {
   return false
 }
 
-function validatePart (validate: ValidateFunction, value: unknown, part: string, violations: ProblemViolation[]): void {
-  if (!validate(value)) {
-    violations.push(...violationsOf(validate.errors as ErrorObject[], part))
-    return
-  }
-  // Parameters arrive as text: Ajv reads '1e400' as a number, Infinity, and lets it through.
-  if (part === 'body') return
+/** Checks one part of the request; says whether it passed. */
+function validatePart (validate: ValidateFunction, value: unknown, part: string, violations: ProblemViolation[]): boolean {
+  if (validate(value)) return true
+  violations.push(...violationsOf(validate.errors as ErrorObject[], part))
+  return false
+}
+
+/** Checks parameters, which arrive as text: Ajv reads '1e400' as a number, Infinity, and lets it through. */
+function validateParameters (validate: ValidateFunction, value: unknown, part: string, violations: ProblemViolation[]): void {
+  if (!validatePart(validate, value, part, violations)) return
   const finding = inspect(value, 2)
-  if (finding !== null) violations.push({ in: part, pointer: clip(finding.pointer), rule: finding.kind, message: FINDING_MESSAGES[finding.kind] })
+  if (finding !== null) violations.push(findingViolation(finding, part))
 }
 
 function paramsOf (request: FastifyRequest, binding: Binding): Record<string, unknown> {
@@ -327,8 +330,12 @@ function cookiesOf (request: FastifyRequest, names: readonly string[]): Record<s
   return own
 }
 
+function findingViolation (finding: Finding, part: string): ProblemViolation {
+  return { in: part, pointer: clip(finding.pointer), rule: finding.kind, message: FINDING_MESSAGES[finding.kind] }
+}
+
 function findingError (finding: Finding, part: string): PortcullisError {
-  const where = [{ in: part, pointer: clip(finding.pointer), rule: finding.kind, message: FINDING_MESSAGES[finding.kind] }]
+  const where = [findingViolation(finding, part)]
   if (finding.kind === 'prototype') return withViolations(new PrototypePoisoning(), where)
   if (finding.kind === 'depth') return withViolations(new BodyTooDeep(), where)
   return withViolations(new RequestInvalid(), where)
@@ -348,10 +355,10 @@ export function violationsOf (errors: ErrorObject[], part: string): ProblemViola
     let message = error.message as string
     const params = error.params as Record<string, unknown>
     if (error.keyword === 'required') {
-      pointer += `/${escape(String(params.missingProperty))}`
+      pointer += `/${pointerToken(String(params.missingProperty))}`
       message = 'is required'
     } else if (error.keyword === 'additionalProperties' || error.keyword === 'unevaluatedProperties') {
-      pointer += `/${escape(String(params.additionalProperty ?? params.unevaluatedProperty))}`
+      pointer += `/${pointerToken(String(params.additionalProperty ?? params.unevaluatedProperty))}`
       message = 'is not a property the contract declares'
     }
     // A property the contract does not declare is one rule, however the schema came to close the object.
