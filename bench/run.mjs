@@ -274,7 +274,11 @@ function simulatedCaches () {
       const ways = Number(read(index, 'ways_of_associativity'))
       const line = Number(read(index, 'coherency_line_size'))
       if (size === null || !(ways > 0) || !(line > 0)) continue
-      const geometry = `${Number(size[1]) * 1024},${ways},${line}`
+      // valgrind simulates only caches whose set count is a power of two: one that is not (a
+      // 480 MiB 16-way last level has 491,520 sets) is simulated as the largest that is, with the
+      // same ways and lines, a smaller cache than the machine's.
+      const sets = Number(size[1]) * 1024 / (ways * line)
+      const geometry = `${2 ** Math.floor(Math.log2(sets)) * ways * line},${ways},${line}`
       if (level === 1 && type === 'Data') caches.D1 = geometry
       else if (level === 1 && type === 'Instruction') caches.I1 = geometry
       else if (type === 'Unified' && level > lastLevel) {

@@ -4,6 +4,7 @@ import { convertSchema, isPlainObjectSchema, type JsonSchema, type OpenApiVersio
 import { strip, type Resolve } from './strip.js'
 import { bounded } from './bounds.js'
 import { exactLengths } from './lengths.js'
+import { JSON_TYPE, ruleFor } from './media.js'
 
 /** A request body media type an operation accepts, and what its body must be. */
 export interface MediaRule {
@@ -22,6 +23,12 @@ export interface MediaRule {
 export interface BodyRule {
   required: boolean
   media: MediaRule[]
+  /** The rule for a body sent as `application/json`, found once at load time: nearly every body is one. */
+  json: MediaRule | undefined
+}
+
+function bodyRule (required: boolean, media: MediaRule[]): BodyRule {
+  return { required, media, json: ruleFor(media, JSON_TYPE) }
 }
 
 /** One operation of the document, compiled. */
@@ -168,7 +175,7 @@ export class Compiler {
         headers: this.#parametersValidator(params, 'header', openSchema),
         cookies: this.#parametersValidator(params, 'cookie', openSchema),
         cookieNames: params.filter((p) => p.in === 'cookie').map((p) => p.name),
-        body: requestBody === null ? null : { required: requestBody.required === true, media: this.#mediaRules(objectAt(requestBody.content), bodySchema, resolve, lookup) },
+        body: requestBody === null ? null : bodyRule(requestBody.required === true, this.#mediaRules(objectAt(requestBody.content), bodySchema, resolve, lookup)),
         responses,
         bodyLimit: bodyLimitOf(operation['x-portcullis-body-limit'], `paths.${path}.${upper.toLowerCase()}`)
       })
@@ -184,10 +191,7 @@ export class Compiler {
     const parameters = (schema: object | undefined): ValidateFunction | null => schema === undefined ? null : this.#parameters.compile(convert(schema, false))
     const body = schemas.body === undefined
       ? null
-      : {
-          required: true,
-          media: this.#mediaRules(Object.fromEntries((schemas.contentTypes ?? ['application/json']).map((type) => [type, { schema: schemas.body }])), (s) => convert(s, closeBody), (ref) => pointer(schemas.body, ref), (ref) => pointer(schemas.body, ref))
-        }
+      : bodyRule(true, this.#mediaRules(Object.fromEntries((schemas.contentTypes ?? [JSON_TYPE]).map((type) => [type, { schema: schemas.body }])), (s) => convert(s, closeBody), (ref) => pointer(schemas.body, ref), (ref) => pointer(schemas.body, ref)))
     return {
       method,
       path,
@@ -218,6 +222,16 @@ export class Compiler {
     return this.#parameters.compile({ type: 'object', properties, required })
   }
 
+  /**
+   * A body schema's validator. A schema that is a lone reference to another (a document's
+   * `$ref: '#/components/schemas/Order'`) is that schema's validator, without a call in between.
+   */
+  #body (schema: JsonSchema): ValidateFunction {
+    const ref = schema.$ref
+    const lone = typeof ref === 'string' && !ref.startsWith('#') && Object.keys(schema).length === 1
+    return (lone ? this.#bodies.getSchema(ref) : undefined) ?? this.#bodies.compile(schema)
+  }
+
   #mediaRules (content: Record<string, unknown>, convert: (schema: unknown) => JsonSchema, resolve: Resolve, lookup: Resolve): MediaRule[] {
     return Object.entries(content).map(([type, media]) => {
       const range = (type.split(';')[0] as string).trim().toLowerCase()
@@ -225,7 +239,7 @@ export class Compiler {
       const converted = schema === undefined ? null : convert(schema)
       return {
         range,
-        validate: converted === null ? null : this.#bodies.compile(converted),
+        validate: converted === null ? null : this.#body(converted),
         inspect: converted === null || !bounded(converted, this.#maxDepth, lookup),
         strip: (value) => strip(value, schema, resolve)
       }
@@ -250,7 +264,7 @@ function operationsOf (document: Record<string, unknown>): Array<{ path: string,
 
 /** `application/json`, and any `…/…+json` (`application/problem+json`, `application/merge-patch+json`). */
 export function isJsonType (essence: string): boolean {
-  return essence === 'application/json' || essence.endsWith('+json')
+  return essence === JSON_TYPE || essence.endsWith('+json')
 }
 
 interface Parameter {

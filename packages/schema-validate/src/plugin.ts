@@ -9,7 +9,7 @@ import {
 import { AmbiguousContentType, BodyTooDeep, BodyTooLarge, MethodNotAllowed, PrototypePoisoning, RequestInvalid, UnknownOperation, UnsupportedContentType } from './errors.js'
 import { loadDocument } from './document.js'
 import { inspect, type Finding } from './inspect.js'
-import { essenceOf, hasBody, hasSeveralContentTypes, ruleFor } from './media.js'
+import { essenceOf, hasBody, hasSeveralContentTypes, JSON_TYPE, ruleFor } from './media.js'
 import { Compiler, isJsonType, type MediaRule, type Operation, type RouteSchemas } from './operations.js'
 import { responseHooks } from './responses.js'
 
@@ -199,8 +199,9 @@ const plugin: FastifyPluginAsync<SchemaValidateOptions> = async (app, options) =
     // Step 8, as a route hook: a route the plugin has nothing to say about pays nothing, and one
     // it binds finds its operation without a lookup. Route preValidation hooks run after the
     // app's, as Fastify's own validation runs after every preValidation hook.
+    const bindingOf = lookupOf(bindings)
     route.preValidation = [...hooksOf(route.preValidation), (request, _reply, done) => {
-      const binding = bindings.get(request.method)
+      const binding = bindingOf(request.method)
       if (binding === undefined) return done()
       try {
         check(request, binding)
@@ -228,17 +229,18 @@ const plugin: FastifyPluginAsync<SchemaValidateOptions> = async (app, options) =
     const body = checkBody(request, binding, operation)
     if (body === false) return
     const query = request.query as Record<string, unknown>
-    const finding = hasKeys(query) ? inspect(query, maxDepth) : null
+    // A URL without a query string has an empty query: nearly every body-carrying request.
+    const finding = request.raw.url?.includes('?') === true && hasKeys(query) ? inspect(query, maxDepth) : null
     if (finding !== null) {
       refuse(request, binding, findingError(finding, 'querystring'))
       return
     }
-    const violations: ProblemViolation[] = []
-    if (operation.params !== null) validateParameters(operation.params, paramsOf(request, binding), 'params', violations)
-    if (operation.query !== null) validateParameters(operation.query, query, 'querystring', violations)
-    if (operation.headers !== null) validateParameters(operation.headers, { ...request.headers }, 'headers', violations)
-    if (operation.cookies !== null) validateParameters(operation.cookies, cookiesOf(request, operation.cookieNames), 'cookies', violations)
-    if (body !== null && body.rule.validate !== null) validatePart(body.rule.validate, body.value, 'body', violations)
+    let violations = NONE
+    if (operation.params !== null) violations = validateParameters(operation.params, paramsOf(request, binding), 'params', violations)
+    if (operation.query !== null) violations = validateParameters(operation.query, query, 'querystring', violations)
+    if (operation.headers !== null) violations = validateParameters(operation.headers, { ...request.headers }, 'headers', violations)
+    if (operation.cookies !== null) violations = validateParameters(operation.cookies, cookiesOf(request, operation.cookieNames), 'cookies', violations)
+    if (body !== null && body.rule.validate !== null) violations = validatePart(body.rule.validate, body.value, 'body', violations)
     if (violations.length > 0) {
       refuse(request, binding, withViolations(new RequestInvalid(), violations.slice(0, maxErrors)))
       return
@@ -249,16 +251,18 @@ const plugin: FastifyPluginAsync<SchemaValidateOptions> = async (app, options) =
   /** The body and the rule it is checked by; null when there is none; false when refused. */
   const checkBody = (request: FastifyRequest, binding: Binding, operation: Operation): { rule: MediaRule, value: unknown } | null | false => {
     const { raw } = request
-    if (!hasBody(raw)) {
+    const headers = raw.headers
+    if (!hasBody(headers)) {
       if (operation.body?.required === true) return refuse(request, binding, withViolations(new RequestInvalid(), [{ in: 'body', pointer: '', rule: 'required', message: 'a body is required' }]))
       return null
     }
-    const length = Number(raw.headers['content-length'] ?? 0)
+    const length = Number(headers['content-length'] ?? 0)
     if (length > binding.bodyLimit) return refuse(request, binding, new BodyTooLarge())
-    if (hasSeveralContentTypes(raw)) return refuse(request, binding, new AmbiguousContentType())
-    const type = raw.headers['content-type']
+    if (hasSeveralContentTypes(raw.rawHeaders)) return refuse(request, binding, new AmbiguousContentType())
+    const type = headers['content-type']
     const essence = typeof type === 'string' ? essenceOf(type) : null
-    const rule = essence === null || operation.body === null ? undefined : ruleFor(operation.body.media, essence)
+    const body = operation.body
+    const rule = essence === null || body === null ? undefined : essence === JSON_TYPE ? body.json : ruleFor(body.media, essence)
     if (rule === undefined) return refuse(request, binding, new UnsupportedContentType())
     // JSON by the body's own media type, whichever range of the contract took it.
     const json = isJsonType(essence as string)
@@ -287,6 +291,13 @@ const plugin: FastifyPluginAsync<SchemaValidateOptions> = async (app, options) =
 
 const WRITES = new Set(['POST', 'PUT', 'PATCH'])
 
+/** A route's binding by method: with one method, nearly every route, a comparison instead of a lookup. */
+function lookupOf (bindings: Bindings): (method: string) => Binding | undefined {
+  if (bindings.size > 1) return (method) => bindings.get(method)
+  const [only, binding] = [...bindings][0] as [string, Binding]
+  return (method) => method === only ? binding : undefined
+}
+
 /** Denies the request in the binding's mode: throws in enforce mode, records in report mode. */
 function refuse (request: FastifyRequest, binding: Binding, error: PortcullisError): false {
   deny(request, binding.mode, PLUGIN_NAME, error, binding.name)
@@ -300,18 +311,21 @@ function hasKeys (value: object): boolean {
   return false
 }
 
-/** Checks one part of the request; says whether it passed. */
-function validatePart (validate: ValidateFunction, value: unknown, part: string, violations: ProblemViolation[]): boolean {
-  if (validate(value)) return true
-  violations.push(...violationsOf(validate.errors as ErrorObject[], part))
-  return false
+// The violations of a request that has none so far: a list is made only for one that has some.
+const NONE: readonly ProblemViolation[] = Object.freeze([])
+
+/** Checks one part of the request: the violations so far, with the part's added. */
+function validatePart (validate: ValidateFunction, value: unknown, part: string, violations: readonly ProblemViolation[]): readonly ProblemViolation[] {
+  if (validate(value)) return violations
+  return [...violations, ...violationsOf(validate.errors as ErrorObject[], part)]
 }
 
 /** Checks parameters, which arrive as text: Ajv reads '1e400' as a number, Infinity, and lets it through. */
-function validateParameters (validate: ValidateFunction, value: unknown, part: string, violations: ProblemViolation[]): void {
-  if (!validatePart(validate, value, part, violations)) return
+function validateParameters (validate: ValidateFunction, value: unknown, part: string, violations: readonly ProblemViolation[]): readonly ProblemViolation[] {
+  const checked = validatePart(validate, value, part, violations)
+  if (checked !== violations) return checked
   const finding = inspect(value, 2)
-  if (finding !== null) violations.push(findingViolation(finding, part))
+  return finding === null ? violations : [...violations, findingViolation(finding, part)]
 }
 
 function paramsOf (request: FastifyRequest, binding: Binding): Record<string, unknown> {

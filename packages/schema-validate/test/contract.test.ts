@@ -35,6 +35,18 @@ t.test('unknown operations by path prefix, the longest prefix deciding; config.s
   t.equal(health.headers['x-decisions'], '[]', 'an exempt route records nothing')
 })
 
+t.test('a route with two methods, one of them an operation: the other, allowed as unknown, is not checked', async (t) => {
+  const app = Fastify()
+  await app.register(portcullisCore)
+  await app.register(portcullisSchemaValidate, { openapi: ORDERS_30, unknownOperations: 'allow' })
+  app.route({ method: ['GET', 'PUT'], url: '/orders/:orderId', handler: async (request) => `${request.method} ${(request.params as { orderId: string }).orderId}` })
+  t.equal((await app.inject({ url: '/orders/x' })).statusCode, 400, 'GET is the document\'s operation, with an integer id')
+  t.equal((await app.inject({ url: '/orders/7' })).statusCode, 200)
+  const put = await app.inject({ method: 'PUT', url: '/orders/x' })
+  t.equal(put.statusCode, 200, 'PUT is not in the document, and unknown operations are allowed')
+  t.equal(put.body, 'PUT x')
+})
+
 t.test('a prefix with no entry for it is refused; without a document, routes are allowed unless told otherwise', async (t) => {
   const app = await ordersApp({ openapi: ORDERS_30, unknownOperations: { '/public/': 'allow' } })
   app.get('/elsewhere', async () => 'x')

@@ -58,5 +58,8 @@ for (const [version, openapi] of [['3.0', ORDERS_30], ['3.1', ORDERS_31]] as con
     t.equal((await app.inject({ url: '/orders/4294967296' })).statusCode, 400, 'format int32')
     t.same((await app.inject({ url: '/orders/42' })).json().params, { orderId: '42' }, 'the route still sees its own parameter')
     t.equal((await app.inject({ url: '/orders?limit=1e400' })).statusCode, 400, 'a number too large to represent')
+    const empty = await app.inject({ url: '/orders?&' })
+    t.equal(empty.statusCode, 200, 'a query string with nothing in it is an empty query')
+    t.same(empty.json().query, {})
   })
 }
