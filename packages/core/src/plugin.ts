@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
 import type { FastifyPluginAsync } from 'fastify'
+import { clientCertificateGetter, kClientCertificate, type ClientCertificate } from './client-certificate.js'
 import { compileClientIp, type ClientIpOptions, type ClientIpResolver } from './client-ip.js'
 import type { Decision } from './decisions.js'
 import { kRouteConfig } from './route-config.js'
@@ -55,6 +56,9 @@ declare module 'fastify' {
     /** Decisions recorded so far; `null` until the first. Use `recordDecision` and `decisionsOf`. */
     decisions: Decision[] | null
     [kPrincipal]: Principal | null
+    /** The verified client certificate (`@portcullis/mtls`); `null` without one. Read-only. */
+    readonly clientCertificate: ClientCertificate | null
+    [kClientCertificate]: ClientCertificate | null
   }
   interface FastifyInstance {
     portcullisCore: CoreContext
@@ -87,6 +91,8 @@ const plugin: FastifyPluginAsync<CoreOptions> = async (app, options) => {
   // Every request property is decorated up front so requests keep one object shape.
   app.decorateRequest(kPrincipal, null)
   app.decorateRequest('principal', { getter: principalGetter })
+  app.decorateRequest(kClientCertificate, null)
+  app.decorateRequest('clientCertificate', { getter: clientCertificateGetter })
   app.decorateRequest('clientIp', '')
   app.decorateRequest('policySnapshot', null)
   app.decorateRequest('decisions', null)

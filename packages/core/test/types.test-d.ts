@@ -16,10 +16,13 @@ app.get('/', async (request) => {
   const principal: Principal | null = request.principal
   // @ts-expect-error request.principal is read-only
   request.principal = null
+  const thumbprint: string | undefined = request.clientCertificate?.thumbprint
+  // @ts-expect-error request.clientCertificate is read-only
+  request.clientCertificate = null
   const ip: string = request.clientIp
   const snapshot: PolicySnapshot | null = request.policySnapshot
   const decisions: Decision[] | null = request.decisions
-  return { principal, ip, snapshot, decisions }
+  return { principal, thumbprint, ip, snapshot, decisions }
 })
 
 const Denied = createError('PORTCULLIS_TYPES_DENIED', 'Denied', 403, 'Forbidden')
