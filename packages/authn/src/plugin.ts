@@ -1,3 +1,4 @@
+import { timingSafeEqual } from 'node:crypto'
 import fp from 'fastify-plugin'
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
 import {
@@ -157,6 +158,7 @@ async function authenticate (request: FastifyRequest, policy: Policy, revocation
       request.log.warn({ err }, 'credential store unavailable')
       throw withHeaders(new StoreUnavailable(), RETRY_LATER)
     }
+    if (!boundToConnection(principal, request)) throw method.refuse()
     const key = revocation === null ? undefined : revocationKey(principal)
     if (key === undefined) return principal
     let revoked: boolean
@@ -183,10 +185,27 @@ async function authenticate (request: FastifyRequest, policy: Policy, revocation
     return principals[0] as Principal
   }
   if (presented.length === 0) {
-    if (policy.anonymous) return ANONYMOUS
+    // An identity set before authn (a client certificate, by @portcullis/mtls) is kept.
+    if (policy.anonymous) return request.principal ?? ANONYMOUS
     throw new MissingCredentials()
   }
   return await verify(choose(presented))
+}
+
+/**
+ * RFC 8705 §3: a token whose `cnf` names a certificate thumbprint (`x5t#S256`) is accepted only
+ * over a connection whose verified client certificate has that thumbprint. Without mtls there
+ * is no verified certificate, so a bound token is refused: it fails closed.
+ */
+function boundToConnection (principal: Principal, request: FastifyRequest): boolean {
+  const cnf = principal.claims.cnf
+  if (typeof cnf !== 'object' || cnf === null || !('x5t#S256' in cnf)) return true
+  const bound = (cnf as Record<string, unknown>)['x5t#S256']
+  const presented = request.clientCertificate?.thumbprint
+  if (typeof bound !== 'string' || presented === undefined) return false
+  const left = Buffer.from(bound)
+  const right = Buffer.from(presented)
+  return left.length === right.length && timingSafeEqual(left, right)
 }
 
 // Several bearer methods see the same token: a JWT goes to the method of the issuer it names,

@@ -16,8 +16,8 @@ export interface ForwardedOptions {
   header?: string
   /**
    * `xfcc`: Envoy's `X-Forwarded-Client-Cert` (`Hash=…;Cert="…";Chain="…"`); the element the
-   * nearest proxy appended, the last one, is read. `pem`: a URL-encoded PEM certificate, optionally
-   * followed by its intermediates (nginx `$ssl_client_escaped_cert`), or base64 DER.
+   * nearest proxy appended, the last one, is read. `pem`: one URL-encoded PEM certificate (nginx
+   * `$ssl_client_escaped_cert`) or one base64 DER certificate; its intermediates must be in `ca`.
    * @default 'xfcc'
    */
   format?: 'xfcc' | 'pem'
@@ -28,13 +28,10 @@ export type ForwardedResult = ParsedCertificate | 'invalid'
 
 export interface Forwarded {
   readonly header: string
-  readonly isTrusted: (address: string | undefined) => boolean
-  /** Reads and verifies the header's certificate; answers for a value seen before come from a cache. */
+  readonly isTrusted: (address: string) => boolean
+  /** Reads the header's certificate and verifies its chain against the CA bundle. */
   readonly read: (value: string) => Promise<ForwardedResult>
 }
-
-const CACHE_SIZE = 1000
-const CACHE_TTL = 5 * 60_000
 
 export function compileForwarded (options: ForwardedOptions, anchors: readonly TrustAnchor[] | null, path: string): Forwarded {
   checkKnownKeys(options, ['trustedProxies', 'header', 'format'], path)
@@ -49,23 +46,10 @@ export function compileForwarded (options: ForwardedOptions, anchors: readonly T
   if (anchors === null) throw invalidOption('mtls.ca', 'the CA bundle forwarded certificates are verified against, when mtls.forwarded is set')
   const extract = format === 'xfcc' ? fromXfcc : fromPem
 
-  // A proxy forwards the same few certificates over and over: each is verified once, then
-  // answered from here for a few minutes. Validity dates and revocation are checked on every
-  // request regardless, by the plugin.
-  const cache = new Map<string, { until: number, result: Promise<ForwardedResult> }>()
-  const read = async (value: string): Promise<ForwardedResult> => {
-    const now = Date.now()
-    const cached = cache.get(value)
-    if (cached !== undefined && cached.until > now) return await cached.result
-    if (cache.size >= CACHE_SIZE) cache.delete(cache.keys().next().value as string)
-    const result = verify(extract(value), anchors)
-    cache.set(value, { until: now + CACHE_TTL, result })
-    return await result
-  }
   return {
     header,
-    isTrusted: (address) => address !== undefined && matches(address),
-    read
+    isTrusted: matches,
+    read: async (value) => await verify(extract(value), anchors)
   }
 }
 
@@ -79,17 +63,19 @@ async function verify (ders: Buffer[] | null, anchors: readonly TrustAnchor[]): 
   } catch {
     return 'invalid'
   }
+  // The chain is checked at a moment the leaf is valid: now, if it is. A leaf that has expired or
+  // is not valid yet is then still told apart from a forged one, and refused for its dates by
+  // the plugin, as on a TLS connection.
+  const { notBefore, notAfter } = leaf.certificate
   const engine = new pkijs.CertificateChainValidationEngine({
     trustedCerts: anchors.map((anchor) => anchor.parsed),
-    certs: [leaf.parsed, ...chain],
-    checkDate: new Date()
+    // pkijs takes the last of `certs` as the end-entity certificate.
+    certs: [...chain, leaf.parsed],
+    checkDate: new Date(Math.min(Math.max(Date.now(), notBefore), notAfter))
   })
-  try {
-    const outcome = await engine.verify()
-    return outcome.result ? leaf : 'invalid'
-  } catch {
-    return 'invalid'
-  }
+  // pkijs answers every failure as a result, never by throwing.
+  const outcome = await engine.verify()
+  return outcome.result ? leaf : 'invalid'
 }
 
 /** The certificate (and chain) of the last XFCC element: the one the nearest proxy added. */
@@ -113,10 +99,13 @@ export function fromXfcc (value: string): Buffer[] | null {
   return leaf === null || rest === null || leaf.length !== 1 ? null : [...leaf, ...rest]
 }
 
-/** A URL-encoded PEM certificate with its chain, or a base64 DER certificate. */
+/**
+ * One URL-encoded PEM certificate, or one base64 DER certificate. Two certificates are refused:
+ * a header sent twice, a forged one and the proxy's, would read as a certificate and its chain.
+ */
 export function fromPem (value: string): Buffer[] | null {
   const pem = decodePem(value)
-  if (pem !== null) return pem
+  if (pem !== null) return pem.length === 1 ? pem : null
   const compact = value.trim()
   return /^[A-Za-z0-9+/]+={0,2}$/.test(compact) ? [Buffer.from(compact, 'base64')] : null
 }

@@ -1,6 +1,7 @@
 import { unwatchFile, watchFile } from 'node:fs'
 import type { TLSSocket } from 'node:tls'
 import fp from 'fastify-plugin'
+import { LRUCache } from 'lru-cache'
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
 import {
   checkKnownKeys, checkMode, checkNumber, deny, invalidOption, prepareDecision, recordPrepared, routeConfigOf, setClientCertificate,
@@ -78,25 +79,19 @@ interface Policy {
   mode: Mode
 }
 
-/** A certificate as the plugin keeps it per connection or per forwarded value. */
+/**
+ * A certificate as the plugin keeps it, per connection or per forwarded value: `parsed` is `null`
+ * for a forwarded one that could not be read. `null` instead of a peer: no certificate at all.
+ */
 interface Peer {
   readonly parsed: ParsedCertificate | null
-  /** Why it is refused whatever the date; `null` when it verified. */
-  readonly refusal: (() => PortcullisError) | null
+  /** Whether its chain verified against the CA bundle (by the TLS handshake, or here). */
+  readonly trusted: boolean
+  /** Its principal; `null` when it has none (or `principal: false`). */
   readonly principal: Principal | null
 }
 
 const OPTION_KEYS = ['ca', 'crl', 'watchCrl', 'crlWatchInterval', 'required', 'mode', 'principal', 'pins', 'forwarded']
-
-// OpenSSL's verdicts on a handshake's certificate that are worth telling the client apart from
-// "not trusted".
-const TLS_REFUSALS: Readonly<Record<string, () => PortcullisError>> = {
-  CERT_HAS_EXPIRED: () => new CertificateExpired(),
-  CERT_NOT_YET_VALID: () => new CertificateNotYetValid(),
-  CERT_REVOKED: () => new CertificateRevoked()
-}
-const untrusted = (): PortcullisError => new CertificateInvalid()
-const notAllowed = (): PortcullisError => new CertificateNotAllowed()
 
 const kPolicy = Symbol('portcullis.mtls.policy')
 type WithPolicy = Record<typeof kPolicy, Policy | null | undefined>
@@ -129,56 +124,53 @@ const plugin: FastifyPluginAsync<MtlsOptions> = async (app, options) => {
     route.config = Object.assign({ ...config }, { [kPolicy]: compiled })
   })
 
-  const peerOf = (parsed: ParsedCertificate | null, refusal: (() => PortcullisError) | null): Peer => {
-    if (parsed === null || refusal !== null || identify === null) return { parsed, refusal, principal: null }
-    const principal = identify(parsed.certificate)
-    return { parsed, refusal: principal === null ? notAllowed : null, principal }
+  const peerOf = (parsed: ParsedCertificate | null, trusted: boolean): Peer => {
+    const principal = parsed === null || !trusted || identify === null ? null : identify(parsed.certificate)
+    return { parsed, trusted, principal }
   }
+  const unreadable: Peer = { parsed: null, trusted: false, principal: null }
 
   // A connection's certificate does not change: it is read and mapped once per connection.
-  const connections = new WeakMap<object, Peer>()
-  const fromConnection = (request: FastifyRequest): Peer => {
+  const connections = new WeakMap<object, Peer | null>()
+  const fromConnection = (request: FastifyRequest): Peer | null => {
     const socket = request.raw.socket as Partial<TLSSocket>
     let peer = connections.get(socket)
     if (peer !== undefined) return peer
     const x509 = typeof socket.getPeerX509Certificate === 'function' ? socket.getPeerX509Certificate() : undefined
-    if (x509 === undefined) {
-      peer = peerOf(null, null)
-    } else {
-      const refusal = socket.authorized === true ? null : (TLS_REFUSALS[String(socket.authorizationError)] ?? untrusted)
-      peer = peerOf(parseCertificate(x509.raw, 'tls'), refusal)
-    }
+    // `authorized` is OpenSSL's verdict on the chain, against the listener's `ca`.
+    peer = x509 === undefined ? null : peerOf(parseCertificate(x509.raw, 'tls'), socket.authorized === true)
     connections.set(socket, peer)
     return peer
   }
-  const fromHeader = new Map<ParsedCertificate, Peer>()
-  const forwardedPeer = async (value: string | string[]): Promise<Peer> => {
-    if (Array.isArray(value)) return peerOf(null, untrusted)
-    const result = await (forwarded as Forwarded).read(value)
-    if (result === 'invalid') return peerOf(null, untrusted)
-    let peer = fromHeader.get(result)
+  // A proxy forwards the same few certificates over and over: each header value is verified once,
+  // then answered from here for a few minutes. Validity dates and revocation are checked on
+  // every request regardless.
+  const fromHeader = new LRUCache<string, Promise<Peer>>({ max: 1000, ttl: 5 * 60_000 })
+  const forwardedPeer = async (value: string): Promise<Peer> => {
+    let peer = fromHeader.get(value)
     if (peer === undefined) {
-      if (fromHeader.size >= 1000) fromHeader.clear()
-      peer = peerOf(result, null)
-      fromHeader.set(result, peer)
+      peer = (forwarded as Forwarded).read(value).then((result) => result === 'invalid' ? unreadable : peerOf(result, true))
+      fromHeader.set(value, peer)
     }
-    return peer
+    return await peer
   }
 
+  // Facts about the certificate the client holds come first (its dates), then whether it is
+  // trusted, revoked, and allowed here.
   const refusalOf = (peer: Peer, request: FastifyRequest): PortcullisError | null => {
-    if (peer.parsed === null) return (peer.refusal as () => PortcullisError)()
+    if (peer.parsed === null) return new CertificateInvalid()
     const { certificate, issuerKey } = peer.parsed
-    if (peer.refusal === untrusted || peer.refusal === notAllowed) return peer.refusal()
     const now = Date.now()
     if (now < certificate.notBefore) return new CertificateNotYetValid()
     if (now > certificate.notAfter) return new CertificateExpired()
-    if (peer.refusal !== null) return peer.refusal()
+    if (!peer.trusted) return new CertificateInvalid()
     const status = crls === null ? 'good' : crls.status(issuerKey, certificate.serialNumber, now)
     if (status === 'revoked') return new CertificateRevoked()
     if (status === 'stale') {
       request.log.warn('the CRL of the client certificate\'s issuer is past its next update: certificates of that issuer are refused until it is reloaded')
       return withHeaders(new RevocationUnknown(), { 'retry-after': '60' })
     }
+    if (identify !== null && peer.principal === null) return new CertificateNotAllowed()
     return null
   }
 
@@ -189,18 +181,20 @@ const plugin: FastifyPluginAsync<MtlsOptions> = async (app, options) => {
     // A trusted proxy speaks for its client: only the header it forwards counts, never the
     // certificate the proxy itself connected with. Anyone else's header is removed unread, so
     // neither a later hook nor an upstream can take it for the proxy's.
-    let peer: Peer | undefined
+    let peer: Peer | null | undefined
     if (forwarded !== null) {
+      // Node joins a header sent more than once into one value, as a proxy appending to it would.
       const value = request.headers[forwarded.header]
-      if (forwarded.isTrusted(request.raw.socket.remoteAddress)) peer = value === undefined ? peerOf(null, null) : await forwardedPeer(value)
+      // A socket already closed has no address: as text, "undefined", which no range matches.
+      if (forwarded.isTrusted(String(request.raw.socket.remoteAddress))) peer = value === undefined ? null : await forwardedPeer(String(value))
       else if (value !== undefined) delete request.headers[forwarded.header]
     }
     if (request.is404) return
     const compiled = (routeConfigOf(request) as unknown as WithPolicy)[kPolicy]
     const policy = compiled === undefined ? defaults : compiled
     if (policy === null) return
-    peer ??= fromConnection(request)
-    if (peer.parsed === null && peer.refusal === null) {
+    if (peer === undefined) peer = fromConnection(request)
+    if (peer === null) {
       if (policy.required) deny(request, policy.mode, PLUGIN_NAME, new CertificateRequired())
       else recordPrepared(request, absent)
       return

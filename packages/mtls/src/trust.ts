@@ -91,11 +91,7 @@ export class CrlStore {
     const key = nameKey(crl.issuer)
     for (const anchor of this.#anchors) {
       if (anchor.subjectKey !== key) continue
-      let signed = false
-      try {
-        signed = await crl.verify({ issuerCertificate: anchor.parsed })
-      } catch {}
-      if (!signed) continue
+      if (!await crl.verify({ issuerCertificate: anchor.parsed })) continue
       const revoked = new Set((crl.revokedCertificates ?? []).map((entry) => serialOf(entry.userCertificate.valueBlock.valueHexView)))
       return { key, value: { revoked, thisUpdate: crl.thisUpdate.value.getTime(), nextUpdate: crl.nextUpdate?.value.getTime() ?? Infinity } }
     }

@@ -1,4 +1,4 @@
-import { request as httpsRequest } from 'node:https'
+import { request as httpsRequest, type Agent } from 'node:https'
 import { request as httpRequest } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import Fastify, { type FastifyInstance } from 'fastify'
@@ -33,8 +33,8 @@ export function portOf (app: FastifyInstance): number {
   return (app.server.address() as AddressInfo).port
 }
 
-/** A request over TLS, with `client`'s certificate when given; a fresh connection each time. */
-export async function call (app: FastifyInstance, pki: Pki, path: string, client?: Issued, headers: Record<string, string> = {}): Promise<Answer> {
+/** A request over TLS, with `client`'s certificate when given; a fresh connection unless an agent keeps one. */
+export async function call (app: FastifyInstance, pki: Pki, path: string, client?: Issued, headers: Record<string, string> = {}, agent: Agent | false = false): Promise<Answer> {
   return await new Promise((resolve, reject) => {
     const req = httpsRequest({
       host: '127.0.0.1',
@@ -43,7 +43,7 @@ export async function call (app: FastifyInstance, pki: Pki, path: string, client
       headers,
       servername: 'localhost',
       ca: pki.ca.cert,
-      agent: false,
+      agent,
       ...(client === undefined ? {} : { cert: client.cert, key: client.key })
     }, (res) => answer(res, resolve, reject))
     req.on('error', reject)
@@ -52,7 +52,7 @@ export async function call (app: FastifyInstance, pki: Pki, path: string, client
 }
 
 /** A plain HTTP request to an app listening without TLS (behind a TLS-terminating proxy). */
-export async function callPlain (port: number, path: string, headers: Record<string, string> = {}, localAddress = '127.0.0.1'): Promise<Answer> {
+export async function callPlain (port: number, path: string, headers: Record<string, string | string[]> = {}, localAddress = '127.0.0.1'): Promise<Answer> {
   return await new Promise((resolve, reject) => {
     const req = httpRequest({ host: '127.0.0.1', port, path, headers, localAddress, agent: false }, (res) => answer(res, resolve, reject))
     req.on('error', reject)

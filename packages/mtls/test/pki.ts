@@ -14,7 +14,7 @@ export interface Issued {
   key: string
   der: Buffer
   parsed: pkijs.Certificate
-  privateKey: CryptoKey
+  privateKey: webcrypto.CryptoKey
 }
 
 export interface CertificateSpec {
@@ -48,7 +48,7 @@ function ipBytes (ip: string): asn1js.OctetString {
 }
 
 export async function issue (spec: CertificateSpec = {}): Promise<Issued> {
-  const keys = await webcrypto.subtle.generateKey(ALGORITHM, true, ['sign', 'verify']) as CryptoKeyPair
+  const keys = await webcrypto.subtle.generateKey(ALGORITHM, true, ['sign', 'verify']) as webcrypto.CryptoKeyPair
   const certificate = new pkijs.Certificate()
   certificate.version = 2
   certificate.serialNumber = new asn1js.Integer({ value: spec.serial ?? nextSerial++ })
@@ -80,13 +80,13 @@ export async function issue (spec: CertificateSpec = {}): Promise<Issued> {
   return { cert: pem('CERTIFICATE', der), key: pem('PRIVATE KEY', pkcs8), der, parsed: pkijs.Certificate.fromBER(der), privateKey: keys.privateKey }
 }
 
-/** A CRL of `issuer` revoking `revoked`, PEM. `nextUpdate` in days from now. */
-export async function crlOf (issuer: Issued, revoked: Issued[], options: { nextUpdate?: number, thisUpdate?: number, signer?: Issued } = {}): Promise<string> {
+/** A CRL of `issuer` revoking `revoked`, PEM. Updates in days from now; `nextUpdate: null` leaves it out. */
+export async function crlOf (issuer: Issued, revoked: Issued[], options: { nextUpdate?: number | null, thisUpdate?: number, signer?: Issued } = {}): Promise<string> {
   const crl = new pkijs.CertificateRevocationList()
   crl.version = 1
   crl.issuer = issuer.parsed.subject
   crl.thisUpdate = new pkijs.Time({ type: 0, value: new Date(Date.now() + (options.thisUpdate ?? -1 / 24) * DAY) })
-  crl.nextUpdate = new pkijs.Time({ type: 0, value: new Date(Date.now() + (options.nextUpdate ?? 7) * DAY) })
+  if (options.nextUpdate !== null) crl.nextUpdate = new pkijs.Time({ type: 0, value: new Date(Date.now() + (options.nextUpdate ?? 7) * DAY) })
   if (revoked.length > 0) {
     crl.revokedCertificates = revoked.map((cert) => new pkijs.RevokedCertificate({
       userCertificate: cert.parsed.serialNumber,
