@@ -5,8 +5,10 @@ import { checkKnownKeys, InvalidOption, invalidOption, type CoreOptions } from '
 import type { AuthnOptions } from '@portcullis/authn'
 import type { AuthzOptions, AuthzRule, IpRulesOptions } from '@portcullis/authz'
 import type { RateLimitOptions, RuleOptions } from '@portcullis/rate-limit'
+import type { MtlsOptions } from '@portcullis/mtls'
 import type { SchemaValidateOptions } from '@portcullis/schema-validate'
 import { compileResourcePath, type UpstreamResource } from './resources.js'
+import { resolveTlsPaths, validateServerTls, validateUpstreamTls, type ServerTlsConfig, type UpstreamTlsConfig } from './tls.js'
 
 /** HTTP methods a declared route may answer. */
 export const ROUTE_METHODS: readonly string[] = Object.freeze(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'])
@@ -63,15 +65,27 @@ export interface UpstreamConfig {
   openapi?: string | object
   /** How the contract is enforced: `@portcullis/schema-validate` options other than `openapi` and `prefix`. */
   validation?: Omit<SchemaValidateOptions, 'openapi' | 'prefix'>
+  /** TLS toward an `https://` upstream: its CA, and the gateway's client certificate (upstream mTLS). */
+  tls?: UpstreamTlsConfig
 }
 
 /** An upstream once checked: every option set, the contract's only if given. */
-export type ValidUpstream = Required<Omit<UpstreamConfig, 'openapi' | 'validation'>> & Pick<UpstreamConfig, 'openapi' | 'validation'>
+export type ValidUpstream = Required<Omit<UpstreamConfig, 'openapi' | 'validation' | 'tls'>> & Pick<UpstreamConfig, 'openapi' | 'validation' | 'tls'>
 
 /** The standalone gateway's configuration document. */
 export interface GatewayConfig {
-  server?: { host?: string, port?: number }
+  server?: {
+    host?: string
+    port?: number
+    /** Listen with TLS, and with `clientCa`, ask clients for certificates (mutual TLS). */
+    tls?: ServerTlsConfig
+  }
   core?: CoreOptions
+  /**
+   * Client certificates (`@portcullis/mtls` options). `ca` is a file here, by default the
+   * listener's `server.tls.clientCa`; `crl` files are relative to the configuration file too.
+   */
+  mtls?: Omit<MtlsOptions, 'ca'> & { ca?: string }
   /** Authentication (`@portcullis/authn` options); without it, no credentials are asked for. */
   authn?: AuthnOptions
   /** IP allow/deny lists (`@portcullis/authz`). */
@@ -112,16 +126,18 @@ export const DEFAULT_UPSTREAM_TIMEOUT = 10_000
 export const HEALTH_PATHS: readonly string[] = Object.freeze(['/healthz'])
 
 /** A configuration document once checked, with defaults applied. */
-export type ValidGatewayConfig = Pick<GatewayConfig, 'authn' | 'ipRules' | 'authz' | 'ipRateLimit' | 'rateLimit' | 'rateLimitStore'> & {
-  server: { host: string, port: number }
+export type ValidGatewayConfig = Pick<GatewayConfig, 'authn' | 'ipRules' | 'mtls' | 'authz' | 'ipRateLimit' | 'rateLimit' | 'rateLimitStore'> & {
+  server: { host: string, port: number, tls?: ServerTlsConfig }
   core: CoreOptions
   upstreams: ValidUpstream[]
 }
 
 /** Checks a configuration document and returns it with defaults applied. Throws naming the option. */
 export function validateGatewayConfig (input: unknown): ValidGatewayConfig {
-  const doc = checkKnownKeys(input, ['server', 'core', 'authn', 'ipRules', 'ipRateLimit', 'rateLimit', 'rateLimitStore', 'authz', 'upstreams'], 'gateway')
-  const server = checkKnownKeys(doc.server ?? {}, ['host', 'port'], 'server')
+  const doc = checkKnownKeys(input, ['server', 'core', 'authn', 'ipRules', 'mtls', 'ipRateLimit', 'rateLimit', 'rateLimitStore', 'authz', 'upstreams'], 'gateway')
+  const server = checkKnownKeys(doc.server ?? {}, ['host', 'port', 'tls'], 'server')
+  const tls = server.tls === undefined ? undefined : validateServerTls(server.tls)
+  const mtls = doc.mtls === undefined ? undefined : validateMtls(doc.mtls, tls)
   const host = server.host ?? DEFAULT_HOST
   if (typeof host !== 'string' || host === '') throw invalidOption('server.host', 'a host name or IP address', host)
   const port = server.port ?? DEFAULT_PORT
@@ -139,16 +155,26 @@ export function validateGatewayConfig (input: unknown): ValidGatewayConfig {
   })
   // Plugin options are checked in full by the plugins themselves, at registration.
   return {
-    server: { host, port: port as number },
+    server: { host, port: port as number, ...(tls === undefined ? {} : { tls }) },
     core: (doc.core ?? {}) as CoreOptions,
     ...(doc.authn === undefined ? {} : { authn: doc.authn as AuthnOptions }),
     ...(doc.ipRules === undefined ? {} : { ipRules: doc.ipRules as IpRulesOptions }),
+    ...(mtls === undefined ? {} : { mtls }),
     ...(doc.authz === undefined ? {} : { authz: doc.authz as AuthzOptions }),
     ...(doc.ipRateLimit === undefined ? {} : { ipRateLimit: doc.ipRateLimit as ValidGatewayConfig['ipRateLimit'] }),
     ...(doc.rateLimit === undefined ? {} : { rateLimit: doc.rateLimit as ValidGatewayConfig['rateLimit'] }),
     ...(doc.rateLimitStore === undefined ? {} : { rateLimitStore: validateRateLimitStore(doc) }),
     upstreams
   }
+}
+
+// The plugin checks the rest of its options; here, only what the configuration file changes.
+function validateMtls (input: unknown, tls: ServerTlsConfig | undefined): NonNullable<GatewayConfig['mtls']> {
+  const mtls = checkKnownKeys(input, Object.keys(input ?? {}), 'mtls') as NonNullable<GatewayConfig['mtls']>
+  if (mtls.ca !== undefined && (typeof mtls.ca !== 'string' || mtls.ca === '')) throw invalidOption('mtls.ca', 'the path of a PEM file of CA certificates', mtls.ca)
+  if (mtls.crl !== undefined && (!Array.isArray(mtls.crl) || !mtls.crl.every((file) => typeof file === 'string' && file !== ''))) throw invalidOption('mtls.crl', 'a list of CRL file paths', mtls.crl)
+  const ca = mtls.ca ?? tls?.clientCa
+  return ca === undefined ? { ...mtls } : { ...mtls, ca }
 }
 
 function validateRateLimitStore (doc: Record<string, unknown>): RateLimitStoreConfig {
@@ -182,7 +208,7 @@ function isRedisUrl (text: string): boolean {
 interface Sections { authz: boolean, ipRateLimit: boolean, rateLimit: boolean }
 
 function validateUpstream (input: unknown, path: string, sections: Sections): ValidUpstream {
-  const entry = checkKnownKeys(input, ['prefix', 'url', 'rewritePrefix', 'timeout', 'routes', 'openapi', 'validation'], path)
+  const entry = checkKnownKeys(input, ['prefix', 'url', 'rewritePrefix', 'timeout', 'routes', 'openapi', 'validation', 'tls'], path)
   const { prefix, url, rewritePrefix = '', timeout = DEFAULT_UPSTREAM_TIMEOUT, routes = [], openapi, validation } = entry
   if (typeof prefix !== 'string' || !/^\/[A-Za-z0-9._~!$&'()*+,;=:@/-]*$/.test(prefix) || prefix.endsWith('/')) {
     throw invalidOption(`${path}.prefix`, 'a path that starts with "/" and does not end with one, such as "/api"', prefix)
@@ -207,6 +233,11 @@ function validateUpstream (input: unknown, path: string, sections: Sections): Va
     throw invalidOption(`${path}.openapi`, 'the path of an OpenAPI document, or the document itself', openapi)
   }
   if (validation !== undefined && openapi === undefined) throw invalidOption(`${path}.validation`, 'used with openapi, the contract it enforces', validation)
+  const tls = entry.tls === undefined ? undefined : validateUpstreamTls(entry.tls, `${path}.tls`, url)
+  const lookup = checked.findIndex((route) => route.resource !== undefined)
+  if (tls !== undefined && lookup !== -1) {
+    throw invalidOption(`${path}.routes[${lookup}].resource`, 'left out on an upstream with tls: resource lookups do not use the upstream\'s TLS settings')
+  }
   return {
     prefix,
     url: new URL(url).origin,
@@ -214,7 +245,8 @@ function validateUpstream (input: unknown, path: string, sections: Sections): Va
     timeout: timeout as number,
     routes: checked,
     ...(openapi === undefined ? {} : { openapi: openapi as string | object }),
-    ...(validation === undefined ? {} : { validation: validation as ValidUpstream['validation'] })
+    ...(validation === undefined ? {} : { validation: validation as ValidUpstream['validation'] }),
+    ...(tls === undefined ? {} : { tls })
   }
 }
 
@@ -269,9 +301,16 @@ export async function loadGatewayConfig (file: string): Promise<ReturnType<typeo
     throw new InvalidOption(`${file} is not valid ${extname(file).toLowerCase() === '.json' ? 'JSON' : 'YAML'}: ${(err as Error).message}`)
   }
   const config = validateGatewayConfig(document ?? {})
-  // A contract named by a relative path sits next to the configuration file.
+  // Contracts, certificates and CRLs named by relative paths sit next to the configuration file.
+  const dir = dirname(file)
   for (const upstream of config.upstreams) {
-    if (typeof upstream.openapi === 'string' && !isAbsolute(upstream.openapi)) upstream.openapi = resolve(dirname(file), upstream.openapi)
+    if (typeof upstream.openapi === 'string' && !isAbsolute(upstream.openapi)) upstream.openapi = resolve(dir, upstream.openapi)
+    resolveTlsPaths(upstream.tls, dir)
+  }
+  resolveTlsPaths(config.server.tls, dir)
+  if (config.mtls !== undefined) {
+    resolveTlsPaths(config.mtls, dir)
+    if (config.mtls.crl !== undefined) config.mtls.crl = config.mtls.crl.map((crl) => resolve(dir, crl))
   }
   return config
 }

@@ -3,6 +3,7 @@ import type { FastifyPluginAsync } from 'fastify'
 import { checkKnownKeys, invalidOption, portcullisCore, type CoreOptions } from '@portcullis/core'
 import { portcullisAuthn, type AuthnOptions } from '@portcullis/authn'
 import { portcullisAuthz, portcullisIpRules, type AuthzOptions, type IpRulesOptions } from '@portcullis/authz'
+import { portcullisMtls, type MtlsOptions } from '@portcullis/mtls'
 import { portcullisRateLimit, type RateLimitOptions } from '@portcullis/rate-limit'
 import { portcullisSchemaValidate, type SchemaValidateOptions } from '@portcullis/schema-validate'
 
@@ -11,6 +12,8 @@ export interface PortcullisOptions {
   core?: CoreOptions
   /** IP allow/deny lists (`@portcullis/authz`), step 2; registered when given. */
   ipRules?: IpRulesOptions
+  /** Client certificates (`@portcullis/mtls`), step 3; registered when given. */
+  mtls?: MtlsOptions
   /** The coarse limit by client IP (`@portcullis/rate-limit`, stage `ip`), step 4; registered when given. */
   ipRateLimit?: Omit<RateLimitOptions, 'stage' | 'plans'>
   /** Options of `@portcullis/authn`, step 5; registered when given. */
@@ -37,6 +40,7 @@ interface Part {
 const PARTS: readonly Part[] = [
   { key: 'core', plugin: portcullisCore as FastifyPluginAsync<never>, always: true },
   { key: 'ipRules', plugin: portcullisIpRules as FastifyPluginAsync<never>, always: false },
+  { key: 'mtls', plugin: portcullisMtls as FastifyPluginAsync<never>, always: false },
   { key: 'ipRateLimit', plugin: portcullisRateLimit as FastifyPluginAsync<never>, always: false, fixed: { stage: 'ip' } },
   { key: 'authn', plugin: portcullisAuthn as FastifyPluginAsync<never>, always: false },
   { key: 'rateLimit', plugin: portcullisRateLimit as FastifyPluginAsync<never>, always: false, fixed: { stage: 'principal' } },

@@ -7,7 +7,9 @@ import { RedisStore, type RateLimitStore } from '@portcullis/rate-limit'
 import { documentRoutes, portcullisSchemaValidate, shapeOf } from '@portcullis/schema-validate'
 import { Redis } from 'ioredis'
 import { portcullis } from './plugin.js'
-import { validateGatewayConfig, type GatewayConfig, type RateLimitStoreConfig, type UpstreamRoute, type ValidUpstream } from './config.js'
+import type { MtlsOptions } from '@portcullis/mtls'
+import { validateGatewayConfig, type GatewayConfig, type RateLimitStoreConfig, type UpstreamRoute, type ValidGatewayConfig, type ValidUpstream } from './config.js'
+import { readPem, serverHttpsOptions, upstreamConnectOptions } from './tls.js'
 import { compileResourcePath, upstreamResourceLoader } from './resources.js'
 
 /**
@@ -20,11 +22,19 @@ import { compileResourcePath, upstreamResourceLoader } from './resources.js'
  * keep-alive clients go away and the close completes without waiting for idle timeouts.
  */
 export async function buildGateway (config: GatewayConfig, serverOptions: FastifyServerOptions = {}): Promise<FastifyInstance> {
-  const { core, authn, ipRules, ipRateLimit, rateLimit, rateLimitStore, authz, upstreams } = validateGatewayConfig(config)
+  const { server, core, authn, ipRules, mtls, ipRateLimit, rateLimit, rateLimitStore, authz, upstreams } = validateGatewayConfig(config)
+  // Every file is read before anything starts: a missing one fails startup, naming its option.
+  const https = server.tls === undefined ? undefined : await serverHttpsOptions(server.tls)
+  const mtlsOptions = mtls === undefined ? undefined : await readMtls(mtls)
+  // Upstream certificates are always verified: @fastify/reply-from would otherwise turn that off
+  // for https upstreams, and anyone on the path could answer for one.
+  const connects = await Promise.all(upstreams.map(async (upstream, i) => ({
+    connect: { rejectUnauthorized: true, ...(upstream.tls === undefined ? {} : await upstreamConnectOptions(upstream.tls, `upstreams[${i}].tls`)) }
+  })))
   // Requests still being routed while closing are served, not answered with Fastify's own 503
   // (which is not problem+json); the onSend hook below ends their connections.
   // Request ids are UUIDs, unique across instances, and are returned as X-Request-Id.
-  const app = Fastify({ genReqId: () => randomUUID(), ...serverOptions, return503OnClosing: false })
+  const app = Fastify({ genReqId: () => randomUUID(), ...serverOptions, ...(https === undefined ? {} : { https }), return503OnClosing: false }) as unknown as FastifyInstance
   let closing = false
   app.addHook('preClose', async () => { closing = true })
   app.addHook('onSend', (_request, reply, _payload, done) => {
@@ -38,6 +48,7 @@ export async function buildGateway (config: GatewayConfig, serverOptions: Fastif
   await app.register(portcullis, {
     core: { requestIdHeader: 'x-request-id', ...core },
     ...(ipRules === undefined ? {} : { ipRules }),
+    ...(mtlsOptions === undefined ? {} : { mtls: mtlsOptions }),
     ...(ipRateLimit === undefined ? {} : { ipRateLimit: withStore(ipRateLimit) }),
     ...(authn === undefined ? {} : { authn }),
     ...(rateLimit === undefined ? {} : { rateLimit: withStore(rateLimit) }),
@@ -54,16 +65,22 @@ export async function buildGateway (config: GatewayConfig, serverOptions: Fastif
 
   for (const [i, upstream] of upstreams.entries()) {
     const declared = routes[i] as UpstreamRoute[]
-    if (declared.length > 0) await app.register(declaredRoutes, { prefix: upstream.prefix, upstream: { ...upstream, routes: declared } })
+    const undici = { headersTimeout: upstream.timeout, bodyTimeout: upstream.timeout, ...connects[i] }
+    if (declared.length > 0) await app.register(declaredRoutes, { prefix: upstream.prefix, upstream: { ...upstream, routes: declared }, undici })
     await app.register(httpProxy, {
       upstream: upstream.url,
       prefix: upstream.prefix,
       rewritePrefix: upstream.rewritePrefix,
-      undici: { headersTimeout: upstream.timeout, bodyTimeout: upstream.timeout },
+      undici,
       replyOptions: { onError: upstreamFailed }
     })
   }
   return app
+}
+
+/** The mtls section with its CA file read: the plugin takes PEM text. */
+async function readMtls ({ ca, ...options }: NonNullable<ValidGatewayConfig['mtls']>): Promise<MtlsOptions> {
+  return ca === undefined ? options : { ...options, ca: (await readPem(ca, 'mtls.ca')).toString('latin1') }
 }
 
 // How long startup waits for the rate-limit store's Redis to connect before serving without it.
@@ -123,8 +140,8 @@ async function routesOf (upstream: ValidUpstream, path: string): Promise<Upstrea
  * The routes an upstream declares, each a Fastify route of its own so that rules key on its
  * pattern; the request goes upstream as it arrived, with the prefix rewritten.
  */
-async function declaredRoutes (app: FastifyInstance, { upstream }: { upstream: ValidUpstream }): Promise<void> {
-  await app.register(replyFrom, { base: upstream.url, undici: { headersTimeout: upstream.timeout, bodyTimeout: upstream.timeout } })
+async function declaredRoutes (app: FastifyInstance, { upstream, undici }: { upstream: ValidUpstream, undici: Record<string, unknown> }): Promise<void> {
+  await app.register(replyFrom, { base: upstream.url, undici })
   // Bodies other than JSON and text go upstream as streams, as they do through the proxy.
   app.addContentTypeParser('*', (_request, payload, done) => { done(null, payload) })
   for (const route of upstream.routes) {

@@ -77,7 +77,7 @@ test('start serves the configured gateway; flags beat the environment, which bea
 test('start failures exit 1 with the reason and its code', async (t) => {
   const bad = await configFile('server:\n  prot: 3000\n')
   const cases: Array<[string[], NodeJS.ProcessEnv, RegExp]> = [
-    [['start', bad], {}, /server\.prot is not a known option; allowed: host, port \[PORTCULLIS_CORE_INVALID_OPTION\]/],
+    [['start', bad], {}, /server\.prot is not a known option; allowed: host, port, tls \[PORTCULLIS_CORE_INVALID_OPTION\]/],
     [['start', join(tmpdir(), 'no-such-portcullis.yaml')], {}, /ENOENT.*\[ENOENT\]/],
     [['start', await configFile('{}')], { PORT: 'abc' }, /port must be an integer from 0 to 65535 \(got "abc"\)$/],
     [['start', await configFile('{}'), '--port', '99999'], {}, /port must be an integer/],

@@ -5,7 +5,10 @@ import { buildGateway, portcullis, type GatewayConfig } from '../src/index.js'
 const app = Fastify()
 app.register(portcullis, { core: { trustedProxies: ['loopback'] } })
 // @ts-expect-error parts this version does not have are not options
-app.register(portcullis, { mtls: {} })
+app.register(portcullis, { auditLog: {} })
+app.register(portcullis, { mtls: { required: false, principal: { from: ['uri'] } } })
+// @ts-expect-error identities come from uri, dns or cn
+app.register(portcullis, { mtls: { principal: { from: ['email'] } } })
 app.register(portcullis, { schemaValidate: { openapi: './openapi.yaml', rejectUnknownProperties: 'all' } })
 // @ts-expect-error the plugin's own options only
 app.register(portcullis, { schemaValidate: { strict: true } })
