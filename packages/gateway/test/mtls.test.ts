@@ -141,7 +141,7 @@ test('TLS settings are checked at startup, naming the option', async (t) => {
     [{ upstreams: [{ prefix: '/api', url: 'https://127.0.0.1:9', tls: { ca: 7 as never } }] }, /upstreams\[0\]\.tls\.ca must be the path of a PEM file/],
     [{ upstreams: [{ prefix: '/api', url: 'https://127.0.0.1:9', tls: { servername: '' } }] }, /upstreams\[0\]\.tls\.servername must be a host name/],
     [{ upstreams: [{ prefix: '/api', url: 'https://127.0.0.1:9', tls: { key: '/nonexistent/k', cert: '/nonexistent/c' } }] }, /upstreams\[0\]\.tls\.cert must be a readable PEM file/],
-    [{ authz: { defaultRule: false }, upstreams: [{ prefix: '/api', url: 'https://127.0.0.1:9', tls: { servername: 'orders.internal' }, routes: [{ method: 'GET', path: '/o/:id', authz: { anyRole: ['a'] }, resource: { path: '/o/:id' } }] }] }, /upstreams\[0\]\.routes\[0\]\.resource must be left out on an upstream with tls/]
+    [{ authz: {}, upstreams: [{ prefix: '/api', url: 'https://127.0.0.1:9', tls: { servername: 'orders.internal' }, routes: [{ method: 'GET', path: '/o/:id', authz: { anyRole: ['a'] }, resource: { path: '/o/:id' } }] }] }, /upstreams\[0\]\.routes\[0\]\.resource must be left out on an upstream with tls/]
   ]
   for (const [config, message] of cases) await t.rejects(buildGateway(config), { code: 'PORTCULLIS_CORE_INVALID_OPTION', message }, message.source)
 })
