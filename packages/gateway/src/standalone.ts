@@ -60,8 +60,8 @@ export async function buildGateway (config: GatewayConfig, serverOptions: Fastif
   for (const upstream of upstreams) {
     if (upstream.openapi !== undefined) await app.register(portcullisSchemaValidate, { ...upstream.validation, openapi: upstream.openapi, prefix: upstream.prefix })
   }
-  // Health checks come from load balancers, which hold no credentials and poll often.
-  app.get('/healthz', { config: { authn: false, authz: false, rateLimit: false } }, async () => ({ status: 'ok' }))
+  // Health checks come from load balancers, which hold no credentials (nor client certificates) and poll often.
+  app.get('/healthz', { config: { authn: false, mtls: false, authz: false, rateLimit: false } }, async () => ({ status: 'ok' }))
 
   for (const [i, upstream] of upstreams.entries()) {
     const declared = routes[i] as UpstreamRoute[]
