@@ -2,28 +2,19 @@ import { test } from 'tap'
 import { execFile, spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { readFile, writeFile } from 'node:fs/promises'
-import { request } from 'node:https'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { listeningUrl } from '../../../test/helpers/child.js'
+import { getJson } from '../../../test/helpers/https.js'
 import { optionsFromEnv, startMtlsExample } from '../src/main.js'
 
 // What the README's curl commands do, with Node's https client.
 async function curl (url: string, certs: string, client?: string): Promise<{ status: number, body: any }> {
   const ca = await readFile(join(certs, 'ca.crt'))
-  const credentials = client === undefined ? {} : { cert: await readFile(join(certs, `${client}.crt`)), key: await readFile(join(certs, `${client}.key`)) }
-  return await new Promise((resolve, reject) => {
-    const req = request(url, { ca, agent: false, ...credentials }, (res) => {
-      let text = ''
-      res.setEncoding('utf8')
-      res.on('data', (chunk: string) => { text += chunk })
-      res.on('end', () => { resolve({ status: res.statusCode as number, body: JSON.parse(text) }) })
-    })
-    req.on('error', reject)
-    req.end()
-  })
+  if (client === undefined) return await getJson(url, { ca })
+  return await getJson(url, { ca, cert: await readFile(join(certs, `${client}.crt`)), key: await readFile(join(certs, `${client}.key`)) })
 }
 
 test('the README\'s requests: who gets through, and the problem each of the others gets', async (t) => {

@@ -1,5 +1,4 @@
 import { test, type Test } from 'tap'
-import { request as httpsRequest } from 'node:https'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import Fastify, { type FastifyInstance } from 'fastify'
@@ -7,6 +6,7 @@ import { portcullisCore } from '@portcullis/core'
 import { mtlsServerOptions, portcullisMtls } from '@portcullis/mtls'
 import { buildGateway, loadGatewayConfig, portcullis, type GatewayConfig } from '../src/index.js'
 import { createPki, crlOf, issue, type Issued } from '../../mtls/test/pki.js'
+import { getJson } from '../../../test/helpers/https.js'
 
 const pki = await createPki()
 
@@ -37,16 +37,7 @@ async function files (t: Test): Promise<Record<string, string>> {
 }
 
 async function call (url: string, client?: Issued): Promise<{ status: number, body: any }> {
-  return await new Promise((resolve, reject) => {
-    const req = httpsRequest(url, { ca: pki.ca.cert, agent: false, ...(client === undefined ? {} : { cert: client.cert, key: client.key }) }, (res) => {
-      let text = ''
-      res.setEncoding('utf8')
-      res.on('data', (chunk: string) => { text += chunk })
-      res.on('end', () => { resolve({ status: res.statusCode as number, body: JSON.parse(text) }) })
-    })
-    req.on('error', reject)
-    req.end()
-  })
+  return await getJson(url, { ca: pki.ca.cert, ...(client === undefined ? {} : { cert: client.cert, key: client.key }) })
 }
 
 test('the standalone gateway: mutual TLS from clients, CRLs, and mutual TLS to the upstream', async (t) => {

@@ -7,7 +7,7 @@ import Fastify from 'fastify'
 import { portcullisCore } from '@portcullis/core'
 import { portcullisMtls, type MtlsOptions } from '../src/index.js'
 import { createPki, crlOf } from './pki.js'
-import { call, serve } from './helpers.js'
+import { call, rejectsOptions, serve } from './helpers.js'
 
 const pki = await createPki()
 
@@ -131,12 +131,7 @@ test('CRL options are checked at startup', async (t) => {
     [{ ca: pki.ca.cert, crl: [join(dir, 'foreign.crl')], watchCrl: 'yes' } as never, /mtls\.watchCrl must be a boolean/],
     [{ ca: pki.ca.cert, crl: [join(dir, 'foreign.crl')], crlWatchInterval: 10 }, /mtls\.crlWatchInterval must be a number of milliseconds from 100/]
   ]
-  for (const [options, message] of cases) {
-    const app = Fastify()
-    await app.register(portcullisCore)
-    app.register(portcullisMtls, options)
-    await t.rejects(async () => await app.ready(), { code: 'PORTCULLIS_CORE_INVALID_OPTION', message }, message.source)
-  }
+  await rejectsOptions(t, cases)
   // Without CRLs, a reload has nothing to read.
   const app = Fastify()
   await app.register(portcullisCore)

@@ -5,7 +5,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import { portcullisCore } from '@portcullis/core'
 import { portcullisMtls, thumbprintOf, type MtlsOptions } from '../src/index.js'
 import { createPki, crlOf, issue, type Issued } from './pki.js'
-import { call, callPlain, portOf, serve } from './helpers.js'
+import { call, callPlain, portOf, rejectsOptions, serve } from './helpers.js'
 
 const pki = await createPki()
 const PROXY = '127.0.0.2'
@@ -127,12 +127,7 @@ test('forwarded options are checked at startup', async (t) => {
     [{ ca: pki.ca.cert, forwarded: { trustedProxies: [PROXY], trusted: true } as never }, /mtls\.forwarded\.trusted is not a known option/],
     [{ forwarded: { trustedProxies: [PROXY] } }, /mtls\.ca must be the CA bundle forwarded certificates are verified against/]
   ]
-  for (const [options, message] of cases) {
-    const app = Fastify()
-    await app.register(portcullisCore)
-    app.register(portcullisMtls, options)
-    await t.rejects(async () => await app.ready(), { code: 'PORTCULLIS_CORE_INVALID_OPTION', message }, message.source)
-  }
+  await rejectsOptions(t, cases)
 })
 
 test('a forwarded header sent twice reads as one list: the last XFCC element counts; two PEM certificates are refused', async (t) => {

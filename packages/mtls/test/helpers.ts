@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { portcullisCore, type CoreOptions } from '@portcullis/core'
 import { mtlsServerOptions, portcullisMtls, type MtlsOptions, type RouteMtls } from '../src/index.js'
+import type { Test } from 'tap'
 import type { Issued, Pki } from './pki.js'
 
 export interface Answer {
@@ -66,4 +67,14 @@ function answer (res: import('node:http').IncomingMessage, resolve: (a: Answer) 
   res.on('data', (chunk: string) => { text += chunk })
   res.on('end', () => { resolve({ status: res.statusCode as number, headers: res.headers, body: text === '' ? null : JSON.parse(text) }) })
   res.on('error', reject)
+}
+
+/** Each set of options fails `app.ready()` with the core's invalid-option error and the message given. */
+export async function rejectsOptions (t: Test, cases: Array<[MtlsOptions, RegExp]>): Promise<void> {
+  for (const [options, message] of cases) {
+    const app = Fastify()
+    await app.register(portcullisCore)
+    app.register(portcullisMtls, options)
+    await t.rejects(async () => await app.ready(), { code: 'PORTCULLIS_CORE_INVALID_OPTION', message }, message.source)
+  }
 }

@@ -3,7 +3,7 @@ import Fastify from 'fastify'
 import { portcullisCore } from '@portcullis/core'
 import { portcullisMtls, thumbprintOf, type MtlsOptions } from '../src/index.js'
 import { createPki } from './pki.js'
-import { call, serve } from './helpers.js'
+import { call, rejectsOptions, serve } from './helpers.js'
 
 const pki = await createPki()
 
@@ -96,12 +96,7 @@ test('bad options fail startup, naming the option and what it allows', async (t)
     [{ ca: [42] } as never, /mtls\.ca\[0\] must be PEM text/],
     [{ ca: '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----' }, /mtls\.ca must be PEM certificates \(got "a block that is not a certificate"\)/]
   ]
-  for (const [options, message] of cases) {
-    const app = Fastify()
-    await app.register(portcullisCore)
-    app.register(portcullisMtls, options)
-    await t.rejects(async () => await app.ready(), { code: 'PORTCULLIS_CORE_INVALID_OPTION', message }, message.source)
-  }
+  await rejectsOptions(t, cases)
   const app = Fastify()
   await app.register(portcullisCore)
   await app.register(portcullisMtls)
