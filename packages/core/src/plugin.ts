@@ -9,6 +9,7 @@ import { pathOptionsOf, type PathOptions } from './path.js'
 import { kPrincipal, principalGetter, type Principal } from './principal.js'
 import { createProblemHandlers, DEFAULT_PROBLEM_TYPE_BASE } from './problem.js'
 import type { PolicySnapshot, SnapshotSource } from './snapshot.js'
+import type { UpstreamCall } from './upstream.js'
 
 export interface CoreOptions extends ClientIpOptions {
   /**
@@ -55,6 +56,8 @@ declare module 'fastify' {
     policySnapshot: PolicySnapshot | null
     /** Decisions recorded so far; `null` until the first. Use `recordDecision` and `decisionsOf`. */
     decisions: Decision[] | null
+    /** The upstream a proxied request went to and its answer; `null` otherwise. See `recordUpstream`. */
+    upstream: UpstreamCall | null
     [kPrincipal]: Principal | null
     /** The verified client certificate (`@portcullis/mtls`); `null` without one. Read-only. */
     readonly clientCertificate: ClientCertificate | null
@@ -96,6 +99,7 @@ const plugin: FastifyPluginAsync<CoreOptions> = async (app, options) => {
   app.decorateRequest('clientIp', '')
   app.decorateRequest('policySnapshot', null)
   app.decorateRequest('decisions', null)
+  app.decorateRequest('upstream', null)
   app.decorateRequest(kRouteConfig, null)
 
   app.addHook('onRequest', (request, reply, next) => {

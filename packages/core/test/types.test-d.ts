@@ -22,7 +22,8 @@ app.get('/', async (request) => {
   const ip: string = request.clientIp
   const snapshot: PolicySnapshot | null = request.policySnapshot
   const decisions: Decision[] | null = request.decisions
-  return { principal, thumbprint, ip, snapshot, decisions }
+  const upstreamStatus: number | null | undefined = request.upstream?.statusCode
+  return { principal, thumbprint, ip, snapshot, decisions, upstreamStatus }
 })
 
 const Denied = createError('PORTCULLIS_TYPES_DENIED', 'Denied', 403, 'Forbidden')

@@ -1,0 +1,163 @@
+import { test } from 'tap'
+import { request as httpRequest } from 'node:http'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { recordUpstream, SnapshotHolder } from '@portcullis/core'
+import { alice, audited } from './helpers.js'
+
+async function until (condition: () => boolean): Promise<void> {
+  while (!condition()) await sleep(20)
+}
+
+test('an allowed request: who, what, which policy version, what each plugin decided, how it ended', async (t) => {
+  const snapshot = new SnapshotHolder({ version: 'v7', value: {} })
+  const { app, records } = await audited(t, {}, { snapshot, trustedProxies: ['127.0.0.1/32'] })
+  const res = await app.inject({ url: '/orders/42?expand=items', headers: { 'x-api-key': alice.key, 'x-forwarded-for': '198.51.100.7', 'user-agent': 'curl/8.5' } })
+  t.equal(res.statusCode, 200)
+  const [record] = await records()
+  t.match(record, {
+    '@timestamp': /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/,
+    client: { ip: '198.51.100.7' },
+    source: { ip: '127.0.0.1' },
+    ecs: { version: '8.17.0' },
+    event: { action: 'http-request', category: ['web'], dataset: 'portcullis.audit', kind: 'event', outcome: 'success', reason: 'PORTCULLIS_AUTHZ_OK', sequence: 1, type: ['allowed'] },
+    http: { request: { id: /\S/, method: 'GET' }, response: { status_code: 200 }, version: '1.1' },
+    url: { path: '/orders/42', query: 'expand=items' },
+    user: { id: 'alice', roles: ['user'] },
+    user_agent: { original: 'curl/8.5' },
+    portcullis: {
+      route: '/orders/:id',
+      policy: { version: 'v7' },
+      principal: { credential_id: 'key-alice', method: 'api-key', plan: 'gold', tenant: 'acme', type: 'user' },
+      decision: { plugin: '@portcullis/authz', outcome: 'allow' }
+    }
+  })
+  t.same(record.portcullis.decisions.map((d: { plugin: string, outcome: string }) => [d.plugin, d.outcome]), [['@portcullis/authn', 'allow'], ['@portcullis/authz', 'allow']])
+  t.ok(Number.isInteger(record.event.duration) && record.event.duration > 0, 'event.duration is in nanoseconds')
+  t.notOk('hash' in record.event, 'no hash without the chain')
+  t.notOk('upstream' in record.portcullis)
+})
+
+test('denials name the deciding plugin and reason; errors carry their code; unknown routes are recorded too', async (t) => {
+  const { app, records } = await audited(t)
+  app.get('/boom', { config: { authn: false, authz: false } }, async () => { throw Object.assign(new Error('disk on fire'), { code: 'EFIRE' }) })
+  t.equal((await app.inject('/orders/1')).statusCode, 401)
+  t.equal((await app.inject({ url: '/orders/1', headers: { 'x-api-key': 'pk_wrong-key-that-is-long-enough-to-check' } })).statusCode, 401)
+  t.equal((await app.inject('/boom')).statusCode, 500)
+  t.equal((await app.inject('/nowhere')).statusCode, 404)
+  const [missing, wrong, boom, nowhere] = await records()
+  t.match(missing, { event: { outcome: 'failure', reason: 'PORTCULLIS_AUTHN_MISSING_CREDENTIALS', type: ['denied'] }, http: { response: { status_code: 401 } }, portcullis: { decision: { plugin: '@portcullis/authn', outcome: 'deny' } } })
+  t.notOk('user' in missing)
+  t.match(wrong, { event: { reason: 'PORTCULLIS_AUTHN_INVALID_CREDENTIALS' } })
+  t.match(boom, { error: { code: 'EFIRE' }, event: { outcome: 'failure', type: ['allowed'] }, http: { response: { status_code: 500 } } })
+  t.notOk(JSON.stringify(boom).includes('disk on fire'), 'error messages are not written')
+  t.match(nowhere, { http: { response: { status_code: 404 } }, portcullis: { route: null, decisions: [] } })
+})
+
+test('a request in report mode records the would-deny as its deciding decision, and is never sampled out', async (t) => {
+  const { app, records } = await audited(t, { sample: 0 })
+  app.get('/reported', { config: { authn: { mode: 'report' }, authz: false } }, async () => 'served')
+  t.equal((await app.inject('/reported')).statusCode, 200)
+  t.equal((await app.inject('/public')).statusCode, 200)
+  const all = await records()
+  t.equal(all.length, 1, 'the allowed request on /public was sampled out')
+  t.match(all[0], { event: { outcome: 'success', reason: 'PORTCULLIS_AUTHN_MISSING_CREDENTIALS', type: ['allowed'] }, portcullis: { decision: { outcome: 'would-deny' } } })
+  t.equal(app.audit.stats().sampledOut, 1)
+})
+
+test('the upstream of a proxied request and its status', async (t) => {
+  const { app, records } = await audited(t)
+  app.get('/proxied', { config: { authn: false, authz: false } }, async (request) => {
+    recordUpstream(request, 'http://10.0.0.7:8080', 201)
+    return 'ok'
+  })
+  await app.inject('/proxied')
+  t.same((await records())[0].portcullis.upstream, { address: 'http://10.0.0.7:8080', status_code: 201 })
+})
+
+test('exactly one record per request under concurrent load, denials included', async (t) => {
+  const { app, records } = await audited(t)
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const base = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`
+  const total = 600
+  const statuses = await Promise.all(Array.from({ length: total }, async (_, i) => {
+    const headers: Record<string, string> = i % 3 === 0 ? {} : { 'x-api-key': alice.key }
+    const res = await fetch(`${base}/orders/${i}`, { headers })
+    await res.arrayBuffer()
+    return res.status
+  }))
+  const all = await records()
+  t.equal(all.length, total, 'one record each')
+  t.equal(new Set(all.map((r) => r.http.request.id)).size, total, 'each request once')
+  t.equal(all.filter((r) => r.event.type[0] === 'denied').length, statuses.filter((s) => s === 401).length)
+  t.equal(statuses.filter((s) => s === 401).length, total / 3)
+  t.same(all.map((r) => r.event.sequence), Array.from({ length: total }, (_, i) => i + 1), 'numbered in order')
+})
+
+test('a request the client gives up on is recorded once, as aborted, without a status', async (t) => {
+  const { app, records } = await audited(t)
+  let finished = false
+  app.get('/slow', { config: { authn: false, authz: false } }, async () => {
+    await sleep(300)
+    finished = true
+    return 'late'
+  })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const req = httpRequest({ host: '127.0.0.1', port: (app.server.address() as { port: number }).port, path: '/slow' })
+  req.on('error', () => {})
+  req.end()
+  await sleep(100)
+  req.destroy()
+  await until(() => finished)
+  await sleep(50)
+  const all = await records()
+  t.equal(all.length, 1)
+  t.match(all[0], { event: { outcome: 'unknown' }, portcullis: { aborted: true, route: '/slow' }, url: { path: '/slow' } })
+  t.notOk('status_code' in all[0].http.response)
+})
+
+test('a request that runs past the connection timeout is recorded once, as timed out', async (t) => {
+  const { app, records } = await audited(t, {}, {}, { connectionTimeout: 150 })
+  let finished = false
+  app.get('/stuck', { config: { authn: false, authz: false } }, async () => {
+    await sleep(400)
+    finished = true
+    return 'late'
+  })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const req = httpRequest({ host: '127.0.0.1', port: (app.server.address() as { port: number }).port, path: '/stuck' })
+  req.on('error', () => {})
+  req.end()
+  await until(() => finished)
+  await sleep(50)
+  const all = await records()
+  t.equal(all.length, 1)
+  t.match(all[0], { portcullis: { timed_out: true, route: '/stuck' }, event: { outcome: 'unknown' } })
+})
+
+test('sampling: a share of allowed requests, per route too; config.audit false keeps only denials and errors', async (t) => {
+  const { app, records } = await audited(t, { sample: 0.5 })
+  app.get('/quiet', { config: { audit: false, authn: false, authz: false } }, async (request) => {
+    if ((request.query as { fail?: string }).fail !== undefined) throw new Error('x')
+    return 'ok'
+  })
+  app.get('/loud', { config: { audit: { sample: 1 }, authn: false, authz: false } }, async () => 'ok')
+  for (let i = 0; i < 400; i++) await app.inject({ url: '/orders/1', headers: { 'x-api-key': alice.key } })
+  for (let i = 0; i < 10; i++) await app.inject('/quiet')
+  await app.inject('/quiet?fail=1')
+  for (let i = 0; i < 10; i++) await app.inject('/loud')
+  for (let i = 0; i < 20; i++) await app.inject('/orders/1')
+  const all = await records()
+  const sampled = all.filter((r) => r.url.path === '/orders/1' && r.http.response.status_code === 200).length
+  t.ok(sampled > 130 && sampled < 270, `about half of 400 allowed requests (${sampled})`)
+  t.equal(all.filter((r) => r.url.path === '/quiet').length, 1, 'only the error on /quiet')
+  t.equal(all.filter((r) => r.url.path === '/loud').length, 10)
+  t.equal(all.filter((r) => r.event.type[0] === 'denied').length, 20, 'every denial')
+  t.equal(app.audit.stats().sampledOut, 400 - sampled + 10)
+})
+
+test('route options are checked when the route is added', async (t) => {
+  const { app } = await audited(t)
+  t.throws(() => app.get('/a', { config: { audit: { sample: 2 } } }, async () => 'a'), { message: /route GET \/a config\.audit\.sample must be a share from 0 to 1/ })
+  t.throws(() => app.get('/b', { config: { audit: { body: 'yes' } as never } }, async () => 'b'), { message: /config\.audit\.body must be a boolean/ })
+  t.throws(() => app.get('/c', { config: { audit: { headers: [] } as never } }, async () => 'c'), { message: /config\.audit\.headers is not a known option; allowed: sample, body/ })
+})
