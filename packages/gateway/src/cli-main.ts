@@ -1,5 +1,7 @@
 import { parseArgs } from 'node:util'
 import type { FastifyInstance, FastifyServerOptions } from 'fastify'
+import { readFile } from 'node:fs/promises'
+import { verifyAuditFiles, type VerifyReport } from '@portcullis/audit-log'
 import { loadDevIdentity, signDevToken } from '@portcullis/authn'
 import { loadGatewayConfig } from './config.js'
 import { buildGateway } from './standalone.js'
@@ -25,6 +27,9 @@ Commands:
   token <principal>     Print a bearer token for a principal of a development identity, such as
                         the quickstart's alice or bob. Options: --identity <file> (or the
                         PORTCULLIS_DEV_IDENTITY variable), --ttl <seconds> (default 3600)
+  audit verify <file>…  Check a hash-chained audit log: every record intact and in order, across
+                        rotated files given oldest first. Options: --key <file> (the public key,
+                        PEM, that checks signed checkpoints)
   help                  Show this help
 
 Options:
@@ -32,7 +37,7 @@ Options:
   -v, --version         Show the version
 
 Environment: HOST and PORT override server.host and server.port; --host and --port override both.
-Exit codes: 0 success, 1 the gateway could not start, 2 wrong usage.`
+Exit codes: 0 success, 1 the gateway could not start (or the audit log does not verify), 2 wrong usage.`
 
 /** Runs the `portcullis` command; resolves to the exit code (the gateway keeps running after `start`). */
 export async function main (argv: readonly string[], io: CliIo, env: NodeJS.ProcessEnv = process.env): Promise<number> {
@@ -47,7 +52,8 @@ export async function main (argv: readonly string[], io: CliIo, env: NodeJS.Proc
         host: { type: 'string' },
         port: { type: 'string' },
         identity: { type: 'string' },
-        ttl: { type: 'string' }
+        ttl: { type: 'string' },
+        key: { type: 'string' }
       }
     })
   } catch (err) {
@@ -70,6 +76,14 @@ export async function main (argv: readonly string[], io: CliIo, env: NodeJS.Proc
       return 2
     }
     return await token(rest[0] as string, values.identity ?? env.PORTCULLIS_DEV_IDENTITY, values.ttl, io)
+  }
+  if (command === 'audit') {
+    const [sub, ...files] = rest
+    if (sub !== 'verify' || files.length === 0) {
+      io.stderr(`portcullis audit: expected "verify" and one or more audit log files\n\n${USAGE}`)
+      return 2
+    }
+    return await verify(files, values.key, io)
   }
   if (command !== 'start') {
     io.stderr(`portcullis: unknown command "${command}"\n\n${USAGE}`)
@@ -95,6 +109,31 @@ async function token (name: string, identityFile: string | undefined, ttl: strin
     io.stderr(`portcullis token: ${(err as Error).message}`)
     return 1
   }
+}
+
+async function verify (files: string[], keyFile: string | undefined, io: CliIo): Promise<number> {
+  let report: VerifyReport
+  try {
+    const publicKey = keyFile === undefined ? undefined : await readFile(keyFile, 'utf8')
+    report = await verifyAuditFiles(files, publicKey === undefined ? {} : { publicKey })
+  } catch (err) {
+    io.stderr(`portcullis audit verify: ${(err as Error).message}`)
+    return 1
+  }
+  const { problem } = report
+  if (problem !== null) {
+    io.stderr(`portcullis audit verify: ${problem.file as string}:${problem.line}: ${problem.message} (${report.records} records before it are intact)`)
+    return 1
+  }
+  const range = report.records === 0 ? 'no records' : `${report.records} records, sequence ${String(report.firstSequence)} to ${String(report.lastSequence)}`
+  const checkpoints = keyFile === undefined
+    ? `${report.checkpoints} checkpoints (signatures not checked: pass --key)`
+    : `${report.verifiedCheckpoints} signed checkpoints verified`
+  io.stdout(`portcullis audit verify: intact: ${range}; ${checkpoints}`)
+  if (report.continues) io.stdout('  the first record continues a chain from an earlier file')
+  for (const restart of report.restarts) io.stdout(`  a new chain begins at ${restart.file as string}:${restart.line}`)
+  if (report.afterLastCheckpoint > 0 && report.checkpoints > 0) io.stdout(`  ${report.afterLastCheckpoint} records after the last checkpoint`)
+  return 0
 }
 
 async function start (file: string, host: string | undefined, port: string | undefined, io: CliIo): Promise<number> {

@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises'
 import { dirname, extname, isAbsolute, resolve } from 'node:path'
 import { parse as parseYaml } from 'yaml'
 import { checkKnownKeys, InvalidOption, invalidOption, type CoreOptions } from '@portcullis/core'
+import type { AuditLogOptions, ChainOptions } from '@portcullis/audit-log'
 import type { AuthnOptions } from '@portcullis/authn'
 import type { AuthzOptions, AuthzRule, IpRulesOptions } from '@portcullis/authz'
 import type { RateLimitOptions, RuleOptions } from '@portcullis/rate-limit'
@@ -101,8 +102,16 @@ export interface GatewayConfig {
   rateLimitStore?: RateLimitStoreConfig
   /** Authorization (`@portcullis/authz` options); with it, routes without a rule are denied unless `defaultRule` says otherwise. */
   authz?: AuthzOptions
+  /**
+   * The audit log (`@portcullis/audit-log` options). File sink paths are relative to the
+   * configuration file, and so is `chain.signingKey`, a PEM file here.
+   */
+  audit?: AuditConfig
   upstreams?: UpstreamConfig[]
 }
+
+/** The audit log's options as a configuration file gives them: the checkpoint signing key is a file. */
+export type AuditConfig = Omit<AuditLogOptions, 'chain'> & { chain?: boolean | (Omit<ChainOptions, 'signingKey'> & { signingKey?: string }) }
 
 /** The rate-limit counts in Redis (`RedisStore` of `@portcullis/rate-limit`). */
 export interface RateLimitStoreConfig {
@@ -126,7 +135,7 @@ export const DEFAULT_UPSTREAM_TIMEOUT = 10_000
 export const HEALTH_PATHS: readonly string[] = Object.freeze(['/healthz'])
 
 /** A configuration document once checked, with defaults applied. */
-export type ValidGatewayConfig = Pick<GatewayConfig, 'authn' | 'ipRules' | 'mtls' | 'authz' | 'ipRateLimit' | 'rateLimit' | 'rateLimitStore'> & {
+export type ValidGatewayConfig = Pick<GatewayConfig, 'authn' | 'ipRules' | 'mtls' | 'authz' | 'ipRateLimit' | 'rateLimit' | 'rateLimitStore' | 'audit'> & {
   server: { host: string, port: number, tls?: ServerTlsConfig }
   core: CoreOptions
   upstreams: ValidUpstream[]
@@ -134,7 +143,7 @@ export type ValidGatewayConfig = Pick<GatewayConfig, 'authn' | 'ipRules' | 'mtls
 
 /** Checks a configuration document and returns it with defaults applied. Throws naming the option. */
 export function validateGatewayConfig (input: unknown): ValidGatewayConfig {
-  const doc = checkKnownKeys(input, ['server', 'core', 'authn', 'ipRules', 'mtls', 'ipRateLimit', 'rateLimit', 'rateLimitStore', 'authz', 'upstreams'], 'gateway')
+  const doc = checkKnownKeys(input, ['server', 'core', 'authn', 'ipRules', 'mtls', 'ipRateLimit', 'rateLimit', 'rateLimitStore', 'authz', 'audit', 'upstreams'], 'gateway')
   const server = checkKnownKeys(doc.server ?? {}, ['host', 'port', 'tls'], 'server')
   const tls = server.tls === undefined ? undefined : validateServerTls(server.tls)
   const mtls = doc.mtls === undefined ? undefined : validateMtls(doc.mtls, tls)
@@ -164,6 +173,7 @@ export function validateGatewayConfig (input: unknown): ValidGatewayConfig {
     ...(doc.ipRateLimit === undefined ? {} : { ipRateLimit: doc.ipRateLimit as ValidGatewayConfig['ipRateLimit'] }),
     ...(doc.rateLimit === undefined ? {} : { rateLimit: doc.rateLimit as ValidGatewayConfig['rateLimit'] }),
     ...(doc.rateLimitStore === undefined ? {} : { rateLimitStore: validateRateLimitStore(doc) }),
+    ...(doc.audit === undefined ? {} : { audit: validateAudit(doc.audit) }),
     upstreams
   }
 }
@@ -175,6 +185,16 @@ function validateMtls (input: unknown, tls: ServerTlsConfig | undefined): NonNul
   if (mtls.crl !== undefined && (!Array.isArray(mtls.crl) || !mtls.crl.every((file) => typeof file === 'string' && file !== ''))) throw invalidOption('mtls.crl', 'a list of CRL file paths', mtls.crl)
   const ca = mtls.ca ?? tls?.clientCa
   return ca === undefined ? { ...mtls } : { ...mtls, ca }
+}
+
+// The plugin checks the rest; here, only the signing key, which is a file in a configuration.
+function validateAudit (input: unknown): AuditConfig {
+  const audit = checkKnownKeys(input, Object.keys(input ?? {}), 'audit') as AuditConfig
+  const chain = audit.chain
+  if (typeof chain === 'object' && chain !== null && chain.signingKey !== undefined && (typeof chain.signingKey !== 'string' || chain.signingKey === '')) {
+    throw invalidOption('audit.chain.signingKey', 'the path of a PEM file holding the private key that signs checkpoints')
+  }
+  return { ...audit }
 }
 
 function validateRateLimitStore (doc: Record<string, unknown>): RateLimitStoreConfig {
@@ -308,6 +328,11 @@ export async function loadGatewayConfig (file: string): Promise<ReturnType<typeo
     resolveTlsPaths(upstream.tls, dir)
   }
   resolveTlsPaths(config.server.tls, dir)
+  for (const sink of config.audit?.sinks ?? []) {
+    if (sink.type === 'file' && typeof sink.path === 'string') sink.path = resolve(dir, sink.path)
+  }
+  const chain = config.audit?.chain
+  if (typeof chain === 'object' && chain.signingKey !== undefined) chain.signingKey = resolve(dir, chain.signingKey)
   if (config.mtls !== undefined) {
     resolveTlsPaths(config.mtls, dir)
     if (config.mtls.crl !== undefined) config.mtls.crl = config.mtls.crl.map((crl) => resolve(dir, crl))

@@ -1,11 +1,12 @@
 import { portcullis } from './plugin.js'
 
-export { portcullis, type PortcullisOptions } from './plugin.js'
+export { portcullis, withCredentialRedaction, type PortcullisOptions } from './plugin.js'
 export { RECOMMENDED_ORDER, type ChainStep } from './order.js'
 export { buildGateway } from './standalone.js'
 export {
   loadGatewayConfig, validateGatewayConfig, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_UPSTREAM_TIMEOUT, HEALTH_PATHS,
-  ROUTE_METHODS, type GatewayConfig, type RateLimitStoreConfig, type UpstreamConfig, type UpstreamRoute, type ValidGatewayConfig, type ValidUpstream
+  ROUTE_METHODS, type GatewayConfig,
+  type AuditConfig, type RateLimitStoreConfig, type UpstreamConfig, type UpstreamRoute, type ValidGatewayConfig, type ValidUpstream
 } from './config.js'
 export type { UpstreamResource } from './resources.js'
 export { installShutdown, type ShutdownHost } from './shutdown.js'

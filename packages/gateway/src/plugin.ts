@@ -1,6 +1,7 @@
 import fp from 'fastify-plugin'
 import type { FastifyPluginAsync } from 'fastify'
 import { checkKnownKeys, invalidOption, portcullisCore, type CoreOptions } from '@portcullis/core'
+import { portcullisAuditLog, type AuditLogOptions } from '@portcullis/audit-log'
 import { portcullisAuthn, type AuthnOptions } from '@portcullis/authn'
 import { portcullisAuthz, portcullisIpRules, type AuthzOptions, type IpRulesOptions } from '@portcullis/authz'
 import { portcullisMtls, type MtlsOptions } from '@portcullis/mtls'
@@ -24,6 +25,11 @@ export interface PortcullisOptions {
   authz?: AuthzOptions
   /** The OpenAPI document and strictness (`@portcullis/schema-validate`), step 8; registered when given. */
   schemaValidate?: SchemaValidateOptions
+  /**
+   * The audit log (`@portcullis/audit-log`), step 12; registered when given. The headers and
+   * query parameters that authn's API-key methods read are redacted too.
+   */
+  audit?: AuditLogOptions
 }
 
 interface Part {
@@ -45,7 +51,8 @@ const PARTS: readonly Part[] = [
   { key: 'authn', plugin: portcullisAuthn as FastifyPluginAsync<never>, always: false },
   { key: 'rateLimit', plugin: portcullisRateLimit as FastifyPluginAsync<never>, always: false, fixed: { stage: 'principal' } },
   { key: 'authz', plugin: portcullisAuthz as FastifyPluginAsync<never>, always: false },
-  { key: 'schemaValidate', plugin: portcullisSchemaValidate as FastifyPluginAsync<never>, always: false }
+  { key: 'schemaValidate', plugin: portcullisSchemaValidate as FastifyPluginAsync<never>, always: false },
+  { key: 'audit', plugin: portcullisAuditLog as FastifyPluginAsync<never>, always: false }
 ]
 
 /**
@@ -63,8 +70,33 @@ const plugin: FastifyPluginAsync<PortcullisOptions> = async (app, options) => {
     if (part.fixed !== undefined && typeof partOptions === 'object' && partOptions !== null && 'stage' in partOptions) {
       throw invalidOption(`portcullis.${part.key}.stage`, `left out: the ${part.key} part always runs at stage ${String(part.fixed.stage)}`, (partOptions as { stage: unknown }).stage)
     }
-    await app.register(part.plugin, { ...(partOptions ?? {}), ...part.fixed } as never)
+    const given = part.key === 'audit' ? withCredentialRedaction(partOptions as AuditLogOptions, options.authn) : partOptions
+    await app.register(part.plugin, { ...(given ?? {}), ...part.fixed } as never)
   }
 }
 
+/**
+ * The audit options with the header and query parameter of every API-key method of authn
+ * redacted as well: a key renamed in authn's options is still never written.
+ */
+export function withCredentialRedaction (audit: AuditLogOptions, authn: AuthnOptions | undefined): AuditLogOptions {
+  if (typeof audit !== 'object' || audit === null) return audit
+  const headers: string[] = []
+  const query: string[] = []
+  for (const method of Object.values(authn?.methods ?? {})) {
+    // authn, registered before, has checked its methods.
+    if (method.type !== 'api-key') continue
+    headers.push((method.header ?? 'x-api-key').toLowerCase())
+    if (method.query !== undefined) query.push(method.query)
+  }
+  const redact = audit.redact ?? {}
+  // Malformed options are left as they are, for the plugin to refuse.
+  if (headers.length === 0 || !isList(redact.headers) || !isList(redact.query)) return audit
+  return { ...audit, redact: { ...redact, headers: [...(redact.headers ?? []), ...headers], query: [...(redact.query ?? []), ...query] } }
+}
+
 export const portcullis = fp(plugin, { fastify: '5.x', name: '@portcullis/gateway' })
+
+function isList (value: unknown): value is string[] | undefined {
+  return value === undefined || Array.isArray(value)
+}

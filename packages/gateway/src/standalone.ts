@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto'
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify'
 import httpProxy from '@fastify/http-proxy'
 import replyFrom from '@fastify/reply-from'
-import { BadGateway, GatewayTimeout } from '@portcullis/core'
+import { BadGateway, GatewayTimeout, recordUpstream } from '@portcullis/core'
+import type { AuditLogOptions } from '@portcullis/audit-log'
 import { RedisStore, type RateLimitStore } from '@portcullis/rate-limit'
 import { documentRoutes, portcullisSchemaValidate, shapeOf } from '@portcullis/schema-validate'
 import { Redis } from 'ioredis'
@@ -22,10 +23,11 @@ import { compileResourcePath, upstreamResourceLoader } from './resources.js'
  * keep-alive clients go away and the close completes without waiting for idle timeouts.
  */
 export async function buildGateway (config: GatewayConfig, serverOptions: FastifyServerOptions = {}): Promise<FastifyInstance> {
-  const { server, core, authn, ipRules, mtls, ipRateLimit, rateLimit, rateLimitStore, authz, upstreams } = validateGatewayConfig(config)
+  const { server, core, authn, ipRules, mtls, ipRateLimit, rateLimit, rateLimitStore, authz, audit, upstreams } = validateGatewayConfig(config)
   // Every file is read before anything starts: a missing one fails startup, naming its option.
   const https = server.tls === undefined ? undefined : await serverHttpsOptions(server.tls)
   const mtlsOptions = mtls === undefined ? undefined : await readMtls(mtls)
+  const auditOptions = audit === undefined ? undefined : await readAudit(audit)
   // Upstream certificates are always verified: @fastify/reply-from would otherwise turn that off
   // for https upstreams, and anyone on the path could answer for one.
   const connects = await Promise.all(upstreams.map(async (upstream, i) => ({
@@ -52,7 +54,8 @@ export async function buildGateway (config: GatewayConfig, serverOptions: Fastif
     ...(ipRateLimit === undefined ? {} : { ipRateLimit: withStore(ipRateLimit) }),
     ...(authn === undefined ? {} : { authn }),
     ...(rateLimit === undefined ? {} : { rateLimit: withStore(rateLimit) }),
-    ...(authz === undefined ? {} : { authz })
+    ...(authz === undefined ? {} : { authz }),
+    ...(auditOptions === undefined ? {} : { audit: auditOptions })
   })
   // Contracts are read first, so that a fault in one names the upstream it belongs to.
   const routes = await Promise.all(upstreams.map(async (upstream, i) => await routesOf(upstream, `upstreams[${i}].openapi`)))
@@ -61,18 +64,22 @@ export async function buildGateway (config: GatewayConfig, serverOptions: Fastif
     if (upstream.openapi !== undefined) await app.register(portcullisSchemaValidate, { ...upstream.validation, openapi: upstream.openapi, prefix: upstream.prefix })
   }
   // Health checks come from load balancers, which hold no credentials (nor client certificates) and poll often.
-  app.get('/healthz', { config: { authn: false, mtls: false, authz: false, rateLimit: false } }, async () => ({ status: 'ok' }))
+  // They are not audited either (their failures still are).
+  app.get('/healthz', { config: { authn: false, mtls: false, authz: false, rateLimit: false, audit: false } }, async () => ({ status: 'ok' }))
 
   for (const [i, upstream] of upstreams.entries()) {
     const declared = routes[i] as UpstreamRoute[]
     const undici = { headersTimeout: upstream.timeout, bodyTimeout: upstream.timeout, ...connects[i] }
-    if (declared.length > 0) await app.register(declaredRoutes, { prefix: upstream.prefix, upstream: { ...upstream, routes: declared }, undici })
+    const answered = recordAnswer(upstream.url)
+    const failed = recordFailure(upstream.url)
+    if (declared.length > 0) await app.register(declaredRoutes, { prefix: upstream.prefix, upstream: { ...upstream, routes: declared }, undici, answered, failed })
     await app.register(httpProxy, {
       upstream: upstream.url,
       prefix: upstream.prefix,
       rewritePrefix: upstream.rewritePrefix,
       undici,
-      replyOptions: { onError: upstreamFailed }
+      // reply-from's types speak of every kind of server; these are for HTTP/1, which the gateway is.
+      replyOptions: { onResponse: answered, onError: failed } as never
     })
   }
   return app
@@ -140,7 +147,7 @@ async function routesOf (upstream: ValidUpstream, path: string): Promise<Upstrea
  * The routes an upstream declares, each a Fastify route of its own so that rules key on its
  * pattern; the request goes upstream as it arrived, with the prefix rewritten.
  */
-async function declaredRoutes (app: FastifyInstance, { upstream, undici }: { upstream: ValidUpstream, undici: Record<string, unknown> }): Promise<void> {
+async function declaredRoutes (app: FastifyInstance, { upstream, undici, answered, failed }: { upstream: ValidUpstream, undici: Record<string, unknown>, answered: Answered, failed: Failed }): Promise<void> {
   await app.register(replyFrom, { base: upstream.url, undici })
   // Bodies other than JSON and text go upstream as streams, as they do through the proxy.
   app.addContentTypeParser('*', (_request, payload, done) => { done(null, payload) })
@@ -153,7 +160,7 @@ async function declaredRoutes (app: FastifyInstance, { upstream, undici }: { ups
         ...(route.rateLimit === undefined ? {} : { rateLimit: route.rateLimit })
       },
       handler (request, reply) {
-        return reply.from(upstream.rewritePrefix + request.url.slice(upstream.prefix.length), { onError: upstreamFailed })
+        return reply.from(upstream.rewritePrefix + request.url.slice(upstream.prefix.length), { onResponse: answered, onError: failed } as never)
       }
     })
   }
@@ -166,10 +173,31 @@ function ruleOf (route: UpstreamRoute, upstream: ValidUpstream): UpstreamRoute['
   return { ...route.authz, resource: upstreamResourceLoader(upstream.url, parts, upstream.timeout) } as UpstreamRoute['authz']
 }
 
+type Answered = (request: FastifyRequest, reply: FastifyReply, res: { statusCode: number, stream: unknown }) => void
+type Failed = (reply: FastifyReply, context: { error: Error & { statusCode?: number } }) => void
+
+// What the upstream answered is recorded for the audit log, then sent on as reply-from would.
+function recordAnswer (address: string): Answered {
+  return (request, reply, res) => {
+    recordUpstream(request, address, res.statusCode)
+    reply.send(res.stream)
+  }
+}
+
 // The proxy's failures are the upstream's: connect and response timeouts are 504, anything else
 // (refused or reset connections, unknown hosts, malformed answers) 502. The cause is logged here;
 // the client only sees the generic problem.
-function upstreamFailed (reply: { log: FastifyBaseLogger, send: (payload: Error) => unknown }, { error }: { error: Error & { statusCode?: number } }): void {
-  reply.log.warn({ err: error }, 'upstream request failed')
-  reply.send(error.statusCode === 504 ? new GatewayTimeout() : new BadGateway())
+function recordFailure (address: string): Failed {
+  return (reply, { error }) => {
+    recordUpstream(reply.request, address, null)
+    reply.log.warn({ err: error }, 'upstream request failed')
+    reply.send(error.statusCode === 504 ? new GatewayTimeout() : new BadGateway())
+  }
+}
+
+/** The audit section with its signing key read: the plugin takes PEM text. */
+async function readAudit (audit: NonNullable<ValidGatewayConfig['audit']>): Promise<AuditLogOptions> {
+  const chain = audit.chain
+  if (typeof chain !== 'object' || chain.signingKey === undefined) return audit as AuditLogOptions
+  return { ...audit, chain: { ...chain, signingKey: (await readPem(chain.signingKey, 'audit.chain.signingKey')).toString('latin1') } }
 }

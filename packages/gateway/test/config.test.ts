@@ -19,7 +19,7 @@ test('defaults: loopback, port 3000, no upstreams', async (t) => {
 test('every bad option fails naming the option and what is allowed', async (t) => {
   const up = (extra: object) => ({ upstreams: [{ prefix: '/api', url: 'http://u:1', ...extra }] })
   const cases: Array<[unknown, string | RegExp]> = [
-    [{ servr: {} }, 'gateway.servr is not a known option; allowed: server, core, authn, ipRules, mtls, ipRateLimit, rateLimit, rateLimitStore, authz, upstreams'],
+    [{ servr: {} }, 'gateway.servr is not a known option; allowed: server, core, authn, ipRules, mtls, ipRateLimit, rateLimit, rateLimitStore, authz, audit, upstreams'],
     [{ server: { host: '' } }, 'server.host must be a host name or IP address (got "")'],
     [{ server: { port: 70000 } }, 'server.port must be an integer from 0 to 65535 (got 70000)'],
     [{ server: { port: '3000' } }, /server\.port must be an integer/],
