@@ -5,7 +5,8 @@ import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
+import { readFile, stat } from 'node:fs/promises'
 
 // The README's quick start, end to end: the example's own start script (tsx on the sources, the
 // workspace packages from their built dist), a real listener, real HTTP.
@@ -24,7 +25,10 @@ test('the quickstart starts from its package script and answers on a real socket
     detached: true
   })
   t.teardown(() => { if (child.exitCode === null) process.kill(-(child.pid as number), 'SIGKILL') })
-  const { url } = await listeningUrl(child)
+  const { url, output } = await listeningUrl(child)
+  // The audit log it prints, and where this run's records begin in it (earlier runs append to the same file).
+  const auditFile = (/audit log: (\S+)/.exec(output) ?? /audit log: (\S+)/.exec(await more(child)))?.[1] as string
+  const startedAt = (await stat(auditFile)).size
   const health = await fetch(`${url}/healthz`)
   t.equal(health.status, 200)
   t.equal((await fetch(`${url}/api/orders`)).status, 401, 'the orders API needs credentials')
@@ -46,4 +50,29 @@ test('the quickstart starts from its package script and answers on a real socket
   const exited = once(child, 'exit')
   process.kill(-(child.pid as number), 'SIGTERM')
   await exited
+
+  // Against the running quickstart: one record per request (health checks aside), each with its
+  // deciding plugin and reason, no credential anywhere, and a chain that verifies.
+  const records = (await readFile(auditFile, 'utf8')).slice(startedAt).trimEnd().split('\n').map((line) => JSON.parse(line))
+  const requests = records.filter((record) => record.event.action === 'http-request')
+  t.same(requests.map((r) => r.http.response.status_code), [401, 200, 200, 403, 403, 204, 404])
+  t.same(requests.slice(0, 6).map((r) => [r.portcullis.decision.plugin, r.event.reason]), [
+    ['@portcullis/authn', 'PORTCULLIS_AUTHN_MISSING_CREDENTIALS'],
+    ['@portcullis/schema-validate', 'PORTCULLIS_SCHEMA_OK'],
+    ['@portcullis/schema-validate', 'PORTCULLIS_SCHEMA_OK'],
+    ['@portcullis/authz', 'PORTCULLIS_AUTHZ_NOT_OWNER'],
+    ['@portcullis/authz', 'PORTCULLIS_AUTHZ_FORBIDDEN'],
+    ['@portcullis/schema-validate', 'PORTCULLIS_SCHEMA_OK']
+  ])
+  const text = JSON.stringify(records)
+  for (const secret of ['demo-alice-key-0000000000000001', 'demo-bob-key-0000000000000002', token.trim(), 'Bearer ']) t.notOk(text.includes(secret), 'no API key, token or Authorization value')
+  const publicKey = join(dirname(auditFile), 'audit-public-key.pem')
+  const { stdout: verified } = await run(process.execPath, [join(root, 'scripts/portcullis.mjs'), 'audit', 'verify', auditFile, '--key', publicKey], { cwd: root })
+  t.match(verified, /^portcullis audit verify: intact: /, 'pnpm -s portcullis audit verify exits 0')
 })
+
+// The rest of what a child printed in its next chunk of output.
+async function more (child: { stdout: NodeJS.ReadableStream }): Promise<string> {
+  const [chunk] = await once(child.stdout, 'data')
+  return String(chunk)
+}

@@ -1,3 +1,6 @@
+import { generateKeyPairSync } from 'node:crypto'
+import { access, mkdir, writeFile } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import type { FastifyInstance } from 'fastify'
 import { devJwtMethod, loadOrCreateDevIdentity } from '@portcullis/authn'
@@ -17,12 +20,20 @@ export interface QuickstartOptions {
   identityFile?: string
   /** Count the limits in Redis, shared by every quickstart gateway that uses it; in memory without it. */
   rateLimitStore?: RateLimitStoreConfig
+  /**
+   * Where the audit log is written, hash-chained, with checkpoints signed by a key kept beside it.
+   * @default audit.log in the development identity's directory
+   */
+  auditFile?: string
 }
 
 export interface Quickstart {
   gateway: FastifyInstance
   /** The gateway's address, such as `http://127.0.0.1:3000`. */
   url: string
+  /** The audit log, and the public key that checks its signed checkpoints. */
+  auditFile: string
+  auditPublicKey: string
   close: () => Promise<void>
 }
 
@@ -31,8 +42,9 @@ export interface Quickstart {
  * to `/api/*` on the gateway need alice's or bob's API key or token, and go to the orders API
  * with the `/api` prefix removed. `/healthz` is public.
  */
-export async function startQuickstart ({ host = DEFAULT_HOST, port = DEFAULT_PORT, logger = false, identityFile = DEFAULT_IDENTITY_FILE, rateLimitStore }: QuickstartOptions = {}): Promise<Quickstart> {
+export async function startQuickstart ({ host = DEFAULT_HOST, port = DEFAULT_PORT, logger = false, identityFile = DEFAULT_IDENTITY_FILE, rateLimitStore, auditFile = join(dirname(identityFile), 'audit.log') }: QuickstartOptions = {}): Promise<Quickstart> {
   const identity = await loadOrCreateDevIdentity(identityFile, IDENTITY_DEFAULTS)
+  const { signingKey, publicKey } = await auditKeys(dirname(auditFile))
   const orders = buildOrdersApi()
   const upstream = await orders.listen({ host: '127.0.0.1', port: 0 })
   const gateway = await buildGateway({
@@ -51,13 +63,17 @@ export async function startQuickstart ({ host = DEFAULT_HOST, port = DEFAULT_POR
     ...(rateLimitStore === undefined ? {} : { rateLimitStore }),
     authz: { realm: 'quickstart', roles: ROLES },
     // The orders API's contract: its operations, and nothing else, with bodies of at most 1 KiB.
-    upstreams: [{ prefix: '/api', url: upstream, routes: ORDER_ROUTES, openapi: ORDERS_OPENAPI, validation: ORDERS_VALIDATION }]
+    upstreams: [{ prefix: '/api', url: upstream, routes: ORDER_ROUTES, openapi: ORDERS_OPENAPI, validation: ORDERS_VALIDATION }],
+    // One record per request and per policy change, chained; a signed checkpoint every 100 records and at shutdown.
+    audit: { sinks: [{ type: 'file', path: auditFile }], chain: { signingKey, keyId: 'quickstart', checkpointEvery: 100 } }
   }, { logger })
   try {
     const url = await gateway.listen({ host, port })
     return {
       gateway,
       url,
+      auditFile,
+      auditPublicKey: publicKey,
       close: async () => {
         await gateway.close()
         await orders.close()
@@ -67,6 +83,23 @@ export async function startQuickstart ({ host = DEFAULT_HOST, port = DEFAULT_POR
     await orders.close()
     throw err
   }
+}
+
+/**
+ * The key pair that signs the audit log's checkpoints, made on first start beside the log and
+ * kept (the private key readable by its owner only): its files' paths.
+ */
+export async function auditKeys (dir: string): Promise<{ signingKey: string, publicKey: string }> {
+  const signingKey = join(dir, 'audit-signing-key.pem')
+  const publicKey = join(dir, 'audit-public-key.pem')
+  const exists = await access(signingKey).then(() => true, () => false)
+  if (!exists) {
+    const pair = generateKeyPairSync('ed25519')
+    await mkdir(dir, { recursive: true })
+    await writeFile(signingKey, pair.privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 })
+    await writeFile(publicKey, pair.publicKey.export({ type: 'spki', format: 'pem' }))
+  }
+  return { signingKey, publicKey }
 }
 
 /** The coarse limit per client address (IPv6: per /64). */
@@ -101,15 +134,20 @@ export const ORDER_ROUTES: UpstreamRoute[] = [
 ]
 
 /**
- * Reads HOST and PORT from the environment, with the defaults 127.0.0.1 and 3000, and
- * RATE_LIMIT_REDIS_URL: when set, the limits are counted in that Redis (keys under `quickstart:rl:`).
+ * Reads HOST and PORT from the environment, with the defaults 127.0.0.1 and 3000;
+ * RATE_LIMIT_REDIS_URL: when set, the limits are counted in that Redis (keys under `quickstart:rl:`);
+ * AUDIT_FILE: where the audit log goes instead of `.portcullis/audit.log`.
  */
 export function optionsFromEnv (env: NodeJS.ProcessEnv): QuickstartOptions {
-  const { HOST: host = DEFAULT_HOST, PORT: text = String(DEFAULT_PORT), RATE_LIMIT_REDIS_URL: redis } = env
+  const { HOST: host = DEFAULT_HOST, PORT: text = String(DEFAULT_PORT), RATE_LIMIT_REDIS_URL: redis, AUDIT_FILE: auditFile } = env
   const port = Number(text)
   if (!/^\d+$/.test(text) || port > 65535) throw new Error(`PORT must be an integer from 0 to 65535 (got "${text}")`)
-  if (redis === undefined || redis === '') return { host, port }
-  return { host, port, rateLimitStore: { redis: { url: redis, prefix: 'quickstart:rl:' } } }
+  return {
+    host,
+    port,
+    ...(redis === undefined || redis === '' ? {} : { rateLimitStore: { redis: { url: redis, prefix: 'quickstart:rl:' } } }),
+    ...(auditFile === undefined || auditFile === '' ? {} : { auditFile })
+  }
 }
 
 async function run (): Promise<void> {
@@ -123,6 +161,8 @@ async function run (): Promise<void> {
        curl -i -X DELETE ${quickstart.url}/api/orders/1 -H 'x-api-key: demo-bob-key-0000000000000002'     (204: bob is an admin)
   limits: 60 requests a minute each for alice and bob, 300 a minute per address (see the RateLimit headers)
   contract: src/orders.openapi.yaml, enforced on /api (POST /api/orders takes item and qty, nothing else)
+  audit log: ${quickstart.auditFile}
+       check it: pnpm -s portcullis audit verify ${quickstart.auditFile} --key ${quickstart.auditPublicKey}
 `)
   installShutdown(quickstart, process)
 }

@@ -1,18 +1,20 @@
 import { test } from 'tap'
-import { spawn } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
+import { promisify } from 'node:util'
 import { listeningUrl } from '../../../test/helpers/child.js'
 import { once } from 'node:events'
 import { createServer } from 'node:net'
 import { fileURLToPath } from 'node:url'
-import { mkdtemp } from 'node:fs/promises'
+import { mkdtemp, readFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { loadDevIdentity, signDevToken } from '@portcullis/authn'
 import { DEMO_API_KEYS } from '../src/identities.js'
 import { optionsFromEnv, startQuickstart } from '../src/main.js'
 
 const identityFile = join(await mkdtemp(join(tmpdir(), 'quickstart-')), 'dev-identity.json')
 const alice = { 'x-api-key': DEMO_API_KEYS.alice }
+const run = promisify(execFile)
 
 test('the quickstart gateway serves health, proxies the orders API and answers problems', async (t) => {
   const quickstart = await startQuickstart({ port: 0, identityFile })
@@ -123,9 +125,12 @@ test('a port already in use fails the start and leaves nothing running', async (
 const main = fileURLToPath(new URL('../src/main.ts', import.meta.url))
 
 test('run as a program: HOST and PORT, a greeting with curl commands, clean stop on SIGTERM', async (t) => {
-  const child = spawn(process.execPath, [...process.execArgv, main], { env: { ...process.env, HOST: '127.0.0.1', PORT: '0' }, stdio: ['ignore', 'pipe', 'ignore'] })
+  const auditFile = join(t.testdir(), 'audit.log')
+  const child = spawn(process.execPath, [...process.execArgv, main], { env: { ...process.env, HOST: '127.0.0.1', PORT: '0', AUDIT_FILE: auditFile }, stdio: ['ignore', 'pipe', 'ignore'] })
   const { url, output } = await listeningUrl(child)
   t.match(output, `curl -i ${url}/healthz`)
+  t.match(output, `audit log: ${auditFile}`)
+  t.match(output, `pnpm -s portcullis audit verify ${auditFile} --key ${join(dirname(auditFile), 'audit-public-key.pem')}`)
   t.equal((await fetch(`${url}/api/orders/1`, { headers: alice })).status, 200)
   child.kill('SIGTERM')
   t.equal((await once(child, 'exit'))[0], 0)
@@ -135,6 +140,8 @@ test('HOST and PORT default to 127.0.0.1:3000; RATE_LIMIT_REDIS_URL moves the co
   t.same(optionsFromEnv({}), { host: '127.0.0.1', port: 3000 })
   t.same(optionsFromEnv({ HOST: '::1', PORT: '8080', RATE_LIMIT_REDIS_URL: '' }), { host: '::1', port: 8080 })
   t.same(optionsFromEnv({ RATE_LIMIT_REDIS_URL: 'redis://127.0.0.1:6379' }).rateLimitStore, { redis: { url: 'redis://127.0.0.1:6379', prefix: 'quickstart:rl:' } })
+  t.same(optionsFromEnv({ AUDIT_FILE: '/var/log/portcullis/audit.log' }), { host: '127.0.0.1', port: 3000, auditFile: '/var/log/portcullis/audit.log' })
+  t.same(optionsFromEnv({ AUDIT_FILE: '' }), { host: '127.0.0.1', port: 3000 })
 })
 
 test('two quickstart gateways counting in one Redis: alice has 60 a minute across both', async (t) => {
@@ -204,4 +211,49 @@ test('limits: alice\'s 61st request in a minute is 429, bob is unaffected, and a
   t.ok(over !== undefined && sent <= 301 + refilled, `refused at request ${sent} from this address (300, plus ${refilled} refilled)`)
   t.match(over?.headers.get('ratelimit'), /^"ip";r=0;t=\d+$/, 'by the per-address limit, which the forged header did not reset')
   t.equal(over?.headers.get('ratelimit-policy'), '"ip";q=300;w=60', 'before authentication')
+})
+
+test('the audit log: one record per request with the deciding plugin and reason, no credential in it, and a chain that verifies', async (t) => {
+  const dir = t.testdir()
+  const quickstart = await startQuickstart({ port: 0, identityFile: join(dir, 'dev-identity.json') })
+  const identity = await loadDevIdentity(join(dir, 'dev-identity.json'))
+  const token = signDevToken(identity, 'alice')
+  const bob = { 'x-api-key': DEMO_API_KEYS.bob }
+  const requests: Array<[string, RequestInit, number]> = [
+    ['/api/orders', { headers: alice }, 200],
+    ['/api/orders', { headers: { authorization: `Bearer ${token}` } }, 200],
+    ['/api/orders', {}, 401],
+    ['/api/orders', { headers: { 'x-api-key': 'demo-mallory-key-00000000000009' } }, 401],
+    ['/api/orders/1', { method: 'DELETE', headers: alice }, 403],
+    ['/api/orders', { method: 'POST', headers: { ...bob, 'content-type': 'application/json' }, body: JSON.stringify({ item: 'x', qty: 0 }) }, 400],
+    ['/api/orders/1', { method: 'DELETE', headers: bob }, 204]
+  ]
+  for (const [path, init, status] of requests) {
+    const response = await fetch(`${quickstart.url}${path}`, init)
+    await response.arrayBuffer()
+    t.equal(response.status, status, `${init.method ?? 'GET'} ${path}`)
+  }
+  t.equal((await fetch(`${quickstart.url}/healthz`)).status, 200)
+  await quickstart.close()
+  t.equal(quickstart.auditFile, join(dir, 'audit.log'))
+  const text = await readFile(quickstart.auditFile, 'utf8')
+  for (const secret of [DEMO_API_KEYS.alice, DEMO_API_KEYS.bob, 'demo-mallory-key-00000000000009', token, 'Bearer']) t.notOk(text.includes(secret), 'no key, token or authorization value')
+  const records = text.trimEnd().split('\n').map((line) => JSON.parse(line))
+  const requestRecords = records.filter((record) => record.event.action === 'http-request')
+  t.equal(requestRecords.length, requests.length, 'one record per request; health checks are not recorded')
+  t.same(requestRecords.map((r) => [r.http.response.status_code, r.portcullis.decision?.plugin, r.event.reason]), [
+    // Allowed: the last check to pass speaks for the request (every decision is in portcullis.decisions).
+    [200, '@portcullis/schema-validate', 'PORTCULLIS_SCHEMA_OK'],
+    [200, '@portcullis/schema-validate', 'PORTCULLIS_SCHEMA_OK'],
+    [401, '@portcullis/authn', 'PORTCULLIS_AUTHN_MISSING_CREDENTIALS'],
+    [401, '@portcullis/authn', 'PORTCULLIS_AUTHN_INVALID_CREDENTIALS'],
+    [403, '@portcullis/authz', 'PORTCULLIS_AUTHZ_FORBIDDEN'],
+    [400, '@portcullis/schema-validate', 'PORTCULLIS_SCHEMA_INVALID'],
+    [204, '@portcullis/schema-validate', 'PORTCULLIS_SCHEMA_OK']
+  ])
+  t.same(requestRecords[0].portcullis.decisions.map((d: { plugin: string }) => d.plugin), ['@portcullis/rate-limit', '@portcullis/authn', '@portcullis/rate-limit', '@portcullis/authz', '@portcullis/schema-validate'])
+  t.match(requestRecords[0], { user: { id: 'alice' }, portcullis: { principal: { method: 'api-key', credential_id: 'demo-alice' }, upstream: { status_code: 200 } } })
+  t.equal(records.at(-1).event.action, 'audit-checkpoint', 'a signed checkpoint at shutdown')
+  const verify = await run(process.execPath, [fileURLToPath(new URL('../../../scripts/portcullis.mjs', import.meta.url)), 'audit', 'verify', quickstart.auditFile, '--key', quickstart.auditPublicKey])
+  t.match(verify.stdout, /intact: 8 records, sequence 1 to 8; 1 signed checkpoints verified/)
 })
