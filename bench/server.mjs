@@ -9,6 +9,7 @@ import { portcullisAuthn } from '@portcullis/authn'
 import { portcullisAuthz } from '@portcullis/authz'
 import { MemoryStore, RedisStore } from '@portcullis/rate-limit'
 import { Redis } from 'ioredis'
+import pino from 'pino'
 
 // Must match the claims of the token run.mjs signs.
 const JWT_ISSUER = 'https://idp.bench.local/'
@@ -92,6 +93,27 @@ SCENARIOS['schema-validate'] = async (app) => {
   await app.register(portcullis, { core: { trustedProxies: ['127.0.0.1/32'], snapshot }, schemaValidate: { openapi: ORDERS_DOCUMENT } })
 }
 
+// The audit log on the core server, writing to the file run.mjs names.
+async function registerAudited (app, options, extra) {
+  const snapshot = new SnapshotHolder({ version: 'v1', value: {} })
+  await app.register(portcullis, {
+    core: { trustedProxies: ['127.0.0.1/32'], snapshot },
+    audit: { sinks: [{ type: 'file', path: requireOption(options, 'auditFile') }], ...extra }
+  })
+}
+SCENARIOS['audit-log'] = async (app, options) => registerAudited(app, options, {})
+SCENARIOS['audit-log-chain'] = async (app, options) => registerAudited(app, options, { chain: true })
+// What a plain log line per request costs: pino, asynchronous, to a file, with about what an
+// access log holds.
+SCENARIOS['pino-line'] = async (app, options) => {
+  await SCENARIOS.core(app)
+  const logger = pino(pino.destination({ dest: requireOption(options, 'auditFile'), sync: false }))
+  app.addHook('onResponse', (request, reply, done) => {
+    logger.info({ reqId: request.id, method: request.method, url: request.url, route: request.routeOptions.url, ip: request.clientIp, statusCode: reply.statusCode, responseTime: reply.elapsedTime }, 'request completed')
+    done()
+  })
+}
+
 // The reference: exactly this much CPU work per request, spun on the clock (the server has its
 // core to itself, so the time spun is CPU time). Must match REFERENCE_MICROS in run.mjs.
 const REFERENCE_NANOS = 3000n
@@ -149,7 +171,7 @@ async function buildApp (scenario, options) {
   // The schema-validate scenario posts orders; every server has the route, as an app would.
   app.post('/orders', { config: { authz: ORDERS_RULE } }, async (request) => ({ id: '43', item: request.body.item, qty: request.body.qty }))
   await app.ready()
-  if (scenario === 'core' || scenario.startsWith('rate-limit') || scenario.startsWith('reference') || scenario.startsWith('schema')) assertCoreSetup(app)
+  if (scenario === 'core' || /^(rate-limit|reference|schema|audit|pino)/.test(scenario)) assertCoreSetup(app)
   return app
 }
 

@@ -12,6 +12,7 @@ export async function render () {
   await import('@portcullis/authn')
   await import('@portcullis/authz')
   await import('@portcullis/mtls')
+  await import('@portcullis/audit-log')
   await import('@portcullis/rate-limit')
   const rows = core.errorCatalog()
     .filter((entry) => !entry.code.startsWith('PORTCULLIS_TEST_'))

@@ -24,3 +24,8 @@ const missingUrl: GatewayConfig = { upstreams: [{ prefix: '/api' }] }
 const gateway: Promise<import('fastify').FastifyInstance> = buildGateway(config)
 
 export { missingUrl, gateway }
+
+// The audit log is a part of the meta-plugin like the others.
+app.register(portcullis, { audit: { sinks: [{ type: 'file', path: 'audit.log' }], chain: true } })
+// @ts-expect-error audit sinks are of known types
+app.register(portcullis, { audit: { sinks: [{ type: 'syslog' }] } })
