@@ -1,13 +1,14 @@
 import { mkdir, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { BaseSink, type RecoveryListener, type Sink, type SinkStats } from './sink.js'
-import { DEFAULT_MAX_BUFFER_BYTES, DEFAULT_RETRY, type FileSinkOptions } from './options.js'
+import { DEFAULT_FLUSH_BYTES, DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_BUFFER_BYTES, DEFAULT_RETRY, type FileSinkOptions } from './options.js'
 
 // How much of a file's end is read to find its last record, to go on with its chain.
 const TAIL_BYTES = 256 * 1024
 
 /**
- * Appends records to a file, in batches, one write in flight at a time. A failing write keeps
+ * Appends records to a file, in batches (every `flushInterval`, or once 64 KiB wait), one write
+ * in flight at a time. A failing write keeps
  * its bytes and is tried again on a reopened file, after a delay that doubles; meanwhile
  * records wait in a bounded buffer, and what does not fit is dropped and counted.
  */
@@ -16,6 +17,7 @@ export class FileSink extends BaseSink implements Sink {
   readonly #maxSize: number | undefined
   readonly #maxFiles: number
   readonly #maxBytes: number
+  readonly #flushInterval: number
   readonly #minDelay: number
   readonly #maxDelay: number
   #file: FileHandle | null
@@ -25,10 +27,12 @@ export class FileSink extends BaseSink implements Sink {
   // Bytes taken from the queue and not yet all written, and how many records they hold.
   #pending: Buffer | null = null
   #pendingRecords = 0
+  #pendingUnits = 0
   #busy = false
   #failing = false
   #delay: number
   #retry: NodeJS.Timeout | null = null
+  #timer: NodeJS.Timeout | null = null
   #reopen = false
   #idle: Array<() => void> = []
   #closed = false
@@ -39,6 +43,7 @@ export class FileSink extends BaseSink implements Sink {
     this.#maxSize = options.maxSize
     this.#maxFiles = options.maxFiles ?? 10
     this.#maxBytes = options.maxBufferBytes ?? DEFAULT_MAX_BUFFER_BYTES
+    this.#flushInterval = options.flushInterval ?? DEFAULT_FLUSH_INTERVAL
     this.#minDelay = options.retry?.minDelay ?? DEFAULT_RETRY.minDelay
     this.#maxDelay = options.retry?.maxDelay ?? DEFAULT_RETRY.maxDelay
     this.#delay = this.#minDelay
@@ -59,14 +64,17 @@ export class FileSink extends BaseSink implements Sink {
   }
 
   write (line: string): boolean {
-    const bytes = Buffer.byteLength(line) + 1
+    // Counted in UTF-16 units: close enough to bytes for a bound, and free.
+    const bytes = line.length + 1
     if (this.#closed || this.#queuedBytes + bytes > this.#maxBytes) {
       this.drop(1)
       return false
     }
     this.#queue.push(line)
     this.#queuedBytes += bytes
-    this.#schedule()
+    // Written once enough waits, or the interval is up: one write for many records.
+    if (this.#queuedBytes >= DEFAULT_FLUSH_BYTES) this.#schedule()
+    else this.#timer ??= setTimeout(() => { this.#timer = null; this.#schedule() }, this.#flushInterval).unref()
     return true
   }
 
@@ -82,6 +90,7 @@ export class FileSink extends BaseSink implements Sink {
   }
 
   async flush (): Promise<void> {
+    if (this.#queue.length > 0) this.#schedule()
     if (!this.#busy) return
     await new Promise<void>((resolve) => { this.#idle.push(resolve) })
   }
@@ -90,6 +99,7 @@ export class FileSink extends BaseSink implements Sink {
     await this.flush()
     this.#closed = true
     if (this.#retry !== null) clearTimeout(this.#retry)
+    if (this.#timer !== null) clearTimeout(this.#timer)
     // What could not be written by now is lost: counted as dropped.
     const lost = this.#pendingRecords + this.#queue.length
     if (lost > 0) this.drop(lost)
@@ -120,8 +130,10 @@ export class FileSink extends BaseSink implements Sink {
       while (this.#pending !== null || this.#queue.length > 0) {
         if (this.#pending === null) {
           const lines = this.#queue.splice(0, this.#fitting())
-          this.#pending = Buffer.from(`${lines.join('\n')}\n`)
+          const text = `${lines.join('\n')}\n`
+          this.#pending = Buffer.from(text)
           this.#pendingRecords = lines.length
+          this.#pendingUnits = text.length
         }
         await this.#writePending(this.#file as FileHandle)
         if (this.#maxSize !== undefined && this.#size >= this.#maxSize) await this.#rotate()
@@ -147,7 +159,7 @@ export class FileSink extends BaseSink implements Sink {
       this.#pending = offset < pending.length ? pending.subarray(offset) : null
       this.#size += offset
     }
-    this.#queuedBytes -= pending.length
+    this.#queuedBytes -= this.#pendingUnits
     this.written += this.#pendingRecords
     this.#pendingRecords = 0
     if (this.#failing) {

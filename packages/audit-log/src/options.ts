@@ -5,6 +5,8 @@ import { checkKnownKeys, checkNumber, invalidOption, isHeaderName } from '@portc
 /** Records on the process's standard output, one JSON line each. */
 export interface StdoutSinkOptions {
   type: 'stdout'
+  /** Longest a record waits to be written with others, in milliseconds (64 KiB waiting are written at once). @default 1000 */
+  flushInterval?: number
   /**
    * Bytes that may wait for a slow reader before records are dropped (and counted).
    * @default 8388608 (8 MiB)
@@ -16,6 +18,8 @@ export interface StdoutSinkOptions {
 export interface StreamSinkOptions {
   type: 'stream'
   stream: Writable
+  /** @default 1000 */
+  flushInterval?: number
   /** @default 8388608 (8 MiB) */
   maxBufferBytes?: number
   /** How the sink is named in stats and drop records. @default 'stream' */
@@ -34,6 +38,8 @@ export interface FileSinkOptions {
   maxSize?: number
   /** Rotated files kept; older ones are deleted. @default 10 */
   maxFiles?: number
+  /** Longest a record waits to be written with others, in milliseconds (64 KiB waiting are written at once). @default 1000 */
+  flushInterval?: number
   /** @default 8388608 (8 MiB) */
   maxBufferBytes?: number
   /** Waits between attempts to write again after a failure (the file is reopened each time). */
@@ -167,6 +173,10 @@ export interface RouteAuditOptions {
 }
 
 export const DEFAULT_MAX_BUFFER_BYTES = 8 * 1024 * 1024
+/** How long a record may wait to be written with others, in milliseconds (stdout, stream and file sinks). */
+export const DEFAULT_FLUSH_INTERVAL = 1000
+/** Written at once when this many bytes wait. */
+export const DEFAULT_FLUSH_BYTES = 64 * 1024
 export const DEFAULT_BODY_MAX_BYTES = 8192
 export const DEFAULT_CHECKPOINT_EVERY = 1000
 export const DEFAULT_CHECKPOINT_INTERVAL = 60_000
@@ -188,9 +198,9 @@ export interface ValidOptions {
 
 const OPTION_KEYS = ['sinks', 'redact', 'headers', 'body', 'bodyMaxBytes', 'sample', 'chain', 'onSinkFailure', 'policySwaps']
 const SINK_KEYS: Record<SinkOptions['type'], string[]> = {
-  stdout: ['type', 'maxBufferBytes'],
-  stream: ['type', 'stream', 'maxBufferBytes', 'name'],
-  file: ['type', 'path', 'maxSize', 'maxFiles', 'maxBufferBytes', 'retry'],
+  stdout: ['type', 'flushInterval', 'maxBufferBytes'],
+  stream: ['type', 'stream', 'flushInterval', 'maxBufferBytes', 'name'],
+  file: ['type', 'path', 'maxSize', 'maxFiles', 'flushInterval', 'maxBufferBytes', 'retry'],
   http: ['type', 'url', 'headers', 'batchSize', 'flushInterval', 'maxBufferRecords', 'timeout', 'retry'],
   pino: ['type', 'target', 'options']
 }
@@ -235,6 +245,7 @@ function checkSink (sink: SinkOptions, path: string): void {
   }
   checkKnownKeys(sink, SINK_KEYS[sink.type], path)
   if ('maxBufferBytes' in sink) checkNumber(sink.maxBufferBytes, 0, `${path}.maxBufferBytes`, 'a whole number of bytes from 1', isCount)
+  if (sink.type !== 'http' && sink.type !== 'pino') checkNumber(sink.flushInterval, 0, `${path}.flushInterval`, 'a number of milliseconds from 1 to 60000', (n) => n >= 1 && n <= 60_000)
   switch (sink.type) {
     case 'stream':
       if (typeof sink.stream?.write !== 'function') throw invalidOption(`${path}.stream`, 'a writable stream', sink.stream)

@@ -1,5 +1,5 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import type { Decision } from '@portcullis/core'
+import type { Decision, Principal } from '@portcullis/core'
 import type { Redaction } from './redact.js'
 
 /**
@@ -72,45 +72,55 @@ export function requestRecord (request: FastifyRequest, reply: FastifyReply, end
   if (deciding !== null) portcullis.decision = recorded(deciding)
   portcullis.decisions = decisions === null ? [] : decisions.map(recorded)
   portcullis.policy = { version: request.policySnapshot?.version ?? null }
-  if (principal !== null) {
-    portcullis.principal = {
-      ...(principal.credentialId === undefined ? {} : { credential_id: principal.credentialId }),
-      method: principal.method,
-      ...(principal.plan === undefined ? {} : { plan: principal.plan }),
-      ...(principal.tenant === undefined ? {} : { tenant: principal.tenant }),
-      type: principal.type
-    }
-  }
+  if (principal !== null) portcullis.principal = principalOf(principal)
   portcullis.route = request.routeOptions.url ?? null
   if (ending === 'timed-out') portcullis.timed_out = true
   if (upstream !== null) portcullis.upstream = { address: upstream.address, status_code: upstream.statusCode }
 
+  // Built key by key, in order: optional keys are added where they sort, without spreading.
   const failed = denied || status === null || status >= 400
-  const record: AuditRecord = {
+  const event: AuditRecord['event'] = {
+    action: 'http-request',
+    category: CATEGORY_WEB,
+    dataset: DATASET,
+    duration: Math.round(elapsed * 1e6),
+    kind: 'event',
+    outcome: status === null ? 'unknown' : failed ? 'failure' : 'success'
+  } as unknown as AuditRecord['event']
+  if (deciding !== null) event.reason = deciding.reason
+  event.sequence = 0
+  event.type = denied ? TYPE_DENIED : TYPE_ALLOWED
+  const record = {
     '@timestamp': new Date(Date.now() - elapsed).toISOString(),
     client: { ip: request.clientIp },
-    ecs: { version: ECS_VERSION },
-    ...(errorCode === null ? {} : { error: { code: errorCode } }),
-    event: {
-      action: 'http-request',
-      category: ['web'],
-      dataset: DATASET,
-      duration: Math.round(elapsed * 1e6),
-      kind: 'event',
-      outcome: status === null ? 'unknown' : failed ? 'failure' : 'success',
-      ...(deciding === null ? {} : { reason: deciding.reason }),
-      sequence: 0,
-      type: [denied ? 'denied' : 'allowed']
-    },
-    http: { request: requestFields, response: responseFields, version: request.raw.httpVersion },
-    portcullis: portcullis as AuditRecord['portcullis'],
-    // Left out when the socket is already gone (an aborted request).
-    source: { ip: request.raw.socket.remoteAddress },
-    url: q === -1 ? { path: url } : { path: url.slice(0, q), query: settings.redaction.query(url.slice(q + 1)) }
-  }
+    ecs: ECS
+  } as unknown as AuditRecord
+  if (errorCode !== null) record.error = { code: errorCode }
+  record.event = event
+  record.http = { request: requestFields, response: responseFields, version: request.raw.httpVersion }
+  record.portcullis = portcullis as AuditRecord['portcullis']
+  // Left out when the socket is already gone (an aborted request).
+  record.source = { ip: request.raw.socket.remoteAddress }
+  record.url = q === -1 ? { path: url } : { path: url.slice(0, q), query: settings.redaction.query(url.slice(q + 1)) }
   if (principal !== null) record.user = { id: principal.id, roles: principal.roles }
   if (userAgent !== undefined) record.user_agent = { original: userAgent }
   return record
+}
+
+// Shared by every record: serialized, never changed.
+const ECS = Object.freeze({ version: ECS_VERSION })
+const CATEGORY_WEB = Object.freeze(['web'])
+const TYPE_DENIED = Object.freeze(['denied'])
+const TYPE_ALLOWED = Object.freeze(['allowed'])
+
+function principalOf (principal: Principal): Record<string, unknown> {
+  const fields: Record<string, unknown> = {}
+  if (principal.credentialId !== undefined) fields.credential_id = principal.credentialId
+  fields.method = principal.method
+  if (principal.plan !== undefined) fields.plan = principal.plan
+  if (principal.tenant !== undefined) fields.tenant = principal.tenant
+  fields.type = principal.type
+  return fields
 }
 
 /** Whether the request is one that sampling may leave out: allowed, answered, and not an error. */

@@ -6,7 +6,7 @@ import { PinoSink } from './pino-sink.js'
 import { droppedRecord } from './policy.js'
 import type { AuditRecord } from './record.js'
 import { StreamSink, type RecoveryListener, type Sink, type SinkStats } from './sink.js'
-import { DEFAULT_MAX_BUFFER_BYTES, type ValidOptions } from './options.js'
+import { DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_BUFFER_BYTES, type ValidOptions } from './options.js'
 
 export interface AuditStats {
   /** Records handed to the sinks. */
@@ -48,10 +48,10 @@ export class AuditWriter {
       for (const [i, sink] of options.sinks.entries()) {
         switch (sink.type) {
           case 'stdout':
-            writer.sinks.push(new StreamSink('stdout', process.stdout, sink.maxBufferBytes ?? DEFAULT_MAX_BUFFER_BYTES, onRecover))
+            writer.sinks.push(new StreamSink('stdout', process.stdout, sink.maxBufferBytes ?? DEFAULT_MAX_BUFFER_BYTES, sink.flushInterval ?? DEFAULT_FLUSH_INTERVAL, onRecover))
             break
           case 'stream':
-            writer.sinks.push(new StreamSink(sink.name ?? 'stream', sink.stream, sink.maxBufferBytes ?? DEFAULT_MAX_BUFFER_BYTES, onRecover))
+            writer.sinks.push(new StreamSink(sink.name ?? 'stream', sink.stream, sink.maxBufferBytes ?? DEFAULT_MAX_BUFFER_BYTES, sink.flushInterval ?? DEFAULT_FLUSH_INTERVAL, onRecover))
             break
           case 'file': {
             const { sink: file, lastLine } = await FileSink.open(sink, onRecover).catch((err: NodeJS.ErrnoException) => {

@@ -13,7 +13,7 @@ const SECRETS = {
   custom: 'secret-custom-param',
   password: 'secret-password-value',
   card: '4111111111111111',
-  cvv: '737',
+  cvv: 'secret-cvv-737',
   nested: 'secret-nested-pin'
 }
 
