@@ -2,6 +2,7 @@ import fp from 'fastify-plugin'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import { routeConfigOf, withHeaders, type SnapshotListener } from '@portcullis/core'
 import { AuditUnavailable } from './errors.js'
+import { FileSink } from './file-sink.js'
 import { checkRouteOptions, validateOptions, type AuditLogOptions, type RouteAuditOptions } from './options.js'
 import { diffSummary, policyRecord, type PolicyChange } from './policy.js'
 import { compileRedaction } from './redact.js'
@@ -38,16 +39,14 @@ interface RoutePolicy {
 }
 
 const kRoute = Symbol('portcullis.audit.route')
-const kState = Symbol('portcullis.audit.state')
+// Per request: whether its record is written (a response, an abort or a timeout, whichever comes
+// first), the code of the error it ended with, and its reply, for an abort's hook, which only
+// gets the request.
+const kWritten = Symbol('portcullis.audit.written')
+const kError = Symbol('portcullis.audit.error')
 const kReply = Symbol('portcullis.audit.reply')
 
-// Per request: written once (a response, an abort or a timeout, whichever comes first), and the code of its error.
-interface State {
-  written: boolean
-  error: string | null
-}
-
-interface Holder { [kState]: State | null, [kReply]: FastifyReply | null }
+interface Holder { [kWritten]: boolean, [kError]: string | null, [kReply]: FastifyReply | null }
 
 const plugin: FastifyPluginAsync<AuditLogOptions> = async (app, options) => {
   const valid = validateOptions(options)
@@ -71,26 +70,22 @@ const plugin: FastifyPluginAsync<AuditLogOptions> = async (app, options) => {
     route.config = Object.assign({ ...config }, { [kRoute]: policy })
   })
 
-  app.decorateRequest(kState, null)
-  const stateOf = (request: FastifyRequest): State => {
-    const holder = request as unknown as Holder
-    return (holder[kState] ??= { written: false, error: null })
-  }
+  // Decorated up front, so that requests keep one shape.
+  app.decorateRequest(kWritten, false)
+  app.decorateRequest(kError, null)
+  app.decorateRequest(kReply, null)
   const write = (request: FastifyRequest, reply: FastifyReply, ending: Ending): void => {
-    const state = (request as unknown as Holder)[kState]
-    if (state?.written === true) return
+    const holder = request as unknown as Holder
+    if (holder[kWritten]) return
     const policy = (routeConfigOf(request) as { [kRoute]?: RoutePolicy })[kRoute] ?? defaults
     if (ending === 'response' && policy.sample < 1 && isSampleable(request, reply) && (policy.sample === 0 || Math.random() >= policy.sample)) {
       writer.sampledOut++
       return
     }
-    if (state !== null) state.written = true
-    else if (ending !== 'response') stateOf(request).written = true
-    writer.write(requestRecord(request, reply, ending, policy.body, state?.error ?? null, settings))
+    holder[kWritten] = true
+    writer.write(requestRecord(request, reply, ending, policy.body, holder[kError], settings))
   }
 
-  // The reply is kept for an aborted request, whose hook only gets the request.
-  app.decorateRequest(kReply, null)
   const refuse = valid.onSinkFailure === 'refuse'
   app.addHook('onRequest', (request, reply, done) => {
     (request as unknown as Holder)[kReply] = reply
@@ -99,7 +94,7 @@ const plugin: FastifyPluginAsync<AuditLogOptions> = async (app, options) => {
   })
   app.addHook('onError', (request, _reply, error, done) => {
     const code = (error as { code?: unknown }).code
-    stateOf(request).error = typeof code === 'string' ? code : 'ERROR'
+    ;(request as unknown as Holder)[kError] = typeof code === 'string' ? code : 'ERROR'
     done()
   })
   app.addHook('onResponse', (request, reply, done) => {
@@ -129,7 +124,7 @@ const plugin: FastifyPluginAsync<AuditLogOptions> = async (app, options) => {
     flush: async () => { await writer.flush() },
     checkpoint: () => { writer.checkpoint() },
     reopen: async () => {
-      for (const sink of writer.sinks) if ('reopen' in sink) await (sink as { reopen: () => Promise<void> }).reopen()
+      for (const sink of writer.sinks) if (sink instanceof FileSink) await sink.reopen()
     }
   }))
   // Last: every other plugin's onClose has run, so requests they ended are recorded too.

@@ -1,3 +1,4 @@
+import { pointerToken } from '@portcullis/core'
 import { DATASET, ECS_VERSION, type AuditRecord } from './record.js'
 
 /** What happened to a policy: a new version became active, a candidate was refused, or an earlier one came back. */
@@ -51,12 +52,12 @@ export function diffSummary (before: unknown, after: unknown): DiffSummary {
   const walk = (a: unknown, b: unknown, pointer: string, depth: number): void => {
     if (isPlainObject(a) && isPlainObject(b) && depth < MAX_DEPTH) {
       for (const key of Object.keys(a)) {
-        const at = `${pointer}/${key.replaceAll('~', '~0').replaceAll('/', '~1')}`
+        const at = `${pointer}/${pointerToken(key)}`
         if (!Object.hasOwn(b, key)) note(summary.removed, at)
         else walk(a[key], b[key], at, depth + 1)
       }
       for (const key of Object.keys(b)) {
-        if (!Object.hasOwn(a, key)) note(summary.added, `${pointer}/${key.replaceAll('~', '~0').replaceAll('/', '~1')}`)
+        if (!Object.hasOwn(a, key)) note(summary.added, `${pointer}/${pointerToken(key)}`)
       }
       return
     }

@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs'
-import { createPublicKey, verify, type KeyObject } from 'node:crypto'
+import { createPublicKey, KeyObject, verify } from 'node:crypto'
 import { createInterface } from 'node:readline'
 import canonicalizeModule from 'canonicalize'
 import { checkpointPayload, digestFor, hashOf } from './chain.js'
@@ -167,16 +167,12 @@ export async function verifyAuditFiles (files: readonly string[], options: Verif
 // null: no key given (checkpoints not checked); undefined: a key id none of the given keys has.
 function keysOf (publicKey: VerifyOptions['publicKey']): (keyId: string | undefined) => KeyObject | null | undefined {
   if (publicKey === undefined) return () => null
-  if (typeof publicKey === 'string' || isKeyObject(publicKey)) {
+  if (typeof publicKey === 'string' || publicKey instanceof KeyObject) {
     const key = publicKeyOf(publicKey)
     return () => key
   }
   const keys = new Map(Object.entries(publicKey).map(([id, key]) => [id, publicKeyOf(key)]))
   return (keyId) => keyId === undefined ? undefined : keys.get(keyId)
-}
-
-function isKeyObject (value: unknown): value is KeyObject {
-  return typeof (value as KeyObject).asymmetricKeyType === 'string' || typeof (value as KeyObject).type === 'string'
 }
 
 function publicKeyOf (key: string | KeyObject): KeyObject {

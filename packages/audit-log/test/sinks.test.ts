@@ -230,6 +230,17 @@ test('stream sinks: flush waits for a stream that writes asynchronously', async 
   t.equal(received.join('').split('\n').filter((line) => line !== '').length, 3)
 })
 
+test('stream sinks: records wait for the interval, unless 64 KiB of them wait', async (t) => {
+  const received: string[] = []
+  const stream = new Writable({ write (chunk, _encoding, callback) { received.push(String(chunk)); callback() } })
+  const server = await app(t, { sinks: [{ type: 'stream', stream, flushInterval: 60_000 }] })
+  await server.inject('/')
+  await sleep(20)
+  t.same(received, [], 'one small record waits')
+  server.audit.policyChange({ action: 'reject', version: null, previousVersion: 'v1', reason: 'x'.repeat(70_000) })
+  t.equal(received.join('').split('\n').filter((line) => line !== '').length, 2, 'past 64 KiB, both are handed over at once')
+})
+
 test('stream sinks: a stream that fails is marked unhealthy and drops from then on; stdout works', async (t) => {
   const failing = new PassThrough()
   const server = await app(t, { sinks: [{ type: 'stream', stream: failing }, { type: 'stdout' }] })
