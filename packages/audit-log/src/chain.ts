@@ -44,19 +44,35 @@ export class Sequencer {
     return { sequence: this.#sequence, prev: this.#prev }
   }
 
-  /** The record as one JSON line (without the newline). */
-  seal (record: AuditRecord): string {
-    record.event.sequence = ++this.#sequence
-    if (!this.#chained) return JSON.stringify(record)
-    const chain = record.portcullis.chain as { prev: string | null }
-    chain.prev = this.#prev
-    // Keys are built in canonical order, so the text is the canonical form.
-    const text = JSON.stringify(record)
+  /** The next record's sequence number, taken. */
+  next (): number {
+    return ++this.#sequence
+  }
+
+  /** The hash the next record links to; `undefined` without a chain. */
+  get prev (): string | null | undefined {
+    return this.#chained ? this.#prev : undefined
+  }
+
+  /**
+   * A record's canonical text (numbered with next(), linked to prev) as its line: with the
+   * chain on, its hash goes in as `event.hash` and is what the next record links to.
+   */
+  link (text: string): string {
+    if (!this.#chained) return text
     const hash = hashOf(text)
     this.#prev = hash
     // "event" is a key of ours that no earlier value can spell unescaped: the first one is the object.
     const at = text.indexOf('"event":{') + 9
     return `${text.slice(0, at)}"hash":"${hash}",${text.slice(at)}`
+  }
+
+  /** A record object (its keys in canonical order) as one JSON line, without the newline. */
+  seal (record: AuditRecord): string {
+    record.event.sequence = this.next()
+    if (this.#chained) (record.portcullis.chain as { prev: string | null }).prev = this.#prev
+    // Keys are built in canonical order, so the text is the canonical form.
+    return this.link(JSON.stringify(record))
   }
 }
 

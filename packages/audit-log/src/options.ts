@@ -312,7 +312,8 @@ function checkHeaderList (value: unknown, path: string): string[] | '*' {
   if (value === undefined) return []
   if (value === '*') return '*'
   if (!Array.isArray(value) || !value.every(isHeaderName)) throw invalidOption(path, '"*" or a list of header names', value)
-  return value.map((name) => name.toLowerCase())
+  // Sorted, as canonical JSON orders the keys they become.
+  return [...new Set(value.map((name) => name.toLowerCase()))].sort()
 }
 
 function checkChain (value: AuditLogOptions['chain']): ChainOptions | null {

@@ -6,7 +6,7 @@ import { FileSink } from './file-sink.js'
 import { checkRouteOptions, validateOptions, type AuditLogOptions, type RouteAuditOptions } from './options.js'
 import { diffSummary, policyRecord, type PolicyChange } from './policy.js'
 import { compileRedaction } from './redact.js'
-import { isSampleable, requestRecord, type Ending, type RecordSettings } from './record.js'
+import { isSampleable, type Ending, type RecordSettings } from './record.js'
 import { AuditWriter, type AuditStats } from './writer.js'
 
 /** What `app.audit` offers. */
@@ -74,16 +74,18 @@ const plugin: FastifyPluginAsync<AuditLogOptions> = async (app, options) => {
   app.decorateRequest(kWritten, false)
   app.decorateRequest(kError, null)
   app.decorateRequest(kReply, null)
-  const write = (request: FastifyRequest, reply: FastifyReply, ending: Ending): void => {
+  const write = (request: FastifyRequest, reply: FastifyReply | null, ending: Ending): void => {
     const holder = request as unknown as Holder
     if (holder[kWritten]) return
-    const policy = (routeConfigOf(request) as { [kRoute]?: RoutePolicy })[kRoute] ?? defaults
-    if (ending === 'response' && policy.sample < 1 && isSampleable(request, reply) && (policy.sample === 0 || Math.random() >= policy.sample)) {
+    const config = routeConfigOf(request) as { [kRoute]?: RoutePolicy, url?: string }
+    const policy = config[kRoute] ?? defaults
+    if (ending === 'response' && policy.sample < 1 && isSampleable(request, reply as FastifyReply) && (policy.sample === 0 || Math.random() >= policy.sample)) {
       writer.sampledOut++
       return
     }
     holder[kWritten] = true
-    writer.write(requestRecord(request, reply, ending, policy.body, holder[kError], settings))
+    // The matched route's pattern, what request.routeOptions.url would say, without making that object.
+    writer.writeRequest(request, reply, ending, policy.body, holder[kError], config.url ?? null, settings)
   }
 
   const refuse = valid.onSinkFailure === 'refuse'
@@ -102,13 +104,17 @@ const plugin: FastifyPluginAsync<AuditLogOptions> = async (app, options) => {
     done()
   })
   app.addHook('onRequestAbort', (request, done) => {
-    write(request, (request as unknown as Holder)[kReply] as FastifyReply, 'aborted')
+    write(request, (request as unknown as Holder)[kReply], 'aborted')
     done()
   })
-  app.addHook('onTimeout', (request, reply, done) => {
-    write(request, reply, 'timed-out')
-    done()
-  })
+  // Sockets time out only with Fastify's connectionTimeout (0, none, by default); without one the
+  // hook, which costs every request an object on its socket, is left out.
+  if ((app.initialConfig.connectionTimeout as number) > 0) {
+    app.addHook('onTimeout', (request, reply, done) => {
+      write(request, reply, 'timed-out')
+      done()
+    })
+  }
 
   const policyChange = (change: PolicyChange): void => { writer.write(policyRecord(change, settings.chained)) }
   const snapshot = app.portcullisCore.snapshot as { onSwap?: (listener: SnapshotListener<unknown>) => () => void } | null

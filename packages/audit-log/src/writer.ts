@@ -4,7 +4,8 @@ import { FileSink } from './file-sink.js'
 import { HttpSink } from './http-sink.js'
 import { PinoSink } from './pino-sink.js'
 import { droppedRecord } from './policy.js'
-import type { AuditRecord } from './record.js'
+import { requestLine, type AuditRecord, type Ending, type RecordSettings } from './record.js'
+import type { FastifyReply, FastifyRequest } from 'fastify'
 import { StreamSink, type RecoveryListener, type Sink, type SinkStats } from './sink.js'
 import { DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_BUFFER_BYTES, type ValidOptions } from './options.js'
 
@@ -89,7 +90,16 @@ export class AuditWriter {
   }
 
   write (record: AuditRecord): void {
-    const line = this.#sequencer.seal(record)
+    this.#deliver(this.#sequencer.seal(record))
+  }
+
+  /** Writes the record of one request, serialized straight to its line. */
+  writeRequest (request: FastifyRequest, reply: FastifyReply | null, ending: Ending, withBody: boolean, errorCode: string | null, route: string | null, settings: RecordSettings): void {
+    const sequencer = this.#sequencer
+    this.#deliver(sequencer.link(requestLine(request, reply, ending, withBody, errorCode, route, settings, sequencer.next(), sequencer.prev)))
+  }
+
+  #deliver (line: string): void {
     for (const sink of this.sinks) sink.write(line)
     this.#records++
     if (this.#checkpointer !== null && ++this.#sinceCheckpoint >= this.#checkpointer.every) this.checkpoint()

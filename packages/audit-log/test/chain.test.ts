@@ -3,7 +3,7 @@ import { generateKeyPairSync } from 'node:crypto'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import Fastify from 'fastify'
-import { portcullisCore } from '@portcullis/core'
+import { portcullisCore, recordDecision } from '@portcullis/core'
 import { portcullisAuditLog, verifyAuditFiles, verifyAuditLines } from '../src/index.js'
 import { stateAfter } from '../src/chain.js'
 import { alice, audited } from './helpers.js'
@@ -154,15 +154,23 @@ test('a file that does not end with a chained record starts a new chain, reporte
 })
 
 test('every kind of record is written in canonical form: the chain verifies across all of them', async (t) => {
-  const { app, file } = await audited(t, { chain: true, headers: { request: '*', response: ['content-type'] }, body: true })
-  await app.inject({ method: 'POST', url: '/orders?z=1&a=2', headers: { 'x-api-key': alice.key, 'x-zeta': '1', 'x-alpha': ['1', '2'] }, payload: { zeta: 1, alpha: { b: 2, a: 1 } } })
+  const { app, file } = await audited(t, { chain: true, headers: { request: '*', response: ['x-trace', 'content-type'] }, body: true })
+  // Values JSON must escape, one way or another: quotes, backslashes, control characters, lone surrogates.
+  app.get('/odd', { config: { authn: { anonymous: true }, authz: false } }, async (request, reply) => {
+    recordDecision(request, { plugin: 'x-"plugin"', outcome: 'allow', reason: 'OK\\\u0001\ud800', rule: 'rule "one"\n' })
+    return await reply.header('x-trace', 'a\tb').send({ ok: true })
+  })
+  await app.inject({ method: 'POST', url: '/orders?z=1&a=%22', headers: { 'x-api-key': alice.key, 'x-zeta': '1', 'x-alpha': ['1', '2'] }, payload: { zeta: 1, alpha: { b: 2, a: 1 } } })
   await app.inject('/public')
+  await app.inject({ url: '/odd?q="x"', headers: { 'user-agent': 'curl "8.5" \\ \tx' } })
   app.audit.policyChange({ action: 'activate', version: 'v2', previousVersion: 'v1', mode: 'canary', diff: { added: ['/routes/1'], changed: [], removed: [], truncated: false }, source: 'admin-api', actor: 'ops' })
   app.audit.policyChange({ action: 'rollback', version: 'v1', previousVersion: 'v2' })
   app.audit.checkpoint()
   await app.audit.flush()
   const report = await verifyAuditFiles([file])
-  t.match(report, { ok: true, records: 4, checkpoints: 0 }, 'no checkpoint without a signing key')
+  t.match(report, { ok: true, records: 5, checkpoints: 0 }, 'no checkpoint without a signing key')
+  const odd = JSON.parse((await readFile(file, 'utf8')).split('\n')[2] as string)
+  t.match(odd, { portcullis: { decision: { plugin: 'x-"plugin"', reason: 'OK\\\u0001\ud800', rule: 'rule "one"\n' } }, user_agent: { original: 'curl "8.5" \\ \tx' }, http: { response: { headers: { 'content-type': /json/, 'x-trace': 'a\tb' } } } }, 'escaped values read back as they were')
 })
 
 test('chain options are checked at startup', async (t) => {

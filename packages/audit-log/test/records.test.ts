@@ -1,7 +1,13 @@
 import { test } from 'tap'
 import { request as httpRequest } from 'node:http'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { recordUpstream, SnapshotHolder } from '@portcullis/core'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import Fastify, { type FastifyInstance } from 'fastify'
+import { portcullisCore, recordUpstream, SnapshotHolder } from '@portcullis/core'
+import { portcullisAuditLog } from '../src/index.js'
+import { isoTime } from '../src/record.js'
 import { alice, audited } from './helpers.js'
 
 async function until (condition: () => boolean): Promise<void> {
@@ -70,8 +76,15 @@ test('the upstream of a proxied request and its status', async (t) => {
     recordUpstream(request, 'http://10.0.0.7:8080', 201)
     return 'ok'
   })
+  app.get('/unanswered', { config: { authn: false, authz: false } }, async (request, reply) => {
+    recordUpstream(request, 'http://10.0.0.8:8080', null)
+    return await reply.code(502).send('no answer')
+  })
   await app.inject('/proxied')
-  t.same((await records())[0].portcullis.upstream, { address: 'http://10.0.0.7:8080', status_code: 201 })
+  await app.inject('/unanswered')
+  const [answered, unanswered] = await records()
+  t.same(answered.portcullis.upstream, { address: 'http://10.0.0.7:8080', status_code: 201 })
+  t.same(unanswered.portcullis.upstream, { address: 'http://10.0.0.8:8080', status_code: null }, 'an upstream that never answered')
 })
 
 test('exactly one record per request under concurrent load, denials included', async (t) => {
@@ -94,26 +107,58 @@ test('exactly one record per request under concurrent load, denials included', a
 })
 
 test('a request the client gives up on is recorded once, as aborted, without a status', async (t) => {
-  const { app, records } = await audited(t)
+  const { app, records } = await audited(t, { headers: { response: ['x-slow'] } })
   let finished = false
-  app.get('/slow', { config: { authn: false, authz: false } }, async () => {
+  app.get('/slow', { config: { authn: false, authz: false } }, async (_request, reply) => {
+    reply.header('x-slow', 'yes')
     await sleep(300)
     finished = true
     return 'late'
   })
   await app.listen({ port: 0, host: '127.0.0.1' })
-  const req = httpRequest({ host: '127.0.0.1', port: (app.server.address() as { port: number }).port, path: '/slow' })
-  req.on('error', () => {})
-  req.end()
-  await sleep(100)
-  req.destroy()
+  await abandon(app, '/slow')
   await until(() => finished)
   await sleep(50)
   const all = await records()
   t.equal(all.length, 1)
-  t.match(all[0], { event: { outcome: 'unknown' }, portcullis: { aborted: true, route: '/slow' }, url: { path: '/slow' } })
-  t.notOk('status_code' in all[0].http.response)
+  t.match(all[0], { event: { outcome: 'unknown', duration: Number }, portcullis: { aborted: true, route: '/slow' }, url: { path: '/slow' } })
+  t.same(all[0].http.response, { headers: { 'x-slow': 'yes' } }, 'no status; the headers set so far')
 })
+
+test('a request aborted while an earlier onRequest hook still works is recorded too, timed from the abort', async (t) => {
+  const app = Fastify()
+  await app.register(portcullisCore)
+  let released = false
+  // Registered before the audit log, so its hook runs first and is still waiting when the client leaves.
+  app.addHook('onRequest', async () => {
+    await sleep(300)
+    released = true
+  })
+  const file = join(t.testdir(), 'audit.log')
+  await app.register(portcullisAuditLog, { sinks: [{ type: 'file', path: file }], headers: { response: '*' } })
+  app.get('/held', async () => 'never seen')
+  t.teardown(async () => { await app.close() })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const before = Date.now()
+  await abandon(app, '/held')
+  await until(() => released)
+  await sleep(50)
+  await app.audit.flush()
+  const [record, ...others] = (await readFile(file, 'utf8')).trimEnd().split('\n').map((line) => JSON.parse(line))
+  t.equal(others.length, 0)
+  t.match(record, { event: { outcome: 'unknown' }, portcullis: { aborted: true, route: '/held' }, http: { response: {} } })
+  t.notOk('duration' in record.event, 'no duration: when the request began is not known')
+  t.ok(Date.parse(record['@timestamp']) >= before + 50, 'the time is the abort\'s')
+})
+
+// Sends a request, then goes away before the answer.
+async function abandon (app: FastifyInstance, path: string): Promise<void> {
+  const req = httpRequest({ host: '127.0.0.1', port: (app.server.address() as { port: number }).port, path })
+  req.on('error', () => {})
+  req.end()
+  await sleep(100)
+  req.destroy()
+}
 
 test('a request that runs past the connection timeout is recorded once, as timed out', async (t) => {
   const { app, records } = await audited(t, {}, {}, { connectionTimeout: 150 })
@@ -160,4 +205,27 @@ test('route options are checked when the route is added', async (t) => {
   t.throws(() => app.get('/a', { config: { audit: { sample: 2 } } }, async () => 'a'), { message: /route GET \/a config\.audit\.sample must be a share from 0 to 1/ })
   t.throws(() => app.get('/b', { config: { audit: { body: 'yes' } as never } }, async () => 'b'), { message: /config\.audit\.body must be a boolean/ })
   t.throws(() => app.get('/c', { config: { audit: { headers: [] } as never } }, async () => 'c'), { message: /config\.audit\.headers is not a known option; allowed: sample, body/ })
+})
+
+test('record times read as Date#toISOString would write them, the same millisecond twice included', async (t) => {
+  const now = Date.UTC(2026, 11, 4, 21, 22, 34, 187)
+  for (const ms of [now, now, now + 0.75, now + 813, now + 814, now + 1000 - 187 + 5, now + 60_000 + 40, 0, 999.9, 86_400_000 * 365 + 7]) {
+    t.equal(isoTime(ms), new Date(ms).toISOString(), `at ${ms}`)
+  }
+})
+
+test('a server on a Unix socket has no peer address: source.ip is left out, not made up', async (t) => {
+  const { app, records } = await audited(t)
+  // Short enough for a socket path, wherever the tests run.
+  const dir = await mkdtemp(join(tmpdir(), 'audit-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const path = join(dir, 'app.sock')
+  await app.listen({ path })
+  const status = await new Promise<number | undefined>((resolve, reject) => {
+    httpRequest({ socketPath: path, path: '/public' }, (res) => { res.resume(); res.on('end', () => { resolve(res.statusCode) }) }).on('error', reject).end()
+  })
+  t.equal(status, 200)
+  const [record] = await records()
+  t.same(record.source, {})
+  t.match(record, { url: { path: '/public' }, http: { response: { status_code: 200 } } })
 })
