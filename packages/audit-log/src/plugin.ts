@@ -108,7 +108,8 @@ const plugin: FastifyPluginAsync<AuditLogOptions> = async (app, options) => {
     done()
   })
   // Sockets time out only with Fastify's connectionTimeout (0, none, by default); without one the
-  // hook, which costs every request an object on its socket, is left out.
+  // hook, which costs every request an object on its socket, is left out. Fastify always fills the
+  // option in (its type says optional only because it is the user's input too).
   if ((app.initialConfig.connectionTimeout as number) > 0) {
     app.addHook('onTimeout', (request, reply, done) => {
       write(request, reply, 'timed-out')

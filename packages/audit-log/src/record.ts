@@ -72,7 +72,7 @@ export function requestLine (request: FastifyRequest, reply: FastifyReply | null
   if (requestHeaders !== null) text += `"headers":${JSON.stringify(requestHeaders)},`
   text += `"id":"${esc(request.id)}","method":"${esc(request.method)}"},"response":{`
   const responseHeaders = settings.responseHeaders.length === 0 || reply === null ? null : settings.redaction.headers(reply.getHeaders(), settings.responseHeaders)
-  if (responseHeaders !== null) text += status === null ? `"headers":${JSON.stringify(responseHeaders)}` : `"headers":${JSON.stringify(responseHeaders)},`
+  if (responseHeaders !== null) text += `"headers":${JSON.stringify(responseHeaders)}${status === null ? '' : ','}`
   if (status !== null) text += `"status_code":${status}`
   text += `},"version":"${esc(raw.httpVersion)}"},"portcullis":{`
   if (ending === 'aborted') text += '"aborted":true,'
@@ -80,7 +80,7 @@ export function requestLine (request: FastifyRequest, reply: FastifyReply | null
   if (deciding !== null) text += `"decision":${decisionText(deciding)},`
   text += '"decisions":['
   if (decisions !== null) {
-    for (let i = 0; i < decisions.length; i++) text += i === 0 ? decisionText(decisions[i] as Decision) : `,${decisionText(decisions[i] as Decision)}`
+    for (let i = 0; i < decisions.length; i++) text += `${i === 0 ? '' : ','}${decisionText(decisions[i] as Decision)}`
   }
   const version = request.policySnapshot?.version
   text += `],"policy":{"version":${version === undefined || version === null ? 'null' : `"${esc(version)}"`}},`
