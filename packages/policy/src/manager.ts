@@ -1,0 +1,272 @@
+import type { KeyObject } from 'node:crypto'
+import { checkNumber, invalidOption } from '@portcullis/core'
+import { parsePolicy, withPositions, type ParsedPolicy } from './document.js'
+import { diffPolicies, type PolicyDiffEntry } from './diff.js'
+import { isPolicyRejected, rejection, type PolicyProblem } from './errors.js'
+import { lintPolicy, type LintFinding } from './lint.js'
+import { checkSchema } from './schema.js'
+import { resolveSecrets, type SecretContext } from './secrets.js'
+import { policyPublicKey, verifyPolicySignature, type PolicyPublicKey } from './signature.js'
+import { policyVersion } from './version.js'
+
+/** A document that passed every step before compiling. */
+export interface CheckedPolicy {
+  readonly name: string
+  readonly text: string
+  readonly version: string
+  /** The document as written (secret references unresolved): what diffs and history show. */
+  readonly data: Record<string, unknown>
+  /** The document with its secrets resolved: what is compiled. Never log it. */
+  readonly resolved: Record<string, unknown>
+  readonly warnings: readonly LintFinding[]
+}
+
+/** The policy in force, compiled. */
+export interface ActivePolicy<C> extends CheckedPolicy {
+  readonly compiled: C
+  /** Where it came from: `file`, `admin-api`, `redis`, `code`, … */
+  readonly source: string
+  readonly activatedAt: Date
+}
+
+/** One version that was active, newest first in {@link PolicyManager.history}. */
+export interface PolicyHistoryEntry {
+  readonly version: string
+  readonly source: string
+  readonly activatedAt: Date
+  readonly active: boolean
+}
+
+/** What happened to a policy, for the audit log and the logs. */
+export interface PolicyEvent {
+  readonly action: 'activate' | 'reject' | 'rollback'
+  /** The version made active, or the one refused; `null` for a document that did not parse. */
+  readonly version: string | null
+  readonly previousVersion: string | null
+  readonly source: string
+  readonly actor?: string
+  /** For a refusal: the stage and the problems. */
+  readonly stage?: string
+  readonly problems?: readonly PolicyProblem[]
+  /** For an activation: what changed, and the lint warnings it passed with. */
+  readonly diff?: readonly PolicyDiffEntry[]
+  readonly warnings?: readonly LintFinding[]
+}
+
+/** Turns a checked document into what serves it (the gateway: a ready chain of plugins and routes). */
+export type PolicyCompile<C> = (policy: CheckedPolicy) => Promise<C>
+
+export interface PolicyManagerOptions<C> {
+  compile: PolicyCompile<C>
+  /** Called with a compiled policy once it is no longer active: release what it holds. */
+  release?: (compiled: C) => Promise<void> | void
+  /** With a key, only documents signed by it are taken (see `signPolicy`). */
+  publicKey?: PolicyPublicKey
+  /** Where secret references are read from. */
+  secrets?: SecretContext
+  /** How many versions are kept for rollback, the active one included. @default 10 */
+  history?: number
+  /** Every activation, refusal and rollback. */
+  onEvent?: (event: PolicyEvent) => void
+}
+
+/** How an update came. */
+export interface UpdateOrigin {
+  /** What messages call the document: its file name. @default 'policy' */
+  name?: string
+  /** The detached signature (base64), required when the manager has a public key. */
+  signature?: string
+  /** @default 'code' */
+  source?: string
+  /** Who asked, when known. */
+  actor?: string
+}
+
+interface Kept { checked: CheckedPolicy, source: string, activatedAt: Date }
+
+export const DEFAULT_HISTORY = 10
+
+/**
+ * Takes policy documents through parse → signature → schema → secrets → lint → compile →
+ * activate. A refused document changes nothing: the active version keeps serving. Updates run
+ * one at a time, in the order they were asked for. The versions that were active are kept for
+ * rollback.
+ */
+export class PolicyManager<C> {
+  readonly #compile: PolicyCompile<C>
+  readonly #release: (compiled: C) => Promise<void> | void
+  readonly #publicKey: KeyObject | null
+  readonly #secrets: SecretContext
+  readonly #keep: number
+  readonly #onEvent: (event: PolicyEvent) => void
+  #active: ActivePolicy<C> | null = null
+  #history: Kept[] = []
+  #queue: Promise<unknown> = Promise.resolve()
+  #closed = false
+
+  constructor (options: PolicyManagerOptions<C>) {
+    if (typeof options?.compile !== 'function') throw invalidOption('policy.compile', 'a function that compiles a checked document')
+    this.#compile = options.compile
+    this.#release = options.release ?? (() => {})
+    this.#publicKey = options.publicKey === undefined ? null : policyPublicKey(options.publicKey, 'policy.publicKey')
+    this.#secrets = options.secrets ?? {}
+    this.#keep = checkNumber(options.history, DEFAULT_HISTORY, 'policy.history', 'an integer from 1 to 1000', (n) => Number.isInteger(n) && n >= 1 && n <= 1000)
+    this.#onEvent = options.onEvent ?? (() => {})
+  }
+
+  /** The active policy; `null` before the first one. */
+  get active (): ActivePolicy<C> | null {
+    return this.#active
+  }
+
+  /** Whether documents must be signed. */
+  get requiresSignature (): boolean {
+    return this.#publicKey !== null
+  }
+
+  /** Runs every step short of compiling; throws a `PolicyRejected` error naming the first fault. */
+  async check (text: string, origin: UpdateOrigin = {}): Promise<CheckedPolicy> {
+    const name = origin.name ?? 'policy'
+    const parsed = parsePolicy(text, name)
+    const version = policyVersion(parsed.data)
+    try {
+      return await this.#checkParsed(parsed, version, origin.signature)
+    } catch (err) {
+      // A refusal names the version it refused, once the document has one.
+      throw Object.assign(err as Error, { version })
+    }
+  }
+
+  async #checkParsed (parsed: ParsedPolicy, version: string, signature: string | undefined): Promise<CheckedPolicy> {
+    const { name, text } = parsed
+    if (this.#publicKey !== null && !verifyPolicySignature(text, signature, this.#publicKey)) {
+      throw rejection(name, 'signature', [{ stage: 'signature', pointer: '', message: signature === undefined ? 'the document is not signed, and only signed documents are taken' : 'the signature does not verify' }])
+    }
+    refuse(parsed, 'schema', checkSchema(parsed))
+    const { data: resolved, problems } = await resolveSecrets(parsed.data, this.#secrets)
+    refuse(parsed, 'secrets', problems)
+    const findings = withPositions(parsed, lintPolicy(parsed.data, resolved))
+    refuse(parsed, 'lint', findings.filter((finding) => finding.severity === 'error'))
+    const warnings = findings.filter((finding) => finding.severity === 'warning')
+    return Object.freeze({ name, text, version, data: parsed.data, resolved, warnings })
+  }
+
+  /**
+   * Checks, compiles and activates a document. Resolves to the active policy; a document whose
+   * version is already active changes nothing. Rejects with `PolicyRejected` (the active version
+   * still serving) when any step refuses it.
+   */
+  async apply (text: string, origin: UpdateOrigin = {}): Promise<ActivePolicy<C>> {
+    return await this.#serially(async () => {
+      const source = origin.source ?? 'code'
+      let checked: CheckedPolicy
+      let compiled: C
+      try {
+        checked = await this.check(text, origin)
+        if (checked.version === this.#active?.version) return this.#active
+        compiled = await this.#compileChecked(checked)
+      } catch (err) {
+        this.#rejected(err, source, origin.actor)
+        throw err
+      }
+      return await this.#activate(checked, compiled, 'activate', source, origin.actor)
+    })
+  }
+
+  /**
+   * Makes an earlier version active again: the one before the active one, or `version`. It is
+   * compiled afresh from the text that was active, so it gets the very same version id.
+   */
+  async rollback (version?: string, origin: Omit<UpdateOrigin, 'name' | 'signature'> = {}): Promise<ActivePolicy<C>> {
+    return await this.#serially(async () => {
+      const source = origin.source ?? 'code'
+      const target = version === undefined
+        ? this.#history[1]
+        : this.#history.find((kept) => kept.checked.version === version)
+      if (target === undefined) {
+        throw invalidOption('version', version === undefined ? 'an earlier version to roll back to (there is none)' : `one of the kept versions: ${this.#history.map((kept) => kept.checked.version).join(', ')}`, version)
+      }
+      if (target.checked.version === this.#active?.version) return this.#active
+      let compiled: C
+      try {
+        compiled = await this.#compileChecked(target.checked)
+      } catch (err) {
+        this.#rejected(err, source, origin.actor)
+        throw err
+      }
+      return await this.#activate(target.checked, compiled, 'rollback', source, origin.actor)
+    })
+  }
+
+  /** The versions kept, newest first. */
+  history (): PolicyHistoryEntry[] {
+    return this.#history.map((kept) => ({ version: kept.checked.version, source: kept.source, activatedAt: kept.activatedAt, active: kept.checked.version === this.#active?.version }))
+  }
+
+  /** A kept version's document as written, or `undefined`. */
+  document (version: string): CheckedPolicy | undefined {
+    return this.#history.find((kept) => kept.checked.version === version)?.checked
+  }
+
+  /** Releases the active policy; the manager takes no update after. */
+  async close (): Promise<void> {
+    await this.#serially(async () => {
+      const active = this.#active
+      this.#active = null
+      this.#closed = true
+      if (active !== null) await this.#release(active.compiled)
+    })
+  }
+
+  async #compileChecked (checked: CheckedPolicy): Promise<C> {
+    if (this.#closed) throw new Error('the policy manager is closed')
+    try {
+      return await this.#compile(checked)
+    } catch (err) {
+      if (isPolicyRejected(err)) throw err
+      // The compiler's own message names the option at fault (and never a secret's value).
+      throw rejection(checked.name, 'compile', [{ stage: 'compile', pointer: '', message: (err as Error).message }])
+    }
+  }
+
+  async #activate (checked: CheckedPolicy, compiled: C, action: 'activate' | 'rollback', source: string, actor: string | undefined): Promise<ActivePolicy<C>> {
+    const previous = this.#active
+    const active: ActivePolicy<C> = Object.freeze({ ...checked, compiled, source, activatedAt: new Date() })
+    this.#active = active
+    this.#history = [{ checked, source, activatedAt: active.activatedAt }, ...this.#history.filter((kept) => kept.checked.version !== checked.version)].slice(0, this.#keep)
+    this.#onEvent({
+      action,
+      version: checked.version,
+      previousVersion: previous?.version ?? null,
+      source,
+      ...(actor === undefined ? {} : { actor }),
+      diff: diffPolicies(previous?.data ?? {}, checked.data),
+      warnings: checked.warnings
+    })
+    if (previous !== null) await this.#release(previous.compiled)
+    return active
+  }
+
+  #rejected (err: unknown, source: string, actor: string | undefined): void {
+    const refused = isPolicyRejected(err) ? err : null
+    this.#onEvent({
+      action: 'reject',
+      version: refused?.version ?? null,
+      previousVersion: this.#active?.version ?? null,
+      source,
+      ...(actor === undefined ? {} : { actor }),
+      stage: refused?.stage ?? 'compile',
+      problems: refused?.problems ?? [{ stage: 'compile', pointer: '', message: (err as Error).message }]
+    })
+  }
+
+  async #serially<T> (task: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(task, task)
+    this.#queue = run.catch(() => {})
+    return await run
+  }
+}
+
+function refuse (parsed: ParsedPolicy, stage: PolicyProblem['stage'], problems: PolicyProblem[]): void {
+  if (problems.length > 0) throw rejection(parsed.name, stage, withPositions(parsed, problems))
+}

@@ -1,0 +1,212 @@
+import { Ajv, type ErrorObject } from 'ajv'
+import { pointerToken } from '@portcullis/core'
+import type { ParsedPolicy } from './document.js'
+import type { PolicyProblem } from './errors.js'
+
+/** The versions of the document format this package reads. */
+export const POLICY_FORMAT_VERSIONS: readonly number[] = Object.freeze([1])
+
+const str = { type: 'string', minLength: 1 } as const
+const strList = { type: 'array', items: str } as const
+const mode = { enum: ['enforce', 'report'], description: 'enforce rejects what the policy denies; report only records that it would have.' } as const
+const limit = {
+  type: 'object',
+  required: ['name', 'limit', 'window'],
+  additionalProperties: false,
+  properties: {
+    name: { ...str, description: 'Tells limits apart in headers and in the store; the same name keeps its counts across policy versions.' },
+    algorithm: { enum: ['gcra', 'fixed-window', 'sliding-window'] },
+    limit: { type: 'integer', minimum: 1 },
+    window: { type: ['string', 'integer'], description: 'A duration such as "1m", "1h", "1d", or milliseconds.' },
+    burst: { type: 'integer', minimum: 1 }
+  }
+} as const
+const rateLimit = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    limits: { type: 'array', items: limit },
+    plans: { type: 'object', additionalProperties: { type: 'array', items: limit }, description: 'Limits per principal.plan, in place of limits.' },
+    ipv6Prefix: { type: 'integer', minimum: 1, maximum: 128 },
+    headers: { type: 'object' },
+    mode
+  }
+} as const
+const authzRule = { anyOf: [{ const: false }, { type: 'object' }], description: '@portcullis/authz rule: anyRole, allRoles, anyScope, allScopes, permissions, when, owner, properties; false: public.' } as const
+const secretText = { type: 'string', description: 'A secret: give it as env:NAME or file:/path, never inline.' } as const
+
+const route = {
+  type: 'object',
+  required: ['method', 'path'],
+  additionalProperties: false,
+  properties: {
+    method: {
+      anyOf: [
+        { enum: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] },
+        { type: 'array', minItems: 1, items: { enum: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] } }
+      ]
+    },
+    path: { type: 'string', pattern: '^/', description: 'Under the upstream prefix, in Fastify syntax: /orders/:id' },
+    authz: authzRule,
+    rateLimit: { anyOf: [{ const: false }, { type: 'array', items: limit }] },
+    resource: { type: 'object', required: ['path'], properties: { path: str } }
+  }
+} as const
+
+/**
+ * The JSON Schema of a policy document (draft-07), published as
+ * `@portcullis/policy/policy.schema.json` for editor completion. It checks the document's shape;
+ * each plugin checks its own options in full when the document is compiled.
+ */
+export const policySchema = {
+  $schema: 'http://json-schema.org/draft-07/schema#',
+  $id: 'https://portcullis.dev/schemas/policy-1.json',
+  title: 'Portcullis policy document',
+  type: 'object',
+  required: ['version'],
+  additionalProperties: false,
+  properties: {
+    $schema: { type: 'string' },
+    version: { enum: [...POLICY_FORMAT_VERSIONS], description: 'Version of the document format (not of its content, which is versioned by its hash).' },
+    server: {
+      type: 'object',
+      additionalProperties: false,
+      description: 'Where the standalone gateway listens. Read at start only.',
+      properties: {
+        host: str,
+        port: { type: 'integer', minimum: 0, maximum: 65535 },
+        tls: {
+          type: 'object',
+          required: ['key', 'cert'],
+          additionalProperties: false,
+          properties: { key: str, cert: str, clientCa: str, minVersion: { enum: ['TLSv1.2', 'TLSv1.3'] } }
+        }
+      }
+    },
+    core: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { trustedProxies: strList, forwardedHeader: str, problemDetails: { type: 'boolean' }, problemTypeBase: str, requestIdHeader: { anyOf: [str, { const: false }] } }
+    },
+    authn: {
+      type: 'object',
+      required: ['methods'],
+      additionalProperties: false,
+      properties: {
+        methods: {
+          type: 'object',
+          minProperties: 1,
+          additionalProperties: {
+            type: 'object',
+            required: ['type'],
+            properties: {
+              type: { enum: ['api-key', 'basic', 'jwt', 'introspection'] },
+              keys: { type: 'array', items: { type: 'object', properties: { key: { anyOf: [secretText, { type: 'object' }] } } } },
+              clientSecret: secretText
+            }
+          }
+        },
+        realm: str,
+        mode,
+        defaults: { type: 'object' },
+        revocation: { type: 'object' },
+        authenticateNotFound: { type: 'boolean' }
+      }
+    },
+    ipRules: { type: 'object', additionalProperties: false, properties: { allow: strList, deny: strList, mode } },
+    mtls: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        ca: str,
+        crl: strList,
+        watchCrl: { type: 'boolean' },
+        crlWatchInterval: { type: 'integer', minimum: 1 },
+        required: { type: 'boolean' },
+        mode,
+        principal: { type: 'object' },
+        pins: { type: 'object' },
+        forwarded: { type: 'object' }
+      }
+    },
+    ipRateLimit: rateLimit,
+    rateLimit,
+    rateLimitStore: {
+      type: 'object',
+      required: ['redis'],
+      additionalProperties: false,
+      description: 'Where both rate-limit stages count. Read at start only.',
+      properties: {
+        redis: {
+          type: 'object',
+          required: ['url'],
+          additionalProperties: false,
+          properties: { url: secretText, prefix: str, timeoutMs: { type: 'integer', minimum: 1 }, failMode: { enum: ['open', 'closed'] }, retryAfterMs: { type: 'integer', minimum: 0 } }
+        }
+      }
+    },
+    authz: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { roles: { type: 'object' }, defaultRule: authzRule, overrideHeaders: strList, realm: str, mode }
+    },
+    audit: {
+      type: 'object',
+      additionalProperties: false,
+      description: 'The audit log. Its sinks and chain are read at start only.',
+      properties: {
+        sinks: { type: 'array', minItems: 1, items: { type: 'object', required: ['type'], properties: { type: { enum: ['stdout', 'stream', 'file', 'http', 'pino'] } } } },
+        redact: { type: 'object' },
+        headers: { type: 'object' },
+        body: { type: 'boolean' },
+        bodyMaxBytes: { type: 'integer', minimum: 0 },
+        sample: { type: 'number', minimum: 0, maximum: 1 },
+        chain: { anyOf: [{ type: 'boolean' }, { type: 'object' }] },
+        onSinkFailure: { enum: ['drop', 'refuse'] },
+        policySwaps: { type: 'boolean' }
+      }
+    },
+    upstreams: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['prefix', 'url'],
+        additionalProperties: false,
+        properties: {
+          prefix: { type: 'string', pattern: '^/', description: 'Path prefix on the gateway, such as /api.' },
+          url: { type: 'string', pattern: '^https?://', description: 'Origin of the upstream: http(s)://host:port.' },
+          rewritePrefix: { type: 'string' },
+          timeout: { type: 'integer', minimum: 1, maximum: 600000 },
+          routes: { type: 'array', items: route },
+          openapi: { anyOf: [str, { type: 'object' }] },
+          validation: { type: 'object' },
+          tls: { type: 'object', additionalProperties: false, properties: { ca: str, cert: str, key: str, servername: str } },
+          public: { type: 'boolean', description: 'The upstream needs no credentials: authentication and authorization are off for it.' }
+        }
+      }
+    }
+  }
+} as const
+
+let validator: ReturnType<Ajv['compile']> | null = null
+
+/** Checks a parsed document against {@link policySchema}: every fault, each with its pointer. */
+export function checkSchema (parsed: ParsedPolicy): PolicyProblem[] {
+  validator ??= new Ajv({ allErrors: true, strict: true, allowUnionTypes: true }).compile(policySchema)
+  if (validator(parsed.data)) return []
+  return (validator.errors as ErrorObject[]).map((error) => {
+    // An unknown field is pointed at itself, not at the object that holds it.
+    const extra = error.keyword === 'additionalProperties' ? `/${pointerToken(String(error.params.additionalProperty))}` : ''
+    return { stage: 'schema', pointer: error.instancePath + extra, rule: error.keyword, message: describe(error) }
+  })
+}
+
+function describe (error: ErrorObject): string {
+  const params = error.params as Record<string, unknown>
+  switch (error.keyword) {
+    case 'additionalProperties': return `"${String(params.additionalProperty)}" is not a known field here`
+    case 'required': return `"${String(params.missingProperty)}" is required`
+    case 'enum': return `must be one of ${(params.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`
+    default: return error.message as string
+  }
+}
