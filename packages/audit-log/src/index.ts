@@ -8,6 +8,6 @@ export { ALWAYS_REDACTED_HEADERS, DEFAULT_REDACTED_BODY_KEYS, DEFAULT_REDACTED_Q
 export { DATASET, ECS_VERSION, type AuditRecord, type RecordedDecision } from './record.js'
 export { diffSummary, type DiffSummary, type PolicyAction, type PolicyChange } from './policy.js'
 export { verifyAuditFiles, verifyAuditLines, ChainVerifier, type VerifyOptions, type VerifyProblem, type VerifyReport } from './verify.js'
-export type { AuditStats } from './writer.js'
+export { openAuditWriter, type AuditStats, type AuditWriter } from './writer.js'
 export type { SinkStats } from './sink.js'
 export default portcullisAuditLog

@@ -1,6 +1,7 @@
 import type { KeyObject } from 'node:crypto'
 import type { Writable } from 'node:stream'
 import { checkKnownKeys, checkNumber, invalidOption, isHeaderName } from '@portcullis/core'
+import type { AuditWriter } from './writer.js'
 
 /** Records on the process's standard output, one JSON line each. */
 export interface StdoutSinkOptions {
@@ -162,6 +163,13 @@ export interface AuditLogOptions {
    * @default true
    */
   policySwaps?: boolean
+  /**
+   * Write to this writer, made once by {@link openAuditWriter}, instead of opening sinks: several
+   * Fastify instances (a gateway's policy versions) then write one log and one chain. Its sinks,
+   * chain and `onSinkFailure` are the writer's, so those options are left out; the plugin never
+   * closes it.
+   */
+  writer?: AuditWriter
 }
 
 /** Per-route audit settings, in `config.audit`. */
@@ -194,9 +202,11 @@ export interface ValidOptions {
   chain: ChainOptions | null
   onSinkFailure: 'drop' | 'refuse'
   policySwaps: boolean
+  writer: AuditWriter | null
 }
 
-const OPTION_KEYS = ['sinks', 'redact', 'headers', 'body', 'bodyMaxBytes', 'sample', 'chain', 'onSinkFailure', 'policySwaps']
+const OPTION_KEYS = ['sinks', 'redact', 'headers', 'body', 'bodyMaxBytes', 'sample', 'chain', 'onSinkFailure', 'policySwaps', 'writer']
+const WRITER_KEYS = ['sinks', 'chain', 'onSinkFailure'] as const
 const SINK_KEYS: Record<SinkOptions['type'], string[]> = {
   stdout: ['type', 'flushInterval', 'maxBufferBytes'],
   stream: ['type', 'stream', 'flushInterval', 'maxBufferBytes', 'name'],
@@ -208,6 +218,11 @@ const SINK_KEYS: Record<SinkOptions['type'], string[]> = {
 /** Checks the plugin's options once, at registration; a bad one fails startup naming it. */
 export function validateOptions (options: AuditLogOptions): ValidOptions {
   checkKnownKeys(options, OPTION_KEYS, 'audit')
+  const writer = options.writer ?? null
+  if (writer !== null) {
+    const given = WRITER_KEYS.find((key) => options[key] !== undefined)
+    if (given !== undefined) throw invalidOption(`audit.${given}`, 'left out with audit.writer, which has its own sinks, chain and onSinkFailure')
+  }
   const sinks = options.sinks ?? [{ type: 'stdout' }]
   if (!Array.isArray(sinks) || sinks.length === 0) throw invalidOption('audit.sinks', 'a non-empty list of sinks', sinks)
   sinks.forEach((sink, i) => { checkSink(sink, `audit.sinks[${i}]`) })
@@ -226,7 +241,8 @@ export function validateOptions (options: AuditLogOptions): ValidOptions {
     sample: sample ?? 1,
     chain: checkChain(options.chain),
     onSinkFailure,
-    policySwaps: checkBoolean(options.policySwaps, true, 'audit.policySwaps')
+    policySwaps: checkBoolean(options.policySwaps, true, 'audit.policySwaps'),
+    writer
   }
 }
 

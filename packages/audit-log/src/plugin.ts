@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
-import { routeConfigOf, withHeaders, type SnapshotListener } from '@portcullis/core'
+import { invalidOption, routeConfigOf, withHeaders, type SnapshotListener } from '@portcullis/core'
 import { AuditUnavailable } from './errors.js'
 import { FileSink } from './file-sink.js'
 import { checkRouteOptions, validateOptions, type AuditLogOptions, type RouteAuditOptions } from './options.js'
@@ -50,14 +50,16 @@ interface Holder { [kWritten]: boolean, [kError]: string | null, [kReply]: Fasti
 
 const plugin: FastifyPluginAsync<AuditLogOptions> = async (app, options) => {
   const valid = validateOptions(options)
+  if (valid.writer !== null && !(valid.writer instanceof AuditWriter)) throw invalidOption('audit.writer', 'a writer made by openAuditWriter()', valid.writer)
   const settings: RecordSettings = {
     redaction: compileRedaction(valid.redact),
     requestHeaders: valid.requestHeaders,
     responseHeaders: valid.responseHeaders,
     bodyMaxBytes: valid.bodyMaxBytes,
-    chained: valid.chain !== null
+    chained: valid.writer?.chained ?? valid.chain !== null
   }
-  const writer = await AuditWriter.open(valid)
+  const owned = valid.writer === null
+  const writer = valid.writer ?? await AuditWriter.open(valid)
   const defaults: RoutePolicy = { sample: valid.sample, body: valid.body }
 
   app.addHook('onRoute', (route) => {
@@ -88,7 +90,7 @@ const plugin: FastifyPluginAsync<AuditLogOptions> = async (app, options) => {
     writer.writeRequest(request, reply, ending, policy.body, holder[kError], config.url ?? null, settings)
   }
 
-  const refuse = valid.onSinkFailure === 'refuse'
+  const refuse = writer.refuseWhileUnhealthy
   app.addHook('onRequest', (request, reply, done) => {
     (request as unknown as Holder)[kReply] = reply
     // Nothing is served that could not be recorded: while a sink cannot take records, requests are refused.
@@ -137,7 +139,7 @@ const plugin: FastifyPluginAsync<AuditLogOptions> = async (app, options) => {
   // Last: every other plugin's onClose has run, so requests they ended are recorded too.
   app.addHook('onClose', async () => {
     stopListening?.()
-    await writer.close()
+    if (owned) await writer.close()
   })
 }
 

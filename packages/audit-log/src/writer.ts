@@ -7,7 +7,7 @@ import { droppedRecord } from './policy.js'
 import { requestLine, type AuditRecord, type Ending, type RecordSettings } from './record.js'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { StreamSink, type RecoveryListener, type Sink, type SinkStats } from './sink.js'
-import { DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_BUFFER_BYTES, type ValidOptions } from './options.js'
+import { DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_BUFFER_BYTES, validateOptions, type AuditLogOptions, type ValidOptions } from './options.js'
 
 export interface AuditStats {
   /** Records handed to the sinks. */
@@ -26,6 +26,10 @@ export interface AuditStats {
  */
 export class AuditWriter {
   readonly sinks: Sink[] = []
+  /** Whether records are hash-chained. */
+  readonly chained: boolean
+  /** Whether requests are refused while a sink cannot take records (`onSinkFailure: 'refuse'`). */
+  readonly refuseWhileUnhealthy: boolean
   readonly #chained: boolean
   #sequencer: Sequencer
   readonly #checkpointer: Checkpointer | null
@@ -34,14 +38,15 @@ export class AuditWriter {
   #records = 0
   sampledOut = 0
 
-  private constructor (options: ValidOptions) {
-    this.#chained = options.chain !== null
+  private constructor (options: Pick<ValidOptions, 'sinks' | 'chain' | 'onSinkFailure'>) {
+    this.#chained = this.chained = options.chain !== null
+    this.refuseWhileUnhealthy = options.onSinkFailure === 'refuse'
     this.#sequencer = new Sequencer(this.#chained)
     this.#checkpointer = options.chain?.signingKey === undefined ? null : new Checkpointer(options.chain)
   }
 
   /** Opens every sink; a chain goes on from the last record of the first file sink. */
-  static async open (options: ValidOptions): Promise<AuditWriter> {
+  static async open (options: Pick<ValidOptions, 'sinks' | 'chain' | 'onSinkFailure'>): Promise<AuditWriter> {
     const writer = new AuditWriter(options)
     const onRecover: RecoveryListener = (sink, count, since) => { writer.write(droppedRecord(sink.name, count, since, writer.#chained)) }
     let resumed = false
@@ -129,4 +134,14 @@ export class AuditWriter {
     this.checkpoint()
     await Promise.all(this.sinks.map(async (sink) => { await sink.close() }))
   }
+}
+
+/**
+ * Opens an audit log's sinks (and chain) once, for the `writer` option of several plugin
+ * registrations; only `sinks`, `chain` and `onSinkFailure` are read. Close it with `close()`
+ * once every registration that writes to it is closed.
+ */
+export async function openAuditWriter (options: Pick<AuditLogOptions, 'sinks' | 'chain' | 'onSinkFailure'>): Promise<AuditWriter> {
+  const { sinks, chain, onSinkFailure } = validateOptions({ ...(options.sinks === undefined ? {} : { sinks: options.sinks }), ...(options.chain === undefined ? {} : { chain: options.chain }), ...(options.onSinkFailure === undefined ? {} : { onSinkFailure: options.onSinkFailure }) })
+  return await AuditWriter.open({ sinks, chain, onSinkFailure })
 }

@@ -68,6 +68,13 @@ export interface UpstreamConfig {
   validation?: Omit<SchemaValidateOptions, 'openapi' | 'prefix'>
   /** TLS toward an `https://` upstream: its CA, and the gateway's client certificate (upstream mTLS). */
   tls?: UpstreamTlsConfig
+  /**
+   * The upstream needs no credentials: authentication and authorization are off on its routes
+   * (IP rules, limits, validation and audit still apply). Say so explicitly; a policy document
+   * without authn is refused unless every upstream is public.
+   * @default false
+   */
+  public?: boolean
 }
 
 /** An upstream once checked: every option set, the contract's only if given. */
@@ -75,6 +82,10 @@ export type ValidUpstream = Required<Omit<UpstreamConfig, 'openapi' | 'validatio
 
 /** The standalone gateway's configuration document. */
 export interface GatewayConfig {
+  /** The version of the document format; 1 is the only one yet. @default 1 */
+  version?: 1
+  /** The JSON Schema an editor checks the document with (`@portcullis/policy/policy.schema.json`); not read. */
+  $schema?: string
   server?: {
     host?: string
     port?: number
@@ -143,7 +154,8 @@ export type ValidGatewayConfig = Pick<GatewayConfig, 'authn' | 'ipRules' | 'mtls
 
 /** Checks a configuration document and returns it with defaults applied. Throws naming the option. */
 export function validateGatewayConfig (input: unknown): ValidGatewayConfig {
-  const doc = checkKnownKeys(input, ['server', 'core', 'authn', 'ipRules', 'mtls', 'ipRateLimit', 'rateLimit', 'rateLimitStore', 'authz', 'audit', 'upstreams'], 'gateway')
+  const doc = checkKnownKeys(input, ['version', '$schema', 'server', 'core', 'authn', 'ipRules', 'mtls', 'ipRateLimit', 'rateLimit', 'rateLimitStore', 'authz', 'audit', 'upstreams'], 'gateway')
+  if (doc.version !== undefined && doc.version !== 1) throw invalidOption('version', '1, the version of the document format this gateway reads', doc.version)
   const server = checkKnownKeys(doc.server ?? {}, ['host', 'port', 'tls'], 'server')
   const tls = server.tls === undefined ? undefined : validateServerTls(server.tls)
   const mtls = doc.mtls === undefined ? undefined : validateMtls(doc.mtls, tls)
@@ -228,8 +240,9 @@ function isRedisUrl (text: string): boolean {
 interface Sections { authz: boolean, ipRateLimit: boolean, rateLimit: boolean }
 
 function validateUpstream (input: unknown, path: string, sections: Sections): ValidUpstream {
-  const entry = checkKnownKeys(input, ['prefix', 'url', 'rewritePrefix', 'timeout', 'routes', 'openapi', 'validation', 'tls'], path)
-  const { prefix, url, rewritePrefix = '', timeout = DEFAULT_UPSTREAM_TIMEOUT, routes = [], openapi, validation } = entry
+  const entry = checkKnownKeys(input, ['prefix', 'url', 'rewritePrefix', 'timeout', 'routes', 'openapi', 'validation', 'tls', 'public'], path)
+  const { prefix, url, rewritePrefix = '', timeout = DEFAULT_UPSTREAM_TIMEOUT, routes = [], openapi, validation, public: isPublic = false } = entry
+  if (typeof isPublic !== 'boolean') throw invalidOption(`${path}.public`, 'a boolean', isPublic)
   if (typeof prefix !== 'string' || !/^\/[A-Za-z0-9._~!$&'()*+,;=:@/-]*$/.test(prefix) || prefix.endsWith('/')) {
     throw invalidOption(`${path}.prefix`, 'a path that starts with "/" and does not end with one, such as "/api"', prefix)
   }
@@ -264,6 +277,7 @@ function validateUpstream (input: unknown, path: string, sections: Sections): Va
     rewritePrefix,
     timeout: timeout as number,
     routes: checked,
+    public: isPublic,
     ...(openapi === undefined ? {} : { openapi: openapi as string | object }),
     ...(validation === undefined ? {} : { validation: validation as ValidUpstream['validation'] }),
     ...(tls === undefined ? {} : { tls })
@@ -320,9 +334,14 @@ export async function loadGatewayConfig (file: string): Promise<ReturnType<typeo
   } catch (err) {
     throw new InvalidOption(`${file} is not valid ${extname(file).toLowerCase() === '.json' ? 'JSON' : 'YAML'}: ${(err as Error).message}`)
   }
-  const config = validateGatewayConfig(document ?? {})
-  // Contracts, certificates and CRLs named by relative paths sit next to the configuration file.
-  const dir = dirname(file)
+  return resolveConfigPaths(validateGatewayConfig(document ?? {}), dirname(file))
+}
+
+/**
+ * Makes the file paths of a checked configuration absolute: contracts, certificates, CRLs,
+ * audit files and keys named by relative paths sit next to the configuration file, in `dir`.
+ */
+export function resolveConfigPaths (config: ValidGatewayConfig, dir: string): ValidGatewayConfig {
   for (const upstream of config.upstreams) {
     if (typeof upstream.openapi === 'string' && !isAbsolute(upstream.openapi)) upstream.openapi = resolve(dir, upstream.openapi)
     resolveTlsPaths(upstream.tls, dir)

@@ -3,7 +3,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, 
 import httpProxy from '@fastify/http-proxy'
 import replyFrom from '@fastify/reply-from'
 import { BadGateway, GatewayTimeout, recordUpstream } from '@portcullis/core'
-import type { AuditLogOptions } from '@portcullis/audit-log'
+import type { AuditLogOptions, AuditWriter } from '@portcullis/audit-log'
 import { RedisStore, type RateLimitStore } from '@portcullis/rate-limit'
 import { documentRoutes, portcullisSchemaValidate, shapeOf } from '@portcullis/schema-validate'
 import { Redis } from 'ioredis'
@@ -23,39 +23,77 @@ import { compileResourcePath, upstreamResourceLoader } from './resources.js'
  * keep-alive clients go away and the close completes without waiting for idle timeouts.
  */
 export async function buildGateway (config: GatewayConfig, serverOptions: FastifyServerOptions = {}): Promise<FastifyInstance> {
-  const { server, core, authn, ipRules, mtls, ipRateLimit, rateLimit, rateLimitStore, authz, audit, upstreams } = validateGatewayConfig(config)
+  const valid = validateGatewayConfig(config)
   // Every file is read before anything starts: a missing one fails startup, naming its option.
-  const https = server.tls === undefined ? undefined : await serverHttpsOptions(server.tls)
-  const mtlsOptions = mtls === undefined ? undefined : await readMtls(mtls)
-  const auditOptions = audit === undefined ? undefined : await readAudit(audit)
-  // Upstream certificates are always verified: @fastify/reply-from would otherwise turn that off
-  // for https upstreams, and anyone on the path could answer for one.
-  const connects = await Promise.all(upstreams.map(async (upstream, i) => ({
-    connect: { rejectUnauthorized: true, ...(upstream.tls === undefined ? {} : await upstreamConnectOptions(upstream.tls, `upstreams[${i}].tls`)) }
-  })))
+  const https = valid.server.tls === undefined ? undefined : await serverHttpsOptions(valid.server.tls)
+  const files = await readChainFiles(valid)
   // Requests still being routed while closing are served, not answered with Fastify's own 503
-  // (which is not problem+json); the onSend hook below ends their connections.
+  // (which is not problem+json); the onSend hook added by addChain ends their connections.
   // Request ids are UUIDs, unique across instances, and are returned as X-Request-Id.
   const app = Fastify({ genReqId: () => randomUUID(), ...serverOptions, ...(https === undefined ? {} : { https }), return503OnClosing: false }) as unknown as FastifyInstance
-  let closing = false
-  app.addHook('preClose', async () => { closing = true })
+  const state = { closing: false }
+  app.addHook('preClose', async () => { state.closing = true })
+  // Both stages count in one store: Redis when the configuration names one.
+  const store = valid.rateLimitStore === undefined ? undefined : redisStore(app, valid.rateLimitStore)
+  await addChain(app, valid, files, { state, ...(store === undefined ? {} : { store }) })
+  return app
+}
+
+/** The files a configuration names, read: the mtls CA, the audit signing key, upstream TLS. */
+export interface ChainFiles {
+  mtls: MtlsOptions | undefined
+  audit: AuditLogOptions | undefined
+  connects: Array<{ connect: Record<string, unknown> }>
+}
+
+/** Reads every file the chain's plugins take as text, naming the option of one that is missing. */
+export async function readChainFiles (valid: ValidGatewayConfig): Promise<ChainFiles> {
+  const mtls = valid.mtls === undefined ? undefined : await readMtls(valid.mtls)
+  const audit = valid.audit === undefined ? undefined : await readAudit(valid.audit)
+  // Upstream certificates are always verified: @fastify/reply-from would otherwise turn that off
+  // for https upstreams, and anyone on the path could answer for one.
+  const connects = await Promise.all(valid.upstreams.map(async (upstream, i) => ({
+    connect: { rejectUnauthorized: true, ...(upstream.tls === undefined ? {} : await upstreamConnectOptions(upstream.tls, `upstreams[${i}].tls`)) }
+  })))
+  return { mtls, audit, connects }
+}
+
+/** What the chains of one gateway share, whichever policy version built them. */
+export interface SharedState {
+  /** Set once the gateway closes: responses then end their connections. */
+  state: { closing: boolean }
+  /** Where both rate-limit stages count; each chain makes its own without one. */
+  store?: RateLimitStore
+  /** The audit log every chain writes to, in place of opening the audit section's sinks. */
+  auditWriter?: AuditWriter
+  /** The policy version the chain serves: every decision is stamped with it. */
+  version?: string
+}
+
+/**
+ * Registers the whole chain of a checked configuration on `app`: the Portcullis plugins in the
+ * recommended order, contracts, the health endpoint and one proxy per upstream.
+ */
+export async function addChain (app: FastifyInstance, valid: ValidGatewayConfig, files: ChainFiles, shared: SharedState): Promise<void> {
+  const { core, authn, ipRules, ipRateLimit, rateLimit, authz, upstreams } = valid
+  const { state, store, auditWriter, version } = shared
   app.addHook('onSend', (_request, reply, _payload, done) => {
-    if (closing) reply.header('connection', 'close')
+    if (state.closing) reply.header('connection', 'close')
     done()
   })
-
-  // Both stages count in one store: Redis when the configuration names one.
-  const store = rateLimitStore === undefined ? undefined : redisStore(app, rateLimitStore)
   const withStore = <T extends object>(options: T): T => store === undefined ? options : { ...options, store }
+  const audit = files.audit === undefined || auditWriter === undefined
+    ? files.audit
+    : { ...withoutWriterOptions(files.audit), writer: auditWriter, policySwaps: false }
   await app.register(portcullis, {
-    core: { requestIdHeader: 'x-request-id', ...core },
+    core: { requestIdHeader: 'x-request-id', ...core, ...(version === undefined ? {} : { snapshot: { current: Object.freeze({ version, value: null }) } }) },
     ...(ipRules === undefined ? {} : { ipRules }),
-    ...(mtlsOptions === undefined ? {} : { mtls: mtlsOptions }),
+    ...(files.mtls === undefined ? {} : { mtls: files.mtls }),
     ...(ipRateLimit === undefined ? {} : { ipRateLimit: withStore(ipRateLimit) }),
     ...(authn === undefined ? {} : { authn }),
     ...(rateLimit === undefined ? {} : { rateLimit: withStore(rateLimit) }),
     ...(authz === undefined ? {} : { authz }),
-    ...(auditOptions === undefined ? {} : { audit: auditOptions })
+    ...(audit === undefined ? {} : { audit })
   })
   // Contracts are read first, so that a fault in one names the upstream it belongs to.
   const routes = await Promise.all(upstreams.map(async (upstream, i) => await routesOf(upstream, `upstreams[${i}].openapi`)))
@@ -69,20 +107,27 @@ export async function buildGateway (config: GatewayConfig, serverOptions: Fastif
 
   for (const [i, upstream] of upstreams.entries()) {
     const declared = routes[i] as UpstreamRoute[]
-    const undici = { headersTimeout: upstream.timeout, bodyTimeout: upstream.timeout, ...connects[i] }
+    const undici = { headersTimeout: upstream.timeout, bodyTimeout: upstream.timeout, ...files.connects[i] }
     const answered = recordAnswer(upstream.url)
     const failed = recordFailure(upstream.url)
-    if (declared.length > 0) await app.register(declaredRoutes, { prefix: upstream.prefix, upstream: { ...upstream, routes: declared }, undici, answered, failed })
+    // A public upstream asks for no credentials: authentication and authorization are off on its routes.
+    const open: Record<string, false> = upstream.public ? { authn: false, authz: false } : {}
+    if (declared.length > 0) await app.register(declaredRoutes, { prefix: upstream.prefix, upstream: { ...upstream, routes: declared }, undici, answered, failed, open })
     await app.register(httpProxy, {
       upstream: upstream.url,
       prefix: upstream.prefix,
       rewritePrefix: upstream.rewritePrefix,
       undici,
+      config: open,
       // reply-from's types speak of every kind of server; these are for HTTP/1, which the gateway is.
       replyOptions: { onResponse: answered, onError: failed } as never
     })
   }
-  return app
+}
+
+// With a shared writer, the sinks and chain are the writer's.
+function withoutWriterOptions ({ sinks: _sinks, chain: _chain, onSinkFailure: _onSinkFailure, ...rest }: AuditLogOptions): AuditLogOptions {
+  return rest
 }
 
 /** The mtls section with its CA file read: the plugin takes PEM text. */
@@ -98,7 +143,7 @@ const REDIS_CONNECT_WAIT_MS = 2000
  * Redis is away: a check fails at once and the store's fail mode decides. The connection's state
  * changes are logged by address only, since the URL may hold a password.
  */
-function redisStore (app: FastifyInstance, { redis }: RateLimitStoreConfig): RateLimitStore {
+export function redisStore (app: FastifyInstance, { redis }: RateLimitStoreConfig): RateLimitStore {
   // Connected when the gateway is ready, not before: building one opens nothing.
   const client = new Redis(redis.url, { lazyConnect: true, connectTimeout: REDIS_CONNECT_WAIT_MS, enableOfflineQueue: false, maxRetriesPerRequest: 0 })
   const where = { redis: new URL(redis.url).host }
@@ -147,7 +192,7 @@ async function routesOf (upstream: ValidUpstream, path: string): Promise<Upstrea
  * The routes an upstream declares, each a Fastify route of its own so that rules key on its
  * pattern; the request goes upstream as it arrived, with the prefix rewritten.
  */
-async function declaredRoutes (app: FastifyInstance, { upstream, undici, answered, failed }: { upstream: ValidUpstream, undici: Record<string, unknown>, answered: Answered, failed: Failed }): Promise<void> {
+async function declaredRoutes (app: FastifyInstance, { upstream, undici, answered, failed, open }: { upstream: ValidUpstream, undici: Record<string, unknown>, answered: Answered, failed: Failed, open: Record<string, false> }): Promise<void> {
   await app.register(replyFrom, { base: upstream.url, undici })
   // Bodies other than JSON and text go upstream as streams, as they do through the proxy.
   app.addContentTypeParser('*', (_request, payload, done) => { done(null, payload) })
@@ -156,6 +201,7 @@ async function declaredRoutes (app: FastifyInstance, { upstream, undici, answere
       method: route.method as string[],
       url: route.path,
       config: {
+        ...open,
         ...(route.authz === undefined ? {} : { authz: ruleOf(route, upstream) }),
         ...(route.rateLimit === undefined ? {} : { rateLimit: route.rateLimit })
       },

@@ -1,5 +1,5 @@
 import type { KeyObject } from 'node:crypto'
-import { checkNumber, invalidOption } from '@portcullis/core'
+import { checkNumber, invalidOption, pointerToken } from '@portcullis/core'
 import { parsePolicy, withPositions, type ParsedPolicy } from './document.js'
 import { diffPolicies, type PolicyDiffEntry } from './diff.js'
 import { isPolicyRejected, rejection, type PolicyProblem } from './errors.js'
@@ -224,8 +224,11 @@ export class PolicyManager<C> {
       return await this.#compile(checked)
     } catch (err) {
       if (isPolicyRejected(err)) throw err
-      // The compiler's own message names the option at fault (and never a secret's value).
-      throw rejection(checked.name, 'compile', [{ stage: 'compile', pointer: '', message: (err as Error).message }])
+      // The compiler's own message names the option at fault (and never a secret's value): its
+      // path leads back to the place in the document.
+      const message = (err as Error).message
+      const parsed = parsePolicy(checked.text, checked.name)
+      throw Object.assign(rejection(checked.name, 'compile', withPositions(parsed, [{ stage: 'compile', pointer: pointerOfOptionPath(message), message }])), { version: checked.version })
     }
   }
 
@@ -265,6 +268,15 @@ export class PolicyManager<C> {
     this.#queue = run.catch(() => {})
     return await run
   }
+}
+
+const OPTION_PATH = /^([A-Za-z_$][\w$-]*(?:\.[\w$-]+|\[\d+\])*) /
+
+/** The pointer of the option path a message starts with (`upstreams[0].routes[1].authz` → `/upstreams/0/routes/1/authz`), or `''`. */
+export function pointerOfOptionPath (message: string): string {
+  const path = OPTION_PATH.exec(message)?.[1]
+  if (path === undefined) return ''
+  return path.replace(/\[(\d+)\]/g, '.$1').split('.').map((token) => `/${pointerToken(token)}`).join('')
 }
 
 function refuse (parsed: ParsedPolicy, stage: PolicyProblem['stage'], problems: PolicyProblem[]): void {

@@ -1,0 +1,274 @@
+import { randomUUID } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
+import { createServer as createHttpServer, Server, type IncomingMessage, type ServerResponse } from 'node:http'
+import { createServer as createHttpsServer } from 'node:https'
+import { basename, dirname, resolve } from 'node:path'
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import { openAuditWriter, type AuditWriter } from '@portcullis/audit-log'
+import { MemoryStore, type RateLimitStore } from '@portcullis/rate-limit'
+import { PolicyManager, watchPolicyFile, type CheckedPolicy, type PolicyEvent, type PolicyFileWatch, type PolicyPublicKey } from '@portcullis/policy'
+import { resolveConfigPaths, validateGatewayConfig, type RateLimitStoreConfig, type ValidGatewayConfig } from './config.js'
+import { addChain, readChainFiles, redisStore } from './standalone.js'
+import { readPem, serverHttpsOptions } from './tls.js'
+
+export interface PolicyGatewayOptions {
+  /** The policy document: a YAML or JSON file. Relative paths and `file:` references in it are read from its directory. */
+  file: string
+  /**
+   * Watch the file and apply every change that passes the update pipeline; a refused change is
+   * logged and the running version keeps serving.
+   * @default true
+   */
+  watch?: boolean
+  /** How long the file must be quiet before it is read, in ms. @default 200 */
+  debounceMs?: number
+  /** Only documents signed by this key are taken; the signature is read from `<file>.sig`. */
+  publicKey?: PolicyPublicKey
+  /** How many versions are kept for rollback. @default 10 */
+  history?: number
+  /** Where `env:` references are read from. @default process.env */
+  env?: NodeJS.ProcessEnv
+  /** In place of the document's `server.host` and `server.port`. */
+  host?: string
+  port?: number
+  /** In place of the document's `rateLimitStore`. */
+  rateLimitStore?: RateLimitStoreConfig
+  /** Fastify options of the gateway: `logger`, timeouts and the like. */
+  serverOptions?: FastifyServerOptions
+}
+
+/** A running version of the policy: a ready Fastify instance with the whole chain, and its requests in flight. */
+export interface Generation {
+  readonly version: string
+  readonly app: FastifyInstance
+  /** Requests it is serving now. */
+  readonly inflight: number
+}
+
+/** The standalone gateway, driven by a policy document that may change while it serves. */
+export interface PolicyGateway {
+  /** The Fastify instance that owns the listener. */
+  readonly app: FastifyInstance
+  /** The policy's versions: `active`, `history()`, `rollback()`, `apply()`. */
+  readonly policy: PolicyManager<Generation>
+  /** Starts listening where the document (or the options) say; resolves to the address. */
+  listen: () => Promise<string>
+  /** Stops listening, lets requests in flight finish on the version they started on, and releases everything. */
+  close: () => Promise<void>
+  /** Reads the file now and applies it if it changed (also without `watch`). */
+  reload: () => Promise<void>
+}
+
+// Parts of a document that are read once, when the gateway starts: they hold the listener and
+// state every version shares. A change to them is logged and waits for the next start.
+const START_ONLY = ['server', 'rateLimitStore', 'audit.sinks', 'audit.chain', 'audit.onSinkFailure'] as const
+
+class LiveGeneration implements Generation {
+  inflight = 0
+  #retired = false
+  #closed: Promise<void> | null = null
+  readonly version: string
+  readonly app: FastifyInstance
+  readonly handler: (req: IncomingMessage, res: ServerResponse) => void
+  /** Counts a response out; bound once, so that every request adds the same listener. */
+  readonly finished = (): void => {
+    if (--this.inflight === 0 && this.#retired) this.close().catch(() => {})
+  }
+
+  constructor (version: string, app: FastifyInstance, handler: (req: IncomingMessage, res: ServerResponse) => void) {
+    this.version = version
+    this.app = app
+    this.handler = handler
+  }
+
+  /** No new request comes to it; it closes once its last one is answered. */
+  async retire (): Promise<void> {
+    this.#retired = true
+    if (this.inflight === 0) await this.close()
+  }
+
+  async close (): Promise<void> {
+    this.#closed ??= this.app.close().then(() => {}, (err: unknown) => { this.app.log.error({ err }, 'closing a policy version failed') })
+    await this.#closed
+  }
+
+  get closed (): Promise<void> | null {
+    return this.#closed
+  }
+}
+
+/**
+ * Starts the standalone gateway from a policy document. Each version of the document is compiled
+ * into a chain of its own (a Fastify instance with every plugin, route and upstream, ready before
+ * it serves); the listener hands each new request to the active one. Swapping versions is one
+ * reference change: a request is served from start to end by the version it arrived on, which
+ * closes once its last request is answered. Rate-limit counts, the audit log and the listener are
+ * shared by every version.
+ */
+export async function startPolicyGateway (options: PolicyGatewayOptions): Promise<PolicyGateway> {
+  const file = resolve(options.file)
+  const dir = dirname(file)
+  const name = basename(file)
+  const env = options.env ?? process.env
+  let edge: FastifyInstance | null = null
+  const retiring = new Set<LiveGeneration>()
+  const log = (): FastifyInstance['log'] => (edge as FastifyInstance).log
+
+  const policy: PolicyManager<LiveGeneration> = new PolicyManager<LiveGeneration>({
+    ...(options.publicKey === undefined ? {} : { publicKey: options.publicKey }),
+    ...(options.history === undefined ? {} : { history: options.history }),
+    secrets: { baseDir: dir, env },
+    compile: async (checked) => await compile(checked),
+    release: (generation) => {
+      retiring.add(generation)
+      // Not awaited: a slow request on the old version must not hold up the next update.
+      generation.retire().then(() => { retiring.delete(generation) }, () => {})
+    },
+    onEvent: (event) => { report(event) }
+  })
+
+  // The first document decides what every version shares; it must pass every check.
+  const text = await readFile(file, 'utf8')
+  const signature = policy.requiresSignature ? await readFile(`${file}.sig`, 'utf8').catch(() => undefined) : undefined
+  const first = await policy.check(text, { name, signature })
+  const startup = configOf(first)
+  const server = { ...startup.server, ...(options.host === undefined ? {} : { host: options.host }), ...(options.port === undefined ? {} : { port: options.port }) }
+  const https = startup.server.tls === undefined ? undefined : await serverHttpsOptions(startup.server.tls)
+  const { logger: _logger, ...chainOptions } = options.serverOptions ?? {}
+  const dispatch = (req: IncomingMessage, res: ServerResponse): void => {
+    const generation = policy.active?.compiled
+    if (generation === undefined) {
+      // Only once the gateway has closed its last version.
+      res.writeHead(503, { connection: 'close' }).end()
+      return
+    }
+    generation.inflight++
+    res.once('close', generation.finished)
+    generation.handler(req, res)
+  }
+  edge = Fastify({
+    ...options.serverOptions,
+    serverFactory: (_handler, opts) => {
+      const listener = https === undefined ? createHttpServer(dispatch) : createHttpsServer(https, dispatch)
+      // What Fastify sets on a server it makes itself.
+      listener.keepAliveTimeout = opts.keepAliveTimeout as number
+      listener.requestTimeout = opts.requestTimeout as number
+      listener.setTimeout(opts.connectionTimeout as number)
+      if ((opts.maxRequestsPerSocket as number) > 0) listener.maxRequestsPerSocket = opts.maxRequestsPerSocket as number
+      return listener
+    }
+  }) as unknown as FastifyInstance
+  const state = { closing: false }
+  const storeConfig = options.rateLimitStore ?? startup.rateLimitStore
+  // Counts live as long as the gateway: a new version goes on counting where the last one was.
+  const store: RateLimitStore = storeConfig === undefined ? new MemoryStore() : redisStore(edge, storeConfig)
+  let auditWriter: AuditWriter | undefined
+  if (startup.audit !== undefined) {
+    const chain = startup.audit.chain
+    const signingKey = typeof chain === 'object' && chain.signingKey !== undefined ? (await readPem(chain.signingKey, 'audit.chain.signingKey')).toString('latin1') : undefined
+    auditWriter = await openAuditWriter({
+      ...(startup.audit.sinks === undefined ? {} : { sinks: startup.audit.sinks }),
+      ...(chain === undefined ? {} : { chain: typeof chain === 'object' ? { ...chain, ...(signingKey === undefined ? {} : { signingKey }) } : chain }),
+      ...(startup.audit.onSinkFailure === undefined ? {} : { onSinkFailure: startup.audit.onSinkFailure })
+    })
+  }
+
+  async function compile (checked: CheckedPolicy): Promise<LiveGeneration> {
+    const valid = configOf(checked)
+    if (valid.audit !== undefined && auditWriter === undefined) {
+      throw new Error('audit is set, but the gateway started without an audit log: its sinks open at start, so restart the gateway to add one')
+    }
+    const files = await readChainFiles(valid)
+    let handler: ((req: IncomingMessage, res: ServerResponse) => void) | null = null
+    const app = Fastify({
+      ...chainOptions,
+      genReqId: () => randomUUID(),
+      loggerInstance: log().child({ policyVersion: checked.version }),
+      return503OnClosing: false,
+      // Never listens: the gateway's listener hands it requests through this handler.
+      serverFactory: (routing) => {
+        handler = routing
+        return new Server()
+      }
+    }) as unknown as FastifyInstance
+    try {
+      await addChain(app, valid, files, { state, store, version: checked.version, ...(auditWriter === undefined ? {} : { auditWriter }) })
+      await app.ready()
+    } catch (err) {
+      await app.close().catch(() => {})
+      throw err
+    }
+    return new LiveGeneration(checked.version, app, handler as unknown as (req: IncomingMessage, res: ServerResponse) => void)
+  }
+
+  function configOf (checked: CheckedPolicy): ValidGatewayConfig {
+    return resolveConfigPaths(validateGatewayConfig(structuredClone(checked.resolved)), dir)
+  }
+
+  function report (event: PolicyEvent): void {
+    const target = policy.active?.compiled.app
+    if (event.action === 'reject') {
+      const problems = (event.problems ?? []).map((problem) => ({ pointer: problem.pointer, line: problem.line, message: problem.message }))
+      log().error({ policy: { action: 'reject', stage: event.stage, version: event.version, running: event.previousVersion, source: event.source, problems } }, `policy update refused at ${String(event.stage)}; version ${String(event.previousVersion)} keeps serving`)
+    } else {
+      const restart = event.previousVersion === null ? [] : startOnlyChanges(event)
+      log().info({ policy: { action: event.action, version: event.version, previous: event.previousVersion, source: event.source, changes: event.diff?.length ?? 0, warnings: event.warnings?.map((w) => `${w.pointer} ${w.message}`), ...(restart.length === 0 ? {} : { restartNeeded: restart }) } }, `policy ${event.action === 'rollback' ? 'rolled back' : 'activated'}: ${String(event.previousVersion)} → ${String(event.version)}`)
+    }
+    // The audit log is shared: whichever version is active writes the record.
+    target?.audit?.policyChange({
+      action: event.action,
+      version: event.version,
+      previousVersion: event.previousVersion,
+      source: event.source,
+      mode: 'enforce',
+      ...(event.actor === undefined ? {} : { actor: event.actor }),
+      ...(event.stage === undefined ? {} : { reason: `${event.stage}: ${String(event.problems?.[0]?.message)}` }),
+      ...(event.diff === undefined ? {} : { diff: summary(event) })
+    })
+  }
+
+  let watcher: PolicyFileWatch | null = null
+  const reload = async (): Promise<void> => {
+    if (watcher !== null) {
+      await watcher.reload()
+      return
+    }
+    const next = await readFile(file, 'utf8')
+    const nextSignature = policy.requiresSignature ? await readFile(`${file}.sig`, 'utf8').catch(() => undefined) : undefined
+    await policy.apply(next, { name, signature: nextSignature, source: 'file' })
+  }
+  try {
+    if (options.watch === false) await reload()
+    else watcher = await watchPolicyFile(policy, file, { ...(options.debounceMs === undefined ? {} : { debounceMs: options.debounceMs }) })
+  } catch (err) {
+    await auditWriter?.close()
+    await edge.close()
+    throw err
+  }
+
+  edge.addHook('preClose', async () => { state.closing = true })
+  edge.addHook('onClose', async () => {
+    watcher?.close()
+    await policy.close()
+    await Promise.all([...retiring].map(async (generation) => { await generation.close() }))
+    await auditWriter?.close()
+  })
+  const app = edge
+  return {
+    app,
+    policy: policy as unknown as PolicyManager<Generation>,
+    reload,
+    listen: async () => await app.listen({ host: server.host, port: server.port }),
+    close: async () => { await app.close() }
+  }
+}
+
+function startOnlyChanges (event: PolicyEvent): string[] {
+  return (event.diff ?? []).map((entry) => entry.path).filter((path) => START_ONLY.some((part) => path === part || path.startsWith(`${part}.`) || path.startsWith(`${part}[`)))
+}
+
+function summary (event: PolicyEvent): { added: string[], changed: string[], removed: string[], truncated: boolean } {
+  const entries = event.diff ?? []
+  const pick = (kind: string): string[] => entries.filter((entry) => entry.kind === kind).slice(0, 50).map((entry) => entry.path)
+  return { added: pick('added'), changed: pick('changed'), removed: pick('removed'), truncated: entries.length > 50 }
+}
