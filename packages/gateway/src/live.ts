@@ -6,7 +6,7 @@ import { basename, dirname, resolve } from 'node:path'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import { openAuditWriter, type AuditWriter } from '@portcullis/audit-log'
 import { MemoryStore, type RateLimitStore } from '@portcullis/rate-limit'
-import { PolicyManager, watchPolicyFile, type CheckedPolicy, type PolicyEvent, type PolicyFileWatch, type PolicyPublicKey } from '@portcullis/policy'
+import { PolicyManager, watchPolicyFile, type CheckedPolicy, type PolicyEvent, type PolicyFileWatch, type PolicyMode, type PolicyPublicKey } from '@portcullis/policy'
 import { resolveConfigPaths, validateGatewayConfig, type RateLimitStoreConfig, type ValidGatewayConfig } from './config.js'
 import { addChain, readChainFiles, redisStore } from './standalone.js'
 import { readPem, serverHttpsOptions } from './tls.js'
@@ -118,7 +118,7 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
     ...(options.publicKey === undefined ? {} : { publicKey: options.publicKey }),
     ...(options.history === undefined ? {} : { history: options.history }),
     secrets: { baseDir: dir, env },
-    compile: async (checked) => await compile(checked),
+    compile: async (checked, mode) => await compile(checked, mode),
     release: (generation) => {
       retiring.add(generation)
       // Not awaited: a slow request on the old version must not hold up the next update.
@@ -173,7 +173,7 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
     })
   }
 
-  async function compile (checked: CheckedPolicy): Promise<LiveGeneration> {
+  async function compile (checked: CheckedPolicy, _mode: PolicyMode): Promise<LiveGeneration> {
     const valid = configOf(checked)
     if (valid.audit !== undefined && auditWriter === undefined) {
       throw new Error('audit is set, but the gateway started without an audit log: its sinks open at start, so restart the gateway to add one')

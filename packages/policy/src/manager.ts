@@ -29,6 +29,28 @@ export interface ActivePolicy<C> extends CheckedPolicy {
   readonly activatedAt: Date
 }
 
+/** How a version is put in force: alone, or beside the active one while it is observed. */
+export type PolicyMode = 'enforce' | 'shadow' | 'canary'
+
+/**
+ * A version on trial beside the active one: in `shadow` mode it is evaluated on the same requests
+ * and only its differing decisions are reported; in `canary` mode it serves a sticky share of
+ * principals. `promote()` makes it the active version, `rollback()` drops it.
+ */
+export interface CandidatePolicy<C> extends ActivePolicy<C> {
+  readonly mode: 'shadow' | 'canary'
+  /** The share of principals a canary serves, from 0 to 1; `null` in shadow mode. */
+  readonly share: number | null
+}
+
+/** How an update is rolled out. */
+export interface Rollout {
+  /** @default 'enforce' */
+  mode?: PolicyMode
+  /** For a canary: the share of principals it serves, above 0 and below 1. */
+  share?: number
+}
+
 /** One version that was active, newest first in {@link PolicyManager.history}. */
 export interface PolicyHistoryEntry {
   readonly version: string
@@ -45,6 +67,10 @@ export interface PolicyEvent {
   readonly previousVersion: string | null
   readonly source: string
   readonly actor?: string
+  /** How the version is in force: `shadow` and `canary` are trials beside the active version. */
+  readonly mode: PolicyMode
+  /** A canary's share of principals. */
+  readonly share?: number
   /** For a refusal: the stage and the problems. */
   readonly stage?: string
   readonly problems?: readonly PolicyProblem[]
@@ -53,8 +79,11 @@ export interface PolicyEvent {
   readonly warnings?: readonly LintFinding[]
 }
 
-/** Turns a checked document into what serves it (the gateway: a ready chain of plugins and routes). */
-export type PolicyCompile<C> = (policy: CheckedPolicy) => Promise<C>
+/**
+ * Turns a checked document into what serves it (the gateway: a ready chain of plugins and
+ * routes), for the mode it is to be put in force in.
+ */
+export type PolicyCompile<C> = (policy: CheckedPolicy, mode: PolicyMode) => Promise<C>
 
 export interface PolicyManagerOptions<C> {
   compile: PolicyCompile<C>
@@ -100,6 +129,7 @@ export class PolicyManager<C> {
   readonly #keep: number
   readonly #onEvent: (event: PolicyEvent) => void
   #active: ActivePolicy<C> | null = null
+  #candidate: CandidatePolicy<C> | null = null
   #history: Kept[] = []
   #queue: Promise<unknown> = Promise.resolve()
   #closed = false
@@ -117,6 +147,11 @@ export class PolicyManager<C> {
   /** The active policy; `null` before the first one. */
   get active (): ActivePolicy<C> | null {
     return this.#active
+  }
+
+  /** The version on trial beside the active one, in shadow or canary mode; `null` without one. */
+  get candidate (): CandidatePolicy<C> | null {
+    return this.#candidate
   }
 
   /** Whether documents must be signed. */
@@ -152,11 +187,13 @@ export class PolicyManager<C> {
   }
 
   /**
-   * Checks, compiles and activates a document. Resolves to the active policy; a document whose
-   * version is already active changes nothing. Rejects with `PolicyRejected` (the active version
-   * still serving) when any step refuses it.
+   * Checks, compiles and puts a document in force: as the active version (`enforce`, the
+   * default), or as a candidate beside it (`shadow`, `canary`). Resolves to the policy it made;
+   * a document whose version is already active changes nothing. Rejects with `PolicyRejected`
+   * (the active version still serving) when any step refuses it.
    */
-  async apply (text: string, origin: UpdateOrigin = {}): Promise<ActivePolicy<C>> {
+  async apply (text: string, origin: UpdateOrigin = {}, rollout: Rollout = {}): Promise<ActivePolicy<C>> {
+    const mode = checkRollout(rollout)
     return await this.#serially(async () => {
       const source = origin.source ?? 'code'
       let checked: CheckedPolicy
@@ -164,12 +201,31 @@ export class PolicyManager<C> {
       try {
         checked = await this.check(text, origin)
         if (checked.version === this.#active?.version) return this.#active
-        compiled = await this.#compileChecked(checked)
+        if (mode !== 'enforce' && this.#active === null) throw invalidOption('mode', 'enforce for the first version: a trial needs an active version beside it', mode)
+        compiled = await this.#compileChecked(checked, mode)
       } catch (err) {
-        this.#rejected(err, source, origin.actor)
+        this.#rejected(err, source, origin.actor, mode)
         throw err
       }
-      return await this.#activate(checked, compiled, 'activate', source, origin.actor)
+      if (mode === 'enforce') return await this.#activate(checked, compiled, 'activate', source, origin.actor)
+      return await this.#try(checked, compiled, mode, rollout.share ?? null, source, origin.actor)
+    })
+  }
+
+  /** Makes the candidate the active version, enforced for every request. */
+  async promote (origin: Omit<UpdateOrigin, 'name' | 'signature'> = {}): Promise<ActivePolicy<C>> {
+    return await this.#serially(async () => {
+      const candidate = this.#candidate
+      if (candidate === null) throw invalidOption('candidate', 'a version in shadow or canary mode to promote (there is none)')
+      const source = origin.source ?? 'code'
+      let compiled: C
+      try {
+        compiled = await this.#compileChecked(candidate, 'enforce')
+      } catch (err) {
+        this.#rejected(err, source, origin.actor, 'enforce')
+        throw err
+      }
+      return await this.#activate(candidate, compiled, 'activate', source, origin.actor)
     })
   }
 
@@ -180,6 +236,15 @@ export class PolicyManager<C> {
   async rollback (version?: string, origin: Omit<UpdateOrigin, 'name' | 'signature'> = {}): Promise<ActivePolicy<C>> {
     return await this.#serially(async () => {
       const source = origin.source ?? 'code'
+      const candidate = this.#candidate
+      const active = this.#active
+      if (candidate !== null && active !== null && (version === undefined || version === active.version)) {
+        // A trial is undone first: the active version, never changed by it, simply goes on alone.
+        this.#candidate = null
+        this.#emit({ action: 'rollback', version: active.version, previousVersion: candidate.version, source, actor: origin.actor, mode: candidate.mode })
+        await this.#release(candidate.compiled)
+        return active
+      }
       const target = version === undefined
         ? this.#history[1]
         : this.#history.find((kept) => kept.checked.version === version)
@@ -189,9 +254,9 @@ export class PolicyManager<C> {
       if (target.checked.version === this.#active?.version) return this.#active
       let compiled: C
       try {
-        compiled = await this.#compileChecked(target.checked)
+        compiled = await this.#compileChecked(target.checked, 'enforce')
       } catch (err) {
-        this.#rejected(err, source, origin.actor)
+        this.#rejected(err, source, origin.actor, 'enforce')
         throw err
       }
       return await this.#activate(target.checked, compiled, 'rollback', source, origin.actor)
@@ -203,8 +268,9 @@ export class PolicyManager<C> {
     return this.#history.map((kept) => ({ version: kept.checked.version, source: kept.source, activatedAt: kept.activatedAt, active: kept.checked.version === this.#active?.version }))
   }
 
-  /** A kept version's document as written, or `undefined`. */
+  /** A kept version's document (or the candidate's), or `undefined`. */
   document (version: string): CheckedPolicy | undefined {
+    if (this.#candidate?.version === version) return this.#candidate
     return this.#history.find((kept) => kept.checked.version === version)?.checked
   }
 
@@ -212,16 +278,19 @@ export class PolicyManager<C> {
   async close (): Promise<void> {
     await this.#serially(async () => {
       const active = this.#active
+      const candidate = this.#candidate
       this.#active = null
+      this.#candidate = null
       this.#closed = true
+      if (candidate !== null) await this.#release(candidate.compiled)
       if (active !== null) await this.#release(active.compiled)
     })
   }
 
-  async #compileChecked (checked: CheckedPolicy): Promise<C> {
+  async #compileChecked (checked: CheckedPolicy, mode: PolicyMode): Promise<C> {
     if (this.#closed) throw new Error('the policy manager is closed')
     try {
-      return await this.#compile(checked)
+      return await this.#compile(checked, mode)
     } catch (err) {
       if (isPolicyRejected(err)) throw err
       // The compiler's own message names the option at fault (and never a secret's value): its
@@ -234,33 +303,45 @@ export class PolicyManager<C> {
 
   async #activate (checked: CheckedPolicy, compiled: C, action: 'activate' | 'rollback', source: string, actor: string | undefined): Promise<ActivePolicy<C>> {
     const previous = this.#active
-    const active: ActivePolicy<C> = Object.freeze({ ...checked, compiled, source, activatedAt: new Date() })
+    const candidate = this.#candidate
+    const active: ActivePolicy<C> = Object.freeze({ ...pick(checked), compiled, source, activatedAt: new Date() })
     this.#active = active
-    this.#history = [{ checked, source, activatedAt: active.activatedAt }, ...this.#history.filter((kept) => kept.checked.version !== checked.version)].slice(0, this.#keep)
-    this.#onEvent({
-      action,
-      version: checked.version,
-      previousVersion: previous?.version ?? null,
-      source,
-      ...(actor === undefined ? {} : { actor }),
-      diff: diffPolicies(previous?.data ?? {}, checked.data),
-      warnings: checked.warnings
-    })
+    // An enforced version ends any trial.
+    this.#candidate = null
+    this.#history = [{ checked: pick(checked), source, activatedAt: active.activatedAt }, ...this.#history.filter((kept) => kept.checked.version !== checked.version)].slice(0, this.#keep)
+    this.#emit({ action, version: checked.version, previousVersion: previous?.version ?? null, source, actor, mode: 'enforce', diff: diffPolicies(previous?.data ?? {}, checked.data), warnings: checked.warnings })
+    if (candidate !== null) await this.#release(candidate.compiled)
     if (previous !== null) await this.#release(previous.compiled)
     return active
   }
 
-  #rejected (err: unknown, source: string, actor: string | undefined): void {
+  async #try (checked: CheckedPolicy, compiled: C, mode: 'shadow' | 'canary', share: number | null, source: string, actor: string | undefined): Promise<CandidatePolicy<C>> {
+    const replaced = this.#candidate
+    const active = this.#active as ActivePolicy<C>
+    const candidate: CandidatePolicy<C> = Object.freeze({ ...pick(checked), compiled, source, activatedAt: new Date(), mode, share: mode === 'canary' ? share : null })
+    this.#candidate = candidate
+    this.#emit({ action: 'activate', version: checked.version, previousVersion: active.version, source, actor, mode, ...(candidate.share === null ? {} : { share: candidate.share }), diff: diffPolicies(active.data, checked.data), warnings: checked.warnings })
+    if (replaced !== null) await this.#release(replaced.compiled)
+    return candidate
+  }
+
+  #rejected (err: unknown, source: string, actor: string | undefined, mode: PolicyMode): void {
     const refused = isPolicyRejected(err) ? err : null
-    this.#onEvent({
+    this.#emit({
       action: 'reject',
       version: refused?.version ?? null,
       previousVersion: this.#active?.version ?? null,
       source,
-      ...(actor === undefined ? {} : { actor }),
+      actor,
+      mode,
       stage: refused?.stage ?? 'compile',
       problems: refused?.problems ?? [{ stage: 'compile', pointer: '', message: (err as Error).message }]
     })
+  }
+
+  #emit (event: Omit<PolicyEvent, 'actor'> & { actor: string | undefined }): void {
+    const { actor, ...rest } = event
+    this.#onEvent(Object.freeze(actor === undefined ? rest : { ...rest, actor }))
   }
 
   async #serially<T> (task: () => Promise<T>): Promise<T> {
@@ -277,6 +358,23 @@ export function pointerOfOptionPath (message: string): string {
   const path = OPTION_PATH.exec(message)?.[1]
   if (path === undefined) return ''
   return path.replace(/\[(\d+)\]/g, '.$1').split('.').map((token) => `/${pointerToken(token)}`).join('')
+}
+
+// The checked fields only: a candidate promoted or rolled back carries no trial fields along.
+function pick ({ name, text, version, data, resolved, warnings }: CheckedPolicy): CheckedPolicy {
+  return { name, text, version, data, resolved, warnings }
+}
+
+function checkRollout (rollout: Rollout): PolicyMode {
+  const mode = rollout.mode ?? 'enforce'
+  if (mode !== 'enforce' && mode !== 'shadow' && mode !== 'canary') throw invalidOption('mode', 'one of enforce, shadow, canary', mode)
+  if (mode === 'canary') {
+    const share = rollout.share
+    if (typeof share !== 'number' || !(share > 0 && share < 1)) throw invalidOption('share', 'the share of principals the canary serves, a number above 0 and below 1', share)
+  } else if (rollout.share !== undefined) {
+    throw invalidOption('share', 'left out unless mode is canary', rollout.share)
+  }
+  return mode
 }
 
 function refuse (parsed: ParsedPolicy, stage: PolicyProblem['stage'], problems: PolicyProblem[]): void {
