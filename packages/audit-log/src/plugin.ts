@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
-import { invalidOption, routeConfigOf, withHeaders, type SnapshotListener } from '@portcullis/core'
+import { invalidOption, isHandedOver, routeConfigOf, withHeaders, type SnapshotListener } from '@portcullis/core'
 import { AuditUnavailable } from './errors.js'
 import { FileSink } from './file-sink.js'
 import { checkRouteOptions, validateOptions, type AuditLogOptions, type RouteAuditOptions } from './options.js'
@@ -78,7 +78,8 @@ const plugin: FastifyPluginAsync<AuditLogOptions> = async (app, options) => {
   app.decorateRequest(kReply, null)
   const write = (request: FastifyRequest, reply: FastifyReply | null, ending: Ending): void => {
     const holder = request as unknown as Holder
-    if (holder[kWritten]) return
+    // A request handed over to another instance (a canary version) is recorded there.
+    if (holder[kWritten] || isHandedOver(request)) return
     const config = routeConfigOf(request) as { [kRoute]?: RoutePolicy, url?: string }
     const policy = config[kRoute] ?? defaults
     if (ending === 'response' && policy.sample < 1 && isSampleable(request, reply as FastifyReply) && (policy.sample === 0 || Math.random() >= policy.sample)) {

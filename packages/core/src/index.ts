@@ -14,6 +14,7 @@ export * from './path.js'
 export * from './snapshot.js'
 export * from './upstream.js'
 export { hooksOf, routeConfigOf } from './route-config.js'
+export { handOver, isHandedOver } from './handover.js'
 export { within } from './timeout.js'
 export { readPayload, isJsonMediaType, type ReadPayload } from './payload.js'
 export default portcullisCore

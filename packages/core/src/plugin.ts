@@ -4,6 +4,7 @@ import { clientCertificateGetter, kClientCertificate, type ClientCertificate } f
 import { compileClientIp, type ClientIpOptions, type ClientIpResolver } from './client-ip.js'
 import type { Decision } from './decisions.js'
 import { kRouteConfig } from './route-config.js'
+import { kHandedOver } from './handover.js'
 import { checkKnownKeys, invalidOption, isHeaderName } from './options.js'
 import { pathOptionsOf, type PathOptions } from './path.js'
 import { kPrincipal, principalGetter, type Principal } from './principal.js'
@@ -101,6 +102,7 @@ const plugin: FastifyPluginAsync<CoreOptions> = async (app, options) => {
   app.decorateRequest('decisions', null)
   app.decorateRequest('upstream', null)
   app.decorateRequest(kRouteConfig, null)
+  app.decorateRequest(kHandedOver, false)
 
   app.addHook('onRequest', (request, reply, next) => {
     // Pinned first: everything after, in this hook and later ones, reads this one version.

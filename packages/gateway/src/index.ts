@@ -2,9 +2,12 @@ import { portcullis } from './plugin.js'
 
 export { portcullis, withCredentialRedaction, type PortcullisOptions } from './plugin.js'
 export { RECOMMENDED_ORDER, type ChainStep } from './order.js'
-export { buildGateway } from './standalone.js'
+export { buildGateway, SHADOW_OUTCOME_HEADER } from './standalone.js'
+export { startPolicyGateway, type PolicyGateway, type PolicyGatewayOptions } from './live.js'
+export type { Generation } from './generation.js'
+export { inCanaryShare, canaryKey, type AutoRollbackOptions, type SideCounts, type TrialStats } from './trial.js'
 export {
-  loadGatewayConfig, validateGatewayConfig, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_UPSTREAM_TIMEOUT, HEALTH_PATHS,
+  loadGatewayConfig, validateGatewayConfig, resolveConfigPaths, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_UPSTREAM_TIMEOUT, HEALTH_PATHS,
   ROUTE_METHODS, type GatewayConfig,
   type AuditConfig, type RateLimitStoreConfig, type UpstreamConfig, type UpstreamRoute, type ValidGatewayConfig, type ValidUpstream
 } from './config.js'

@@ -8,7 +8,9 @@ import { openAuditWriter, type AuditWriter } from '@portcullis/audit-log'
 import { MemoryStore, type RateLimitStore } from '@portcullis/rate-limit'
 import { PolicyManager, watchPolicyFile, type CheckedPolicy, type PolicyEvent, type PolicyFileWatch, type PolicyMode, type PolicyPublicKey } from '@portcullis/policy'
 import { resolveConfigPaths, validateGatewayConfig, type RateLimitStoreConfig, type ValidGatewayConfig } from './config.js'
+import { LiveGeneration, type Generation, type RequestHandler } from './generation.js'
 import { addChain, readChainFiles, redisStore } from './standalone.js'
+import { checkAutoRollback, Trial, type AutoRollbackOptions, type TrialStats } from './trial.js'
 import { readPem, serverHttpsOptions } from './tls.js'
 
 export interface PolicyGatewayOptions {
@@ -35,14 +37,8 @@ export interface PolicyGatewayOptions {
   rateLimitStore?: RateLimitStoreConfig
   /** Fastify options of the gateway: `logger`, timeouts and the like. */
   serverOptions?: FastifyServerOptions
-}
-
-/** A running version of the policy: a ready Fastify instance with the whole chain, and its requests in flight. */
-export interface Generation {
-  readonly version: string
-  readonly app: FastifyInstance
-  /** Requests it is serving now. */
-  readonly inflight: number
+  /** Roll a shadow or canary candidate back on its own when its rates pass these thresholds. */
+  autoRollback?: AutoRollbackOptions
 }
 
 /** The standalone gateway, driven by a policy document that may change while it serves. */
@@ -57,45 +53,13 @@ export interface PolicyGateway {
   close: () => Promise<void>
   /** Reads the file now and applies it if it changed (also without `watch`). */
   reload: () => Promise<void>
+  /** How the candidate in shadow or canary mode compares with the active version. */
+  trialStats: () => TrialStats
 }
 
 // Parts of a document that are read once, when the gateway starts: they hold the listener and
 // state every version shares. A change to them is logged and waits for the next start.
 const START_ONLY = ['server', 'rateLimitStore', 'audit.sinks', 'audit.chain', 'audit.onSinkFailure'] as const
-
-class LiveGeneration implements Generation {
-  inflight = 0
-  #retired = false
-  #closed: Promise<void> | null = null
-  readonly version: string
-  readonly app: FastifyInstance
-  readonly handler: (req: IncomingMessage, res: ServerResponse) => void
-  /** Counts a response out; bound once, so that every request adds the same listener. */
-  readonly finished = (): void => {
-    if (--this.inflight === 0 && this.#retired) this.close().catch(() => {})
-  }
-
-  constructor (version: string, app: FastifyInstance, handler: (req: IncomingMessage, res: ServerResponse) => void) {
-    this.version = version
-    this.app = app
-    this.handler = handler
-  }
-
-  /** No new request comes to it; it closes once its last one is answered. */
-  async retire (): Promise<void> {
-    this.#retired = true
-    if (this.inflight === 0) await this.close()
-  }
-
-  async close (): Promise<void> {
-    this.#closed ??= this.app.close().then(() => {}, (err: unknown) => { this.app.log.error({ err }, 'closing a policy version failed') })
-    await this.#closed
-  }
-
-  get closed (): Promise<void> | null {
-    return this.#closed
-  }
-}
 
 /**
  * Starts the standalone gateway from a policy document. Each version of the document is compiled
@@ -113,6 +77,7 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
   let edge: FastifyInstance | null = null
   const retiring = new Set<LiveGeneration>()
   const log = (): FastifyInstance['log'] => (edge as FastifyInstance).log
+  const autoRollback = options.autoRollback === undefined ? null : checkAutoRollback(options.autoRollback)
 
   const policy: PolicyManager<LiveGeneration> = new PolicyManager<LiveGeneration>({
     ...(options.publicKey === undefined ? {} : { publicKey: options.publicKey }),
@@ -120,6 +85,7 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
     secrets: { baseDir: dir, env },
     compile: async (checked, mode) => await compile(checked, mode),
     release: (generation) => {
+      if (trial.candidateIs(generation)) trial.stop()
       retiring.add(generation)
       // Not awaited: a slow request on the old version must not hold up the next update.
       generation.retire().then(() => { retiring.delete(generation) }, () => {})
@@ -142,9 +108,7 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
       res.writeHead(503, { connection: 'close' }).end()
       return
     }
-    generation.inflight++
-    res.once('close', generation.finished)
-    generation.handler(req, res)
+    generation.serve(req, res)
   }
   edge = Fastify({
     ...options.serverOptions,
@@ -159,6 +123,10 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
     }
   }) as unknown as FastifyInstance
   const state = { closing: false }
+  const trial = new Trial(edge.log, autoRollback, (reason) => {
+    edge?.log.warn({ policy: { action: 'auto-rollback', version: policy.candidate?.version ?? null, reason } }, `policy candidate rolled back: ${reason}`)
+    policy.rollback(undefined, { source: 'auto-rollback' }).catch(() => {})
+  })
   const storeConfig = options.rateLimitStore ?? startup.rateLimitStore
   // Counts live as long as the gateway: a new version goes on counting where the last one was.
   const store: RateLimitStore = storeConfig === undefined ? new MemoryStore() : redisStore(edge, storeConfig)
@@ -173,13 +141,13 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
     })
   }
 
-  async function compile (checked: CheckedPolicy, _mode: PolicyMode): Promise<LiveGeneration> {
+  async function compile (checked: CheckedPolicy, mode: PolicyMode): Promise<LiveGeneration> {
     const valid = configOf(checked)
     if (valid.audit !== undefined && auditWriter === undefined) {
       throw new Error('audit is set, but the gateway started without an audit log: its sinks open at start, so restart the gateway to add one')
     }
     const files = await readChainFiles(valid)
-    let handler: ((req: IncomingMessage, res: ServerResponse) => void) | null = null
+    let handler: RequestHandler | null = null
     const app = Fastify({
       ...chainOptions,
       genReqId: () => randomUUID(),
@@ -192,13 +160,22 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
       }
     }) as unknown as FastifyInstance
     try {
-      await addChain(app, valid, files, { state, store, version: checked.version, ...(auditWriter === undefined ? {} : { auditWriter }) })
+      await addChain(app, valid, files, {
+        state,
+        version: checked.version,
+        // A shadow counts in a store of its own: its limits are simulated, never charged to clients.
+        store: mode === 'shadow' ? new MemoryStore() : store,
+        ...(auditWriter === undefined || mode === 'shadow' ? {} : { auditWriter }),
+        ...(mode === 'enforce'
+          ? { purpose: 'serve', onPrincipal: trial.onPrincipal, onResponse: trial.onActiveResponse }
+          : mode === 'canary' ? { purpose: 'canary', onResponse: trial.onCandidateResponse } : { purpose: 'shadow' })
+      })
       await app.ready()
     } catch (err) {
       await app.close().catch(() => {})
       throw err
     }
-    return new LiveGeneration(checked.version, app, handler as unknown as (req: IncomingMessage, res: ServerResponse) => void)
+    return new LiveGeneration(checked.version, mode, app, handler as unknown as RequestHandler)
   }
 
   function configOf (checked: CheckedPolicy): ValidGatewayConfig {
@@ -207,12 +184,14 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
 
   function report (event: PolicyEvent): void {
     const target = policy.active?.compiled.app
+    const candidate = policy.candidate
+    if (event.action === 'activate' && event.mode !== 'enforce' && candidate !== null) trial.start(candidate.compiled, candidate.mode, candidate.share)
     if (event.action === 'reject') {
       const problems = (event.problems ?? []).map((problem) => ({ pointer: problem.pointer, line: problem.line, message: problem.message }))
       log().error({ policy: { action: 'reject', stage: event.stage, version: event.version, running: event.previousVersion, source: event.source, problems } }, `policy update refused at ${String(event.stage)}; version ${String(event.previousVersion)} keeps serving`)
     } else {
       const restart = event.previousVersion === null ? [] : startOnlyChanges(event)
-      log().info({ policy: { action: event.action, version: event.version, previous: event.previousVersion, source: event.source, changes: event.diff?.length ?? 0, warnings: event.warnings?.map((w) => `${w.pointer} ${w.message}`), ...(restart.length === 0 ? {} : { restartNeeded: restart }) } }, `policy ${event.action === 'rollback' ? 'rolled back' : 'activated'}: ${String(event.previousVersion)} → ${String(event.version)}`)
+      log().info({ policy: { action: event.action, mode: event.mode, version: event.version, previous: event.previousVersion, source: event.source, changes: event.diff?.length ?? 0, warnings: event.warnings?.map((w) => `${w.pointer} ${w.message}`), ...(restart.length === 0 ? {} : { restartNeeded: restart }) } }, `policy ${event.action === 'rollback' ? 'rolled back' : event.mode === 'enforce' ? 'activated' : `on trial (${event.mode})`}: ${String(event.previousVersion)} → ${String(event.version)}`)
     }
     // The audit log is shared: whichever version is active writes the record.
     target?.audit?.policyChange({
@@ -220,7 +199,7 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
       version: event.version,
       previousVersion: event.previousVersion,
       source: event.source,
-      mode: 'enforce',
+      mode: event.mode,
       ...(event.actor === undefined ? {} : { actor: event.actor }),
       ...(event.stage === undefined ? {} : { reason: `${event.stage}: ${String(event.problems?.[0]?.message)}` }),
       ...(event.diff === undefined ? {} : { diff: summary(event) })
@@ -258,6 +237,7 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
     app,
     policy: policy as unknown as PolicyManager<Generation>,
     reload,
+    trialStats: () => trial.stats(),
     listen: async () => await app.listen({ host: server.host, port: server.port }),
     close: async () => { await app.close() }
   }

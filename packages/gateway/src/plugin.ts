@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import type { FastifyPluginAsync } from 'fastify'
+import type { FastifyPluginAsync, onRequestHookHandler } from 'fastify'
 import { checkKnownKeys, invalidOption, portcullisCore, type CoreOptions } from '@portcullis/core'
 import { portcullisAuditLog, type AuditLogOptions } from '@portcullis/audit-log'
 import { portcullisAuthn, type AuthnOptions } from '@portcullis/authn'
@@ -30,10 +30,16 @@ export interface PortcullisOptions {
    * query parameters that authn's API-key methods read are redacted too.
    */
   audit?: AuditLogOptions
+  /**
+   * An `onRequest` hook that runs once authentication has set `request.principal` (step 5) and
+   * before the limits by principal (step 6): where a request can be routed by who it is, as a
+   * canary policy version is.
+   */
+  onPrincipal?: onRequestHookHandler
 }
 
 interface Part {
-  key: keyof PortcullisOptions
+  key: Exclude<keyof PortcullisOptions, 'onPrincipal'>
   plugin: FastifyPluginAsync<never>
   /** Registered even without options. */
   always: boolean
@@ -63,8 +69,11 @@ const PARTS: readonly Part[] = [
  * await app.register(portcullis, { core: { trustedProxies: ['10.0.0.0/8'] } })
  */
 const plugin: FastifyPluginAsync<PortcullisOptions> = async (app, options) => {
-  checkKnownKeys(options, PARTS.map((part) => part.key), 'portcullis')
+  checkKnownKeys(options, [...PARTS.map((part) => part.key), 'onPrincipal'], 'portcullis')
+  const { onPrincipal } = options
+  if (onPrincipal !== undefined && typeof onPrincipal !== 'function') throw invalidOption('portcullis.onPrincipal', 'an onRequest hook function', onPrincipal)
   for (const part of PARTS) {
+    if (part.key === 'rateLimit' && onPrincipal !== undefined) app.addHook('onRequest', onPrincipal)
     const partOptions = options[part.key]
     if (partOptions === undefined && !part.always) continue
     if (part.fixed !== undefined && typeof partOptions === 'object' && partOptions !== null && 'stage' in partOptions) {

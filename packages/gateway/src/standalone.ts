@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto'
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions, type onRequestHookHandler, type onResponseHookHandler } from 'fastify'
 import httpProxy from '@fastify/http-proxy'
 import replyFrom from '@fastify/reply-from'
-import { BadGateway, GatewayTimeout, recordUpstream } from '@portcullis/core'
+import { BadGateway, decisionsOf, GatewayTimeout, recordUpstream, type Decision } from '@portcullis/core'
 import type { AuditLogOptions, AuditWriter } from '@portcullis/audit-log'
 import { RedisStore, type RateLimitStore } from '@portcullis/rate-limit'
 import { documentRoutes, portcullisSchemaValidate, shapeOf } from '@portcullis/schema-validate'
@@ -68,33 +68,60 @@ export interface SharedState {
   auditWriter?: AuditWriter
   /** The policy version the chain serves: every decision is stamped with it. */
   version?: string
+  /**
+   * What the chain is for: `serve` (the default) proxies; `canary` serves requests handed over
+   * by the active version after authentication, so the per-address limit, already counted there,
+   * is left out; `shadow` only decides: its routes answer 204 without calling any upstream, it
+   * writes no audit record and knows no client certificate.
+   */
+  purpose?: 'serve' | 'canary' | 'shadow'
+  /** Runs once the principal is known (see the meta-plugin's `onPrincipal`). */
+  onPrincipal?: onRequestHookHandler
+  /** Runs once a request is answered, after its audit record is written. */
+  onResponse?: onResponseHookHandler
 }
+
+/** The response header of a shadow chain that says what it decided: `allow`, or `deny <code>`. */
+export const SHADOW_OUTCOME_HEADER = 'x-portcullis-shadow-outcome'
 
 /**
  * Registers the whole chain of a checked configuration on `app`: the Portcullis plugins in the
  * recommended order, contracts, the health endpoint and one proxy per upstream.
  */
 export async function addChain (app: FastifyInstance, valid: ValidGatewayConfig, files: ChainFiles, shared: SharedState): Promise<void> {
-  const { core, authn, ipRules, ipRateLimit, rateLimit, authz, upstreams } = valid
-  const { state, store, auditWriter, version } = shared
+  const { core, authn, ipRules, authz, upstreams } = valid
+  const { state, store, auditWriter, version, purpose = 'serve', onPrincipal, onResponse } = shared
+  const shadow = purpose === 'shadow'
+  const ipRateLimit = purpose === 'canary' ? undefined : valid.ipRateLimit
+  const rateLimit = valid.rateLimit
   app.addHook('onSend', (_request, reply, _payload, done) => {
     if (state.closing) reply.header('connection', 'close')
     done()
   })
   const withStore = <T extends object>(options: T): T => store === undefined ? options : { ...options, store }
-  const audit = files.audit === undefined || auditWriter === undefined
-    ? files.audit
+  const audit = shadow
+    ? undefined
+    : files.audit === undefined || auditWriter === undefined
+      ? files.audit
     : { ...withoutWriterOptions(files.audit), writer: auditWriter, policySwaps: false }
   await app.register(portcullis, {
     core: { requestIdHeader: 'x-request-id', ...core, ...(version === undefined ? {} : { snapshot: { current: Object.freeze({ version, value: null }) } }) },
     ...(ipRules === undefined ? {} : { ipRules }),
-    ...(files.mtls === undefined ? {} : { mtls: files.mtls }),
+    ...(files.mtls === undefined || shadow ? {} : { mtls: files.mtls }),
     ...(ipRateLimit === undefined ? {} : { ipRateLimit: withStore(ipRateLimit) }),
     ...(authn === undefined ? {} : { authn }),
     ...(rateLimit === undefined ? {} : { rateLimit: withStore(rateLimit) }),
     ...(authz === undefined ? {} : { authz }),
-    ...(audit === undefined ? {} : { audit })
+    ...(audit === undefined ? {} : { audit }),
+    ...(onPrincipal === undefined ? {} : { onPrincipal })
   })
+  if (onResponse !== undefined) app.addHook('onResponse', onResponse)
+  if (shadow) {
+    app.addHook('onSend', (request, reply, _payload, done) => {
+      reply.header(SHADOW_OUTCOME_HEADER, outcomeOf(decisionsOf(request)))
+      done()
+    })
+  }
   // Contracts are read first, so that a fault in one names the upstream it belongs to.
   const routes = await Promise.all(upstreams.map(async (upstream, i) => await routesOf(upstream, `upstreams[${i}].openapi`)))
   // Step 8, one contract per upstream that has one, each speaking for the paths under its prefix.
@@ -112,7 +139,15 @@ export async function addChain (app: FastifyInstance, valid: ValidGatewayConfig,
     const failed = recordFailure(upstream.url)
     // A public upstream asks for no credentials: authentication and authorization are off on its routes.
     const open: Record<string, false> = upstream.public ? { authn: false, authz: false } : {}
-    if (declared.length > 0) await app.register(declaredRoutes, { prefix: upstream.prefix, upstream: { ...upstream, routes: declared }, undici, answered, failed, open })
+    if (declared.length > 0) await app.register(declaredRoutes, { prefix: upstream.prefix, upstream: { ...upstream, routes: declared }, undici, answered, failed, open, shadow })
+    if (shadow) {
+      await app.register(async (scope) => {
+        scope.addContentTypeParser('*', (_request, payload, done) => { done(null, payload) })
+        scope.all('/', { config: open }, decided)
+        scope.all('/*', { config: open }, decided)
+      }, { prefix: upstream.prefix })
+      continue
+    }
     await app.register(httpProxy, {
       upstream: upstream.url,
       prefix: upstream.prefix,
@@ -192,8 +227,8 @@ async function routesOf (upstream: ValidUpstream, path: string): Promise<Upstrea
  * The routes an upstream declares, each a Fastify route of its own so that rules key on its
  * pattern; the request goes upstream as it arrived, with the prefix rewritten.
  */
-async function declaredRoutes (app: FastifyInstance, { upstream, undici, answered, failed, open }: { upstream: ValidUpstream, undici: Record<string, unknown>, answered: Answered, failed: Failed, open: Record<string, false> }): Promise<void> {
-  await app.register(replyFrom, { base: upstream.url, undici })
+async function declaredRoutes (app: FastifyInstance, { upstream, undici, answered, failed, open, shadow }: { upstream: ValidUpstream, undici: Record<string, unknown>, answered: Answered, failed: Failed, open: Record<string, false>, shadow: boolean }): Promise<void> {
+  if (!shadow) await app.register(replyFrom, { base: upstream.url, undici })
   // Bodies other than JSON and text go upstream as streams, as they do through the proxy.
   app.addContentTypeParser('*', (_request, payload, done) => { done(null, payload) })
   for (const route of upstream.routes) {
@@ -205,11 +240,22 @@ async function declaredRoutes (app: FastifyInstance, { upstream, undici, answere
         ...(route.authz === undefined ? {} : { authz: ruleOf(route, upstream) }),
         ...(route.rateLimit === undefined ? {} : { rateLimit: route.rateLimit })
       },
-      handler (request, reply) {
+      handler: shadow ? decided : function proxy (request, reply) {
         return reply.from(upstream.rewritePrefix + request.url.slice(upstream.prefix.length), { onResponse: answered, onError: failed } as never)
       }
     })
   }
+}
+
+// What a shadow chain answers once every check let a request through: nothing goes upstream.
+async function decided (_request: FastifyRequest, reply: FastifyReply): Promise<void> {
+  await reply.code(204).send()
+}
+
+/** What a request's decisions came to: `allow`, or `deny` and the code of the first denial. */
+export function outcomeOf (decisions: readonly Decision[]): string {
+  for (const decision of decisions) if (decision.outcome === 'deny') return `deny ${decision.reason}`
+  return 'allow'
 }
 
 // A declared resource becomes the rule's loader, asking the same upstream within the same timeout.
