@@ -103,7 +103,7 @@ export async function addChain (app: FastifyInstance, valid: ValidGatewayConfig,
     ? undefined
     : files.audit === undefined || auditWriter === undefined
       ? files.audit
-    : { ...withoutWriterOptions(files.audit), writer: auditWriter, policySwaps: false }
+      : { ...withoutWriterOptions(files.audit), writer: auditWriter, policySwaps: false }
   await app.register(portcullis, {
     core: { requestIdHeader: 'x-request-id', ...core, ...(version === undefined ? {} : { snapshot: { current: Object.freeze({ version, value: null }) } }) },
     ...(ipRules === undefined ? {} : { ipRules }),
@@ -240,9 +240,11 @@ async function declaredRoutes (app: FastifyInstance, { upstream, undici, answere
         ...(route.authz === undefined ? {} : { authz: ruleOf(route, upstream) }),
         ...(route.rateLimit === undefined ? {} : { rateLimit: route.rateLimit })
       },
-      handler: shadow ? decided : function proxy (request, reply) {
-        return reply.from(upstream.rewritePrefix + request.url.slice(upstream.prefix.length), { onResponse: answered, onError: failed } as never)
-      }
+      handler: shadow
+        ? decided
+        : function proxy (request, reply) {
+          return reply.from(upstream.rewritePrefix + request.url.slice(upstream.prefix.length), { onResponse: answered, onError: failed } as never)
+        }
     })
   }
 }

@@ -35,7 +35,8 @@ export function diffPolicies (before: Data, after: Data): PolicyDiffEntry[] {
 }
 
 function walk (a: unknown, b: unknown, path: string, out: PolicyDiffEntry[]): void {
-  if (isObject(a) && isObject(b)) {
+  // A secret is compared whole: the members of a JWK are not walked into, so none is ever shown.
+  if (isObject(a) && isObject(b) && !isSecret(path)) {
     for (const key of new Set([...Object.keys(a), ...Object.keys(b)])) {
       const at = path === '' ? key : `${path}.${key}`
       if (!Object.hasOwn(b, key)) out.push({ kind: 'removed', path: at })
@@ -60,10 +61,12 @@ function byKey (list: Data[], key: (entry: Data) => string): Data {
   return keyed
 }
 
+function isSecret (path: string): boolean {
+  return SECRET_NAMES.has(path.slice(path.lastIndexOf('.') + 1)) || path.endsWith('redis.url')
+}
+
 function shown (path: string, value: unknown): unknown {
-  const name = path.slice(path.lastIndexOf('.') + 1)
-  const secret = SECRET_NAMES.has(name) || path.endsWith('redis.url')
-  return secret && !isSecretReference(value) ? SHOWN : value
+  return isSecret(path) && !isSecretReference(value) ? SHOWN : value
 }
 
 function isObject (value: unknown): value is Data {

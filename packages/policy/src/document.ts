@@ -24,9 +24,13 @@ export function parsePolicy (text: string, name = 'policy'): ParsedPolicy {
     throw rejection(name, 'parse', [{ stage: 'parse', pointer: '', message: `the document is larger than ${MAX_POLICY_BYTES} bytes` }])
   }
   const lineCounter = new LineCounter()
-  const doc = parseDocument(text, { lineCounter, strict: true, uniqueKeys: true, prettyErrors: false, version: '1.2', schema: 'core' })
-  if (doc.errors.length > 0) {
-    throw rejection(name, 'parse', doc.errors.map((err): PolicyProblem => {
+  // Without resolveKnownTags, !!binary, !!set, !!omap and !!timestamp are unresolved tags rather than
+  // Buffers, Sets, Maps and Dates: the data stays plain JSON (a Map or a Set hashes as {}).
+  const doc = parseDocument(text, { lineCounter, strict: true, uniqueKeys: true, prettyErrors: false, version: '1.2', schema: 'core', resolveKnownTags: false })
+  // Warnings (an unresolved tag, a tag on the wrong kind of node, an ambiguous anchor) refuse too.
+  const faults = [...doc.errors, ...doc.warnings]
+  if (faults.length > 0) {
+    throw rejection(name, 'parse', faults.map((err): PolicyProblem => {
       const { line, col } = lineCounter.linePos(err.pos[0])
       return { stage: 'parse', pointer: '', line, column: col, message: err.message.split('\n')[0] as string }
     }))
@@ -43,9 +47,10 @@ export function parsePolicy (text: string, name = 'policy'): ParsedPolicy {
   return { name, text, data: data as Record<string, unknown>, locate: (pointer) => locate(doc, lineCounter, pointer) }
 }
 
-function locate (doc: Document, lineCounter: LineCounter, pointer: string): { line: number, column: number } | null {
-  let node = doc.contents as Node | null
-  let found = node
+function locate (doc: Document, lineCounter: LineCounter, pointer: string): { line: number, column: number } {
+  // The document is a mapping (parsePolicy refuses anything else), and every parsed node has its range.
+  let node: Node | null = doc.contents as Node
+  let found: Node = node
   for (const token of pointerTokens(pointer)) {
     if (isMap(node)) node = node.get(token, true) as Node | null ?? null
     else if (isSeq(node)) node = node.get(Number(token), true) as Node | null ?? null
@@ -53,9 +58,7 @@ function locate (doc: Document, lineCounter: LineCounter, pointer: string): { li
     if (node === null) break
     found = node
   }
-  const offset = found?.range?.[0]
-  if (offset === undefined) return null
-  const { line, col } = lineCounter.linePos(offset)
+  const { line, col } = lineCounter.linePos((found.range as [number, number, number])[0])
   return { line, column: col }
 }
 

@@ -292,7 +292,7 @@ export class PolicyManager<C> {
     try {
       return await this.#compile(checked, mode)
     } catch (err) {
-      if (isPolicyRejected(err)) throw err
+      if (isPolicyRejected(err)) throw Object.assign(err, { version: checked.version })
       // The compiler's own message names the option at fault (and never a secret's value): its
       // path leads back to the place in the document.
       const message = (err as Error).message

@@ -12,7 +12,9 @@ export function policyPublicKey (key: PolicyPublicKey, path = 'publicKey'): KeyO
   } catch {
     throw invalidOption(path, 'a public key, PEM (SPKI) or a KeyObject')
   }
-  if (object.type !== 'public') throw invalidOption(path, 'a public key (never the private key that signs documents)')
+  // createPublicKey derives the public key from a private one: a private key's PEM is told by its label.
+  const pem = typeof key === 'string' ? key : Buffer.isBuffer(key) ? key.toString('latin1') : ''
+  if (object.type !== 'public' || /-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----/.test(pem)) throw invalidOption(path, 'a public key (never the private key that signs documents)')
   return object
 }
 
