@@ -5,19 +5,28 @@ import { listeningUrl } from '../../../test/helpers/child.js'
 import { once } from 'node:events'
 import { createServer } from 'node:net'
 import { fileURLToPath } from 'node:url'
-import { mkdtemp, readFile } from 'node:fs/promises'
+import { copyFile, mkdtemp, readFile, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { loadDevIdentity, signDevToken } from '@portcullis/authn'
-import { DEMO_API_KEYS } from '../src/identities.js'
-import { optionsFromEnv, startQuickstart } from '../src/main.js'
+import { DEMO_API_KEYS, demoKeyRecords } from '../src/identities.js'
+import { parse as parseYaml } from 'yaml'
+import { DEFAULT_POLICY_FILE, optionsFromEnv, startQuickstart } from '../src/main.js'
 
 const identityFile = join(await mkdtemp(join(tmpdir(), 'quickstart-')), 'dev-identity.json')
 const alice = { 'x-api-key': DEMO_API_KEYS.alice }
 const run = promisify(execFile)
 
+// The quickstart's policy and contract, copied where a test's audit log and keys may go.
+async function policyCopy (dir?: string): Promise<string> {
+  const into = dir ?? await mkdtemp(join(tmpdir(), 'quickstart-policy-'))
+  await copyFile(DEFAULT_POLICY_FILE, join(into, 'policy.yaml'))
+  await copyFile(join(dirname(DEFAULT_POLICY_FILE), 'orders.openapi.yaml'), join(into, 'orders.openapi.yaml'))
+  return join(into, 'policy.yaml')
+}
+
 test('the quickstart gateway serves health, proxies the orders API and answers problems', async (t) => {
-  const quickstart = await startQuickstart({ port: 0, identityFile })
+  const quickstart = await startQuickstart({ port: 0, identityFile, policyFile: await policyCopy() })
   t.teardown(quickstart.close)
   const health = await fetch(`${quickstart.url}/healthz`)
   t.equal(health.status, 200)
@@ -38,7 +47,7 @@ test('the quickstart gateway serves health, proxies the orders API and answers p
 })
 
 test('the orders API needs alice\'s or bob\'s key or token', async (t) => {
-  const quickstart = await startQuickstart({ port: 0, identityFile })
+  const quickstart = await startQuickstart({ port: 0, identityFile, policyFile: await policyCopy() })
   t.teardown(quickstart.close)
   const identity = await loadDevIdentity(identityFile)
   const get = (headers: Record<string, string> = {}) => fetch(`${quickstart.url}/api/orders`, { headers })
@@ -61,7 +70,7 @@ test('the orders API needs alice\'s or bob\'s key or token', async (t) => {
 })
 
 test('who may do what: scopes, roles, ownership and writable fields', async (t) => {
-  const quickstart = await startQuickstart({ port: 0, identityFile })
+  const quickstart = await startQuickstart({ port: 0, identityFile, policyFile: await policyCopy() })
   t.teardown(quickstart.close)
   const identity = await loadDevIdentity(identityFile)
   const bob = { authorization: `Bearer ${signDevToken(identity, 'bob')}` }
@@ -89,7 +98,7 @@ test('who may do what: scopes, roles, ownership and writable fields', async (t) 
 })
 
 test('the orders API\'s contract, enforced at the gateway', async (t) => {
-  const quickstart = await startQuickstart({ port: 0, identityFile })
+  const quickstart = await startQuickstart({ port: 0, identityFile, policyFile: await policyCopy() })
   t.teardown(quickstart.close)
   const post = async (body: string, type = 'application/json') => {
     const response = await fetch(`${quickstart.url}/api/orders`, { method: 'POST', headers: { ...alice, 'content-type': type }, body })
@@ -119,16 +128,19 @@ test('a port already in use fails the start and leaves nothing running', async (
   await once(blocker, 'listening')
   t.teardown(() => blocker.close())
   const { port } = blocker.address() as { port: number }
-  await t.rejects(startQuickstart({ port, identityFile }), { code: 'EADDRINUSE' })
+  await t.rejects(startQuickstart({ port, identityFile, policyFile: await policyCopy() }), { code: 'EADDRINUSE' })
 })
 
 const main = fileURLToPath(new URL('../src/main.ts', import.meta.url))
 
 test('run as a program: HOST and PORT, a greeting with curl commands, clean stop on SIGTERM', async (t) => {
-  const auditFile = join(t.testdir(), 'audit.log')
-  const child = spawn(process.execPath, [...process.execArgv, main], { env: { ...process.env, HOST: '127.0.0.1', PORT: '0', AUDIT_FILE: auditFile }, stdio: ['ignore', 'pipe', 'ignore'] })
+  const policyFile = await policyCopy(t.testdir())
+  const auditFile = join(dirname(policyFile), '.portcullis', 'audit.log')
+  const child = spawn(process.execPath, [...process.execArgv, main], { env: { ...process.env, HOST: '127.0.0.1', PORT: '0', POLICY_FILE: policyFile }, stdio: ['ignore', 'pipe', 'ignore'] })
   const { url, output } = await listeningUrl(child)
   t.match(output, `curl -i ${url}/healthz`)
+  t.match(output, `policy: ${policyFile}, version `)
+  t.match(output, `pnpm -s portcullis policy validate ${policyFile}`)
   t.match(output, `audit log: ${auditFile}`)
   t.match(output, `pnpm -s portcullis audit verify ${auditFile} --key ${join(dirname(auditFile), 'audit-public-key.pem')}`)
   t.equal((await fetch(`${url}/api/orders/1`, { headers: alice })).status, 200)
@@ -140,15 +152,15 @@ test('HOST and PORT default to 127.0.0.1:3000; RATE_LIMIT_REDIS_URL moves the co
   t.same(optionsFromEnv({}), { host: '127.0.0.1', port: 3000 })
   t.same(optionsFromEnv({ HOST: '::1', PORT: '8080', RATE_LIMIT_REDIS_URL: '' }), { host: '::1', port: 8080 })
   t.same(optionsFromEnv({ RATE_LIMIT_REDIS_URL: 'redis://127.0.0.1:6379' }).rateLimitStore, { redis: { url: 'redis://127.0.0.1:6379', prefix: 'quickstart:rl:' } })
-  t.same(optionsFromEnv({ AUDIT_FILE: '/var/log/portcullis/audit.log' }), { host: '127.0.0.1', port: 3000, auditFile: '/var/log/portcullis/audit.log' })
-  t.same(optionsFromEnv({ AUDIT_FILE: '' }), { host: '127.0.0.1', port: 3000 })
+  t.same(optionsFromEnv({ POLICY_FILE: '/etc/portcullis/policy.yaml' }), { host: '127.0.0.1', port: 3000, policyFile: '/etc/portcullis/policy.yaml' })
+  t.same(optionsFromEnv({ POLICY_FILE: '' }), { host: '127.0.0.1', port: 3000 })
 })
 
 test('two quickstart gateways counting in one Redis: alice has 60 a minute across both', async (t) => {
   const rateLimitStore = { redis: { url: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', prefix: `quickstart:test:${process.pid}:${Date.now()}:` } }
-  const first = await startQuickstart({ port: 0, identityFile, rateLimitStore })
+  const first = await startQuickstart({ port: 0, identityFile, rateLimitStore, policyFile: await policyCopy() })
   t.teardown(first.close)
-  const second = await startQuickstart({ port: 0, identityFile, rateLimitStore })
+  const second = await startQuickstart({ port: 0, identityFile, rateLimitStore, policyFile: await policyCopy() })
   t.teardown(second.close)
   const statuses: number[] = []
   for (let i = 0; i < 61; i++) {
@@ -172,7 +184,7 @@ test('run as a program: a bad PORT is refused with a message', async (t) => {
 })
 
 test('limits: alice\'s 61st request in a minute is 429, bob is unaffected, and a forged X-Forwarded-For resets nothing', async (t) => {
-  const quickstart = await startQuickstart({ port: 0, identityFile })
+  const quickstart = await startQuickstart({ port: 0, identityFile, policyFile: await policyCopy() })
   t.teardown(quickstart.close)
   const get = (headers: Record<string, string>) => fetch(`${quickstart.url}/api/orders`, { headers })
   // The address's budget refills from its first request on.
@@ -215,7 +227,7 @@ test('limits: alice\'s 61st request in a minute is 429, bob is unaffected, and a
 
 test('the audit log: one record per request with the deciding plugin and reason, no credential in it, and a chain that verifies', async (t) => {
   const dir = t.testdir()
-  const quickstart = await startQuickstart({ port: 0, identityFile: join(dir, 'dev-identity.json') })
+  const quickstart = await startQuickstart({ port: 0, identityFile: join(dir, 'dev-identity.json'), policyFile: await policyCopy(dir) })
   const identity = await loadDevIdentity(join(dir, 'dev-identity.json'))
   const token = signDevToken(identity, 'alice')
   const bob = { 'x-api-key': DEMO_API_KEYS.bob }
@@ -235,10 +247,11 @@ test('the audit log: one record per request with the deciding plugin and reason,
   }
   t.equal((await fetch(`${quickstart.url}/healthz`)).status, 200)
   await quickstart.close()
-  t.equal(quickstart.auditFile, join(dir, 'audit.log'))
+  t.equal(quickstart.auditFile, join(dir, '.portcullis', 'audit.log'))
   const text = await readFile(quickstart.auditFile, 'utf8')
   for (const secret of [DEMO_API_KEYS.alice, DEMO_API_KEYS.bob, 'demo-mallory-key-00000000000009', token, 'Bearer']) t.notOk(text.includes(secret), 'no key, token or authorization value')
   const records = text.trimEnd().split('\n').map((line) => JSON.parse(line))
+  t.match(records[0], { event: { action: 'policy-activate' }, portcullis: { policy: { version: quickstart.policy.history().at(-1)?.version, previous_version: null, source: 'file' } } }, 'the first record: the policy version it started on')
   const requestRecords = records.filter((record) => record.event.action === 'http-request')
   t.equal(requestRecords.length, requests.length, 'one record per request; health checks are not recorded')
   t.same(requestRecords.map((r) => [r.http.response.status_code, r.portcullis.decision?.plugin, r.event.reason]), [
@@ -255,5 +268,53 @@ test('the audit log: one record per request with the deciding plugin and reason,
   t.match(requestRecords[0], { user: { id: 'alice' }, portcullis: { principal: { method: 'api-key', credential_id: 'demo-alice' }, upstream: { status_code: 200 } } })
   t.equal(records.at(-1).event.action, 'audit-checkpoint', 'a signed checkpoint at shutdown')
   const verify = await run(process.execPath, [fileURLToPath(new URL('../../../scripts/portcullis.mjs', import.meta.url)), 'audit', 'verify', quickstart.auditFile, '--key', quickstart.auditPublicKey])
-  t.match(verify.stdout, /intact: 8 records, sequence 1 to 8; 1 signed checkpoints verified/)
+  t.match(verify.stdout, /intact: 9 records, sequence 1 to 9; 1 signed checkpoints verified/)
+})
+
+test('policy.yaml holds the hashes of the demo keys the README hands out', async (t) => {
+  const policy = parseYaml(await readFile(DEFAULT_POLICY_FILE, 'utf8')) as { authn: { methods: { keys: { keys: unknown } } } }
+  t.same(policy.authn.methods.keys.keys, demoKeyRecords())
+})
+
+test('editing policy.yaml changes the running gateway within 2 seconds, and a broken edit changes nothing', async (t) => {
+  const policyFile = await policyCopy()
+  const quickstart = await startQuickstart({ port: 0, identityFile, policyFile, debounceMs: 50 })
+  t.teardown(quickstart.close)
+  const first = quickstart.policy.active?.version
+  const list = async (): Promise<number> => {
+    const response = await fetch(`${quickstart.url}/api/orders`, { headers: alice })
+    await response.arrayBuffer()
+    return response.status
+  }
+  const until = async (done: () => boolean | Promise<boolean>): Promise<number> => {
+    const started = Date.now()
+    while (!(await done()) && Date.now() - started < 2000) await new Promise((resolve) => setTimeout(resolve, 25))
+    return Date.now() - started
+  }
+  t.equal(await list(), 200)
+  const original = await readFile(policyFile, 'utf8')
+
+  // Block a route: listing orders becomes an admin's privilege.
+  await writeFile(policyFile, original.replace("{ method: GET, path: /orders, authz: { anyScope: ['orders:read'] } }", '{ method: GET, path: /orders, authz: { anyRole: [admin] } }'))
+  const blocked = await until(async () => (await list()) === 403)
+  t.ok(blocked < 2000, `alice is refused ${blocked} ms after the save`)
+  const second = quickstart.policy.active?.version
+  t.not(second, first, 'a new version is active')
+  t.equal((await fetch(`${quickstart.url}/api/orders`, { headers: { 'x-api-key': DEMO_API_KEYS.bob } })).status, 200, 'bob, an admin, still lists')
+
+  // Lower the limit of alice and bob.
+  await writeFile(policyFile, original.replace('{ name: user, limit: 60, window: 1m }', '{ name: user, limit: 3, window: 1m }'))
+  await until(() => quickstart.policy.active?.version !== second)
+  const statuses = []
+  for (let i = 0; i < 4; i++) statuses.push(await list())
+  t.ok(statuses.includes(429), `the lower limit holds: ${statuses.join(', ')}`)
+  const third = quickstart.policy.active?.version
+
+  // A broken edit: refused, and the last good version keeps serving.
+  await writeFile(policyFile, original.replace('{ name: user, limit: 60, window: 1m }', '{ name: user, limit: 0, window: 1m }'))
+  await new Promise((resolve) => setTimeout(resolve, 400))
+  t.equal(quickstart.policy.active?.version, third, 'the refused edit changed nothing')
+  const text = await readFile(quickstart.auditFile, 'utf8')
+  const refusal = text.trimEnd().split('\n').map((line) => JSON.parse(line)).find((record) => record.event.action === 'policy-reject')
+  t.match(refusal?.event.reason, /^schema: must be >= 1/, 'the refusal is in the audit log with its reason')
 })

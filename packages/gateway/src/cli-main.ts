@@ -3,8 +3,10 @@ import type { FastifyInstance, FastifyServerOptions } from 'fastify'
 import { readFile } from 'node:fs/promises'
 import { verifyAuditFiles, type VerifyReport } from '@portcullis/audit-log'
 import { loadDevIdentity, signDevToken } from '@portcullis/authn'
-import { loadGatewayConfig } from './config.js'
-import { buildGateway } from './standalone.js'
+import { basename } from 'node:path'
+import { formatProblem, isPolicyRejected } from '@portcullis/policy'
+import { policyCommand } from './cli-policy.js'
+import { startPolicyGateway } from './live.js'
 import { VERSION } from './version.js'
 
 export interface CliIo {
@@ -22,8 +24,17 @@ export interface CliIo {
 export const USAGE = `Usage: portcullis <command> [options]
 
 Commands:
-  start <config-file>   Start the standalone gateway from a YAML or JSON configuration file
-                        (server, core, authn, upstreams). Options: --host <address>, --port <number>
+  start <policy-file>   Start the standalone gateway from a YAML or JSON policy document, and
+                        apply every change to the file that passes validation, without a
+                        restart. Options: --host <address>, --port <number>, --public-key <file>
+                        (only documents signed by this key, in <policy-file>.sig, are taken)
+  policy validate <file>
+                        Check a policy document as an update would (parse, signature, schema,
+                        secrets, lint, compile); print each fault with its line and column.
+                        Options: --public-key <file>
+  policy diff <a> <b>   What changed from one policy document to another, by route and rule
+  policy sign <file> --key <private-key.pem>
+                        Write the detached signature <file>.sig (Ed25519, EC or RSA)
   token <principal>     Print a bearer token for a principal of a development identity, such as
                         the quickstart's alice or bob. Options: --identity <file> (or the
                         PORTCULLIS_DEV_IDENTITY variable), --ttl <seconds> (default 3600)
@@ -53,7 +64,8 @@ export async function main (argv: readonly string[], io: CliIo, env: NodeJS.Proc
         port: { type: 'string' },
         identity: { type: 'string' },
         ttl: { type: 'string' },
-        key: { type: 'string' }
+        key: { type: 'string' },
+        'public-key': { type: 'string' }
       }
     })
   } catch (err) {
@@ -85,6 +97,7 @@ export async function main (argv: readonly string[], io: CliIo, env: NodeJS.Proc
     }
     return await verify(files, values.key, io)
   }
+  if (command === 'policy') return await policyCommand(rest, values, io, env, USAGE)
   if (command !== 'start') {
     io.stderr(`portcullis: unknown command "${command}"\n\n${USAGE}`)
     return 2
@@ -93,7 +106,7 @@ export async function main (argv: readonly string[], io: CliIo, env: NodeJS.Proc
     io.stderr(`portcullis start: expected one configuration file, got ${rest.length}\n\n${USAGE}`)
     return 2
   }
-  return await start(rest[0] as string, values.host ?? env.HOST, values.port ?? env.PORT, io)
+  return await start(rest[0] as string, values.host ?? env.HOST, values.port ?? env.PORT, values['public-key'], io, env)
 }
 
 async function token (name: string, identityFile: string | undefined, ttl: string | undefined, io: CliIo): Promise<number> {
@@ -136,21 +149,34 @@ async function verify (files: string[], keyFile: string | undefined, io: CliIo):
   return 0
 }
 
-async function start (file: string, host: string | undefined, port: string | undefined, io: CliIo): Promise<number> {
-  let app: FastifyInstance
+async function start (file: string, host: string | undefined, port: string | undefined, publicKeyFile: string | undefined, io: CliIo, env: NodeJS.ProcessEnv): Promise<number> {
   try {
-    const config = await loadGatewayConfig(file)
-    if (host !== undefined) config.server.host = host
-    if (port !== undefined) {
-      if (!/^\d{1,5}$/.test(port) || Number(port) > 65535) throw new Error(`port must be an integer from 0 to 65535 (got "${port}")`)
-      config.server.port = Number(port)
+    if (port !== undefined && (!/^\d{1,5}$/.test(port) || Number(port) > 65535)) throw new Error(`port must be an integer from 0 to 65535 (got "${port}")`)
+    const publicKey = publicKeyFile === undefined ? undefined : await readFile(publicKeyFile, 'utf8')
+    const gateway = await startPolicyGateway({
+      file,
+      env,
+      ...(host === undefined ? {} : { host }),
+      ...(port === undefined ? {} : { port: Number(port) }),
+      ...(publicKey === undefined ? {} : { publicKey }),
+      serverOptions: { logger: io.logger ?? { level: 'info' } }
+    })
+    let url: string
+    try {
+      url = await gateway.listen()
+    } catch (err) {
+      await gateway.close()
+      throw err
     }
-    app = await buildGateway(config, { logger: io.logger ?? { level: 'info' } })
-    const url = await app.listen({ host: config.server.host, port: config.server.port })
-    io.stdout(`portcullis: gateway listening on ${url}`)
-    io.onListening?.(app, url)
+    io.stdout(`portcullis: gateway listening on ${url}, policy version ${String(gateway.policy.active?.version)} (watching ${file})`)
+    io.onListening?.(gateway.app, url)
     return 0
   } catch (err) {
+    if (isPolicyRejected(err)) {
+      io.stderr(`portcullis start: ${file} refused at ${err.stage}`)
+      for (const problem of err.problems) io.stderr(`  ${formatProblem(basename(file), problem)}`)
+      return 1
+    }
     const code = (err as { code?: unknown }).code
     io.stderr(`portcullis start: ${(err as Error).message}${typeof code === 'string' ? ` [${code}]` : ''}`)
     return 1

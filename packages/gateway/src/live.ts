@@ -3,8 +3,9 @@ import { readFile } from 'node:fs/promises'
 import { createServer as createHttpServer, Server, type IncomingMessage, type ServerResponse } from 'node:http'
 import { createServer as createHttpsServer } from 'node:https'
 import { basename, dirname, resolve } from 'node:path'
+import { Writable } from 'node:stream'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
-import { openAuditWriter, type AuditWriter } from '@portcullis/audit-log'
+import { openAuditWriter, validateOptions as validateAuditOptions, type AuditWriter } from '@portcullis/audit-log'
 import { MemoryStore, type RateLimitStore } from '@portcullis/rate-limit'
 import { PolicyManager, watchPolicyFile, type CheckedPolicy, type PolicyEvent, type PolicyFileWatch, type PolicyMode, type PolicyPublicKey } from '@portcullis/policy'
 import { resolveConfigPaths, validateGatewayConfig, type RateLimitStoreConfig, type ValidGatewayConfig } from './config.js'
@@ -142,6 +143,8 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
   }
 
   async function compile (checked: CheckedPolicy, mode: PolicyMode): Promise<LiveGeneration> {
+    // Building a chain is mostly synchronous work: requests waiting on sockets go first.
+    await new Promise((resolve) => setImmediate(resolve))
     const valid = configOf(checked)
     if (valid.audit !== undefined && auditWriter === undefined) {
       throw new Error('audit is set, but the gateway started without an audit log: its sinks open at start, so restart the gateway to add one')
@@ -251,4 +254,39 @@ function summary (event: PolicyEvent): { added: string[], changed: string[], rem
   const entries = event.diff ?? []
   const pick = (kind: string): string[] => entries.filter((entry) => entry.kind === kind).slice(0, 50).map((entry) => entry.path)
   return { added: pick('added'), changed: pick('changed'), removed: pick('removed'), truncated: entries.length > 50 }
+}
+
+/**
+ * Takes a policy file through every step a live update takes, compiling included, without
+ * serving it or opening its audit sinks: what `portcullis policy validate` runs. Resolves to the
+ * checked document (its version and warnings); rejects with `PolicyRejected` naming the first fault.
+ */
+export async function checkPolicyFile (file: string, options: Pick<PolicyGatewayOptions, 'publicKey' | 'env'> = {}): Promise<CheckedPolicy> {
+  const path = resolve(file)
+  const dir = dirname(path)
+  const manager = new PolicyManager<null>({
+    ...(options.publicKey === undefined ? {} : { publicKey: options.publicKey }),
+    secrets: { baseDir: dir, env: options.env ?? process.env },
+    compile: async (checked) => {
+      const valid = resolveConfigPaths(validateGatewayConfig(structuredClone(checked.resolved)), dir)
+      const files = await readChainFiles(valid)
+      if (files.audit !== undefined) validateAuditOptions(files.audit)
+      const app = Fastify() as unknown as FastifyInstance
+      try {
+        // Records go nowhere: the sinks were checked above, and are not opened to check a file.
+        const auditWriter = files.audit === undefined ? undefined : await openAuditWriter({ sinks: [{ type: 'stream', stream: new Writable({ write: (_chunk, _encoding, done) => { done() } }) }] })
+        await addChain(app, valid, files, { state: { closing: false }, store: new MemoryStore(), version: checked.version, ...(auditWriter === undefined ? {} : { auditWriter }) })
+        await app.ready()
+        await auditWriter?.close()
+      } finally {
+        await app.close()
+      }
+      return null
+    }
+  })
+  const text = await readFile(path, 'utf8')
+  const signature = manager.requiresSignature ? await readFile(`${path}.sig`, 'utf8').catch(() => undefined) : undefined
+  const checked = await manager.apply(text, { name: basename(path), signature, source: 'validate' })
+  await manager.close()
+  return checked
 }

@@ -26,7 +26,7 @@ export interface SideCounts {
 
 /** How the candidate compared with the active version, while it was on trial. */
 export interface TrialStats {
-  /** The candidate's version and mode; `null` with no trial running. */
+  /** The candidate's version and mode; `null` with no trial running (the counts are then the last trial's). */
   version: string | null
   mode: 'shadow' | 'canary' | null
   /** A canary's requests, and the active version's over the same time. */
@@ -114,9 +114,11 @@ export class Trial {
     return this.#candidate === generation
   }
 
+  /** Ends the trial; its counts stay readable until the next one starts. */
   stop (): void {
     this.#candidate = null
     this.#mode = null
+    this.#stats = { ...this.#stats, version: null, mode: null }
   }
 
   stats (): TrialStats {

@@ -46,7 +46,8 @@ export function lintPolicy (data: Data, resolved: Data = data): LintFinding[] {
     }
     for (const [i, key] of ((method.keys ?? []) as Data[]).entries()) {
       const minimum = Math.max(0, ...((key.algorithms ?? []) as string[]).map((alg) => HMAC_MIN_BYTES[alg] ?? 0))
-      if (minimum > 0 && typeof key.key === 'string' && Buffer.byteLength(key.key) < minimum) {
+      // A reference left unresolved (no resolved document given) is not the secret: it is not measured.
+      if (minimum > 0 && typeof key.key === 'string' && !isSecretReference(key.key) && Buffer.byteLength(key.key) < minimum) {
         add('error', 'hmac-secret-length', `${at}/keys/${i}/key`, `the HMAC secret must be at least ${minimum} bytes for its algorithms`)
       }
     }

@@ -4,7 +4,7 @@ import { parsePolicy, withPositions, type ParsedPolicy } from './document.js'
 import { diffPolicies, type PolicyDiffEntry } from './diff.js'
 import { isPolicyRejected, rejection, type PolicyProblem } from './errors.js'
 import { lintPolicy, type LintFinding } from './lint.js'
-import { checkSchema } from './schema.js'
+import { checkSchema, policySchema } from './schema.js'
 import { resolveSecrets, type SecretContext } from './secrets.js'
 import { policyPublicKey, verifyPolicySignature, type PolicyPublicKey } from './signature.js'
 import { policyVersion } from './version.js'
@@ -357,7 +357,10 @@ const OPTION_PATH = /^([A-Za-z_$][\w$-]*(?:\.[\w$-]+|\[\d+\])*) /
 export function pointerOfOptionPath (message: string): string {
   const path = OPTION_PATH.exec(message)?.[1]
   if (path === undefined) return ''
-  return path.replace(/\[(\d+)\]/g, '.$1').split('.').map((token) => `/${pointerToken(token)}`).join('')
+  const tokens = path.replace(/\[(\d+)\]/g, '.$1').split('.')
+  // An option path starts with a section of the document: "the compiler gave up" names none.
+  if (!Object.hasOwn(policySchema.properties, tokens[0] as string)) return ''
+  return tokens.map((token) => `/${pointerToken(token)}`).join('')
 }
 
 // The checked fields only: a candidate promoted or rolled back carries no trial fields along.

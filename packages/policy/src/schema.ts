@@ -174,7 +174,7 @@ export const policySchema = {
         additionalProperties: false,
         properties: {
           prefix: { type: 'string', pattern: '^/', description: 'Path prefix on the gateway, such as /api.' },
-          url: { type: 'string', pattern: '^https?://', description: 'Origin of the upstream: http(s)://host:port.' },
+          url: { type: 'string', pattern: '^(https?://|env:|file:)', description: 'Origin of the upstream: http(s)://host:port, or env:NAME to read it from the environment.' },
           rewritePrefix: { type: 'string' },
           timeout: { type: 'integer', minimum: 1, maximum: 600000 },
           routes: { type: 'array', items: route },

@@ -4,16 +4,17 @@ import { pointerToken } from '@portcullis/core'
 import type { PolicyProblem } from './errors.js'
 
 /**
- * Where a policy document holds secrets, as pointers with `*` for any one token. Only there is a
- * reference (`env:NAME`, `file:path`) replaced by what it names; anywhere else such a string is
- * plain text.
+ * Where a policy document holds secrets, and the addresses deployments hand over in the
+ * environment (upstream URLs), as pointers with `*` for any one token. Only there is a reference
+ * (`env:NAME`, `file:path`) replaced by what it names; anywhere else such a string is plain text.
  */
 export const SECRET_FIELDS: readonly string[] = Object.freeze([
   '/authn/methods/*/keys/*/key',
   '/authn/methods/*/keys/*/hash',
   '/authn/methods/*/clientSecret',
   '/authn/methods/*/users/*/passwordHash',
-  '/rateLimitStore/redis/url'
+  '/rateLimitStore/redis/url',
+  '/upstreams/*/url'
 ])
 
 const ENV_REF = /^env:([A-Za-z_][A-Za-z0-9_]*)$/
