@@ -67,7 +67,7 @@ export async function startQuickstart ({ host = DEFAULT_HOST, port = DEFAULT_POR
       port,
       // What the document takes from its environment: where the orders API listens, and the
       // public key of the development identity that signs tokens.
-      env: { ...process.env, ORDERS_URL: upstream, QUICKSTART_TOKEN_KEY: tokenPublicKey(identity) },
+      env: { ...process.env, ORDERS_URL: upstream, QUICKSTART_TOKEN_KEY: tokenPublicKey(identity), QUICKSTART_TOKEN_KID: identity.key.kid },
       ...(debounceMs === undefined ? {} : { debounceMs }),
       ...(rateLimitStore === undefined ? {} : { rateLimitStore }),
       serverOptions: { logger }

@@ -70,11 +70,11 @@ test('1,000 updates while clients hammer the gateway: no request fails, none is 
 
   const agent = new Agent({ keepAlive: true, maxSockets: 8 })
   t.teardown(() => agent.destroy())
-  let updating = true
+  const load = { updating: true }
   const failures: string[] = []
   const answers: Array<{ id: string, upstream: string, limit: number }> = []
   const client = async (): Promise<void> => {
-    while (updating) {
+    while (load.updating) {
       const answer = await new Promise<{ status: number, id: string, body: string, limit: number }>((resolve, reject) => {
         const req = httpRequest(`${gateway.url}/api/x`, { agent }, (res) => {
           let body = ''
@@ -99,7 +99,7 @@ test('1,000 updates while clients hammer the gateway: no request fails, none is 
     upstreamOf.set(active.version, upstreams[i % 2] as string)
     limitOf.set(active.version, 1_000_000 + i)
   }
-  updating = false
+  load.updating = false
   await Promise.all(clients)
   t.same(failures, [], 'every request answered 200')
   t.equal(gateway.policy.history().length, 10, 'the last 10 versions are kept')

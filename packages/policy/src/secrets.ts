@@ -4,17 +4,15 @@ import { pointerToken } from '@portcullis/core'
 import type { PolicyProblem } from './errors.js'
 
 /**
- * Where a policy document holds secrets, and the addresses deployments hand over in the
- * environment (upstream URLs), as pointers with `*` for any one token. Only there is a reference
- * (`env:NAME`, `file:path`) replaced by what it names; anywhere else such a string is plain text.
+ * Where a policy document holds secrets, as pointers with `*` for any one token: a secret written
+ * there instead of referenced is refused (lint rule `inline-secret`), and diffs never show it.
  */
 export const SECRET_FIELDS: readonly string[] = Object.freeze([
   '/authn/methods/*/keys/*/key',
   '/authn/methods/*/keys/*/hash',
   '/authn/methods/*/clientSecret',
   '/authn/methods/*/users/*/passwordHash',
-  '/rateLimitStore/redis/url',
-  '/upstreams/*/url'
+  '/rateLimitStore/redis/url'
 ])
 
 const ENV_REF = /^env:([A-Za-z_][A-Za-z0-9_]*)$/
@@ -52,17 +50,20 @@ function visit (node: unknown, tokens: string[], pointer: string, found: Array<{
 }
 
 /**
- * A copy of the document with every reference at a secret field replaced by the secret: an
- * environment variable, or a file's content without its final line break. Problems name the
- * variable or file that is missing, never a value.
+ * A copy of the document with every reference replaced by what it names: any string value that
+ * is exactly `env:NAME` (an environment variable) or `file:path` (a file's content without its
+ * final line break, a relative path read from `baseDir`). Secrets are given this way, and so are
+ * values a deployment hands over, such as an upstream's address. Problems name the variable or
+ * file that is missing, never a value.
  */
 export async function resolveSecrets (data: Record<string, unknown>, context: SecretContext = {}): Promise<{ data: Record<string, unknown>, problems: PolicyProblem[] }> {
   const env = context.env ?? process.env
   const baseDir = context.baseDir ?? process.cwd()
   const copy = structuredClone(data)
   const problems: PolicyProblem[] = []
-  for (const { pointer, value } of secretValues(copy)) {
-    if (!isSecretReference(value)) continue
+  const references: Array<{ pointer: string, value: string }> = []
+  collectReferences(copy, '', references)
+  for (const { pointer, value } of references) {
     const envName = ENV_REF.exec(value)?.[1]
     let secret: string | undefined
     if (envName !== undefined) {
@@ -76,11 +77,19 @@ export async function resolveSecrets (data: Record<string, unknown>, context: Se
       } catch (err) {
         problems.push({ stage: 'secrets', pointer, message: `the file ${path} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})` })
       }
-      if (secret === '') problems.push({ stage: 'secrets', pointer, message: `the file ${path} is empty` })
     }
     if (secret !== undefined && secret !== '') setAt(copy, pointer, secret)
   }
   return { data: copy, problems }
+}
+
+function collectReferences (node: unknown, pointer: string, found: Array<{ pointer: string, value: string }>): void {
+  if (isSecretReference(node)) {
+    found.push({ pointer, value: node })
+    return
+  }
+  if (typeof node !== 'object' || node === null) return
+  for (const [key, value] of Object.entries(node)) collectReferences(value, `${pointer}/${pointerToken(key)}`, found)
 }
 
 function setAt (root: Record<string, unknown>, pointer: string, value: unknown): void {
