@@ -3,7 +3,7 @@ import { portcullis } from './plugin.js'
 export { portcullis, withCredentialRedaction, type PortcullisOptions } from './plugin.js'
 export { RECOMMENDED_ORDER, type ChainStep } from './order.js'
 export { buildGateway, SHADOW_OUTCOME_HEADER } from './standalone.js'
-export { startPolicyGateway, type PolicyGateway, type PolicyGatewayOptions } from './live.js'
+export { startPolicyGateway, checkPolicyFile, type PolicyGateway, type PolicyGatewayOptions, type PolicyRedisOptions } from './live.js'
 export type { Generation } from './generation.js'
 export { inCanaryShare, canaryKey, type AutoRollbackOptions, type SideCounts, type TrialStats } from './trial.js'
 export {

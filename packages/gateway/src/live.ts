@@ -7,7 +7,9 @@ import { Writable } from 'node:stream'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import { openAuditWriter, validateOptions as validateAuditOptions, type AuditWriter } from '@portcullis/audit-log'
 import { MemoryStore, type RateLimitStore } from '@portcullis/rate-limit'
-import { PolicyManager, watchPolicyFile, type CheckedPolicy, type PolicyEvent, type PolicyFileWatch, type PolicyMode, type PolicyPublicKey } from '@portcullis/policy'
+import { PolicyManager, syncPolicyFromRedis, watchPolicyFile, type CheckedPolicy, type InstanceStatus, type PolicyEvent, type PolicyFileWatch, type PolicyMode, type PolicyPublicKey, type PolicyRedis, type PolicySubscriber, type RedisSync } from '@portcullis/policy'
+import { invalidOption } from '@portcullis/core'
+import { Redis } from 'ioredis'
 import { resolveConfigPaths, validateGatewayConfig, type RateLimitStoreConfig, type ValidGatewayConfig } from './config.js'
 import { LiveGeneration, type Generation, type RequestHandler } from './generation.js'
 import { addChain, readChainFiles, redisStore } from './standalone.js'
@@ -40,6 +42,24 @@ export interface PolicyGatewayOptions {
   serverOptions?: FastifyServerOptions
   /** Roll a shadow or canary candidate back on its own when its rates pass these thresholds. */
   autoRollback?: AutoRollbackOptions
+  /**
+   * Follow the version published in Redis (`portcullis policy publish`), as every instance that
+   * names the same Redis and prefix does, and report the version this one runs. The file is where
+   * an instance starts while Redis has no version yet.
+   */
+  redis?: PolicyRedisOptions
+}
+
+/** Where a fleet of gateways shares its policy version. */
+export interface PolicyRedisOptions {
+  /** `redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS. */
+  url: string
+  /** @default 'portcullis:policy:' */
+  prefix?: string
+  /** This instance's name in `portcullis policy status`. @default host name and a random suffix */
+  instanceId?: string
+  /** How often this instance reports its version, in ms. @default 5000 */
+  heartbeatMs?: number
 }
 
 /** The standalone gateway, driven by a policy document that may change while it serves. */
@@ -56,6 +76,8 @@ export interface PolicyGateway {
   reload: () => Promise<void>
   /** How the candidate in shadow or canary mode compares with the active version. */
   trialStats: () => TrialStats
+  /** With `redis`: what this instance reports to the fleet. */
+  fleetReport: () => InstanceStatus | null
 }
 
 // Parts of a document that are read once, when the gateway starts: they hold the listener and
@@ -219,18 +241,43 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
     const nextSignature = policy.requiresSignature ? await readFile(`${file}.sig`, 'utf8').catch(() => undefined) : undefined
     await policy.apply(next, { name, signature: nextSignature, source: 'file' })
   }
+  let sync: RedisSync | null = null
+  const redisClients: Redis[] = []
   try {
     if (options.watch === false) await reload()
     else watcher = await watchPolicyFile(policy, file, { ...(options.debounceMs === undefined ? {} : { debounceMs: options.debounceMs }) })
+    if (options.redis !== undefined) sync = await followRedis(options.redis)
   } catch (err) {
+    watcher?.close()
+    for (const client of redisClients) client.disconnect()
+    await policy.close()
     await auditWriter?.close()
     await edge.close()
     throw err
   }
 
+  async function followRedis (redis: PolicyRedisOptions): Promise<RedisSync> {
+    if (typeof redis?.url !== 'string' || !/^rediss?:\/\/./.test(redis.url)) throw invalidOption('redis.url', 'a redis:// or rediss:// URL such as "redis://127.0.0.1:6379"')
+    // A failed command fails at once rather than queueing: the running version serves meanwhile.
+    const connect = (): Redis => new Redis(redis.url, { enableOfflineQueue: true, maxRetriesPerRequest: 1 })
+    const client = connect()
+    const subscriber = connect()
+    redisClients.push(client, subscriber)
+    for (const connection of redisClients) connection.on('error', () => {})
+    return await syncPolicyFromRedis(policy, {
+      client: client as unknown as PolicyRedis,
+      subscriber: subscriber as unknown as PolicySubscriber,
+      ...(redis.prefix === undefined ? {} : { prefix: redis.prefix }),
+      ...(redis.instanceId === undefined ? {} : { instanceId: redis.instanceId }),
+      ...(redis.heartbeatMs === undefined ? {} : { heartbeatMs: redis.heartbeatMs })
+    })
+  }
+
   edge.addHook('preClose', async () => { state.closing = true })
   edge.addHook('onClose', async () => {
     watcher?.close()
+    await sync?.close()
+    for (const client of redisClients) client.disconnect()
     await policy.close()
     await Promise.all([...retiring].map(async (generation) => { await generation.close() }))
     await auditWriter?.close()
@@ -241,6 +288,7 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
     policy: policy as unknown as PolicyManager<Generation>,
     reload,
     trialStats: () => trial.stats(),
+    fleetReport: () => sync?.status() ?? null,
     listen: async () => await app.listen({ host: server.host, port: server.port }),
     close: async () => { await app.close() }
   }

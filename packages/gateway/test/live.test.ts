@@ -147,7 +147,7 @@ test('signed documents: unsigned and wrongly signed updates are refused, a signe
   const file = join(t.testdir(), 'policy.yaml')
   const first = text(rolePolicy(upstream, 'user'))
   await writeFile(file, first)
-  await t.rejects(startPolicyGateway({ file, port: 0, watch: false, publicKey }), { stage: 'signature' }, 'an unsigned document does not start')
+  await t.rejects(startPolicyGateway({ file, port: 0, watch: false, publicKey }), { code: 'PORTCULLIS_POLICY_REJECTED', stage: 'signature' }, 'an unsigned document does not start')
   await writeFile(`${file}.sig`, signPolicy(first, privateKey))
   const gateway = await startPolicyGateway({ file, host: '127.0.0.1', port: 0, publicKey, debounceMs: 20 })
   t.teardown(gateway.close)
@@ -158,7 +158,7 @@ test('signed documents: unsigned and wrongly signed updates are refused, a signe
   const open = text(rolePolicy(upstream, 'nobody-needed', { authz: { roles: { user: {}, admin: {} }, defaultRule: { anyRole: ['user'] } } }))
   await t.rejects(gateway.policy.apply(open), { stage: 'signature', message: /not signed/ })
   await t.rejects(gateway.policy.apply(open, { signature: signPolicy(open, other.privateKey) }), { stage: 'signature', message: /does not verify/ })
-  await t.rejects(gateway.policy.apply(`${first} `, { signature: signPolicy(first, privateKey) }), { stage: 'signature' }, 'a signature covers the exact bytes')
+  await t.rejects(gateway.policy.apply(`${first} `, { signature: signPolicy(first, privateKey) }), { code: 'PORTCULLIS_POLICY_REJECTED', stage: 'signature' }, 'a signature covers the exact bytes')
   t.equal(gateway.policy.active?.version, signedVersion)
 
   // Through the watched file: a new signature with the new text is taken.

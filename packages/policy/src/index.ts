@@ -21,3 +21,16 @@ export {
   type UpdateOrigin
 } from './manager.js'
 export { watchPolicyFile, DEFAULT_DEBOUNCE_MS, type PolicyFileOptions, type PolicyFileWatch } from './file-source.js'
+export {
+  syncPolicyFromRedis,
+  publishPolicy,
+  publishedPolicy,
+  fleetStatus,
+  DEFAULT_REDIS_PREFIX,
+  type InstanceStatus,
+  type PolicyRedis,
+  type PolicySubscriber,
+  type PublishedPolicy,
+  type RedisSync,
+  type RedisSyncOptions
+} from './redis-source.js'

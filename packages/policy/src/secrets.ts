@@ -77,6 +77,7 @@ export async function resolveSecrets (data: Record<string, unknown>, context: Se
       } catch (err) {
         problems.push({ stage: 'secrets', pointer, message: `the file ${path} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})` })
       }
+      if (secret === '') problems.push({ stage: 'secrets', pointer, message: `the file ${path} is empty` })
     }
     if (secret !== undefined && secret !== '') setAt(copy, pointer, secret)
   }
