@@ -7,10 +7,11 @@ import { Writable } from 'node:stream'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import { openAuditWriter, validateOptions as validateAuditOptions, type AuditWriter } from '@portcullis/audit-log'
 import { MemoryStore, type RateLimitStore } from '@portcullis/rate-limit'
-import { PolicyManager, syncPolicyFromRedis, watchPolicyFile, type CheckedPolicy, type InstanceStatus, type PolicyEvent, type PolicyFileWatch, type PolicyMode, type PolicyPublicKey, type PolicyRedis, type PolicySubscriber, type RedisSync } from '@portcullis/policy'
+import { PolicyManager, syncPolicyFromRedis, watchPolicyFile, type CheckedPolicy, type InstanceStatus, type PolicyEvent, type PolicyFileWatch, type PolicyMode, type PolicyPublicKey, type RedisSync } from '@portcullis/policy'
 import { invalidOption } from '@portcullis/core'
 import { Redis } from 'ioredis'
 import { resolveConfigPaths, validateGatewayConfig, type RateLimitStoreConfig, type ValidGatewayConfig } from './config.js'
+import { buildAdminApi, type AdminOptions } from './admin.js'
 import { LiveGeneration, type Generation, type RequestHandler } from './generation.js'
 import { addChain, readChainFiles, redisStore } from './standalone.js'
 import { checkAutoRollback, Trial, type AutoRollbackOptions, type TrialStats } from './trial.js'
@@ -48,6 +49,8 @@ export interface PolicyGatewayOptions {
    * an instance starts while Redis has no version yet.
    */
   redis?: PolicyRedisOptions
+  /** Serve the admin API on a listener of its own (never the gateway's), authenticated by a token or mutual TLS. */
+  admin?: AdminOptions
 }
 
 /** Where a fleet of gateways shares its policy version. */
@@ -78,6 +81,8 @@ export interface PolicyGateway {
   trialStats: () => TrialStats
   /** With `redis`: what this instance reports to the fleet. */
   fleetReport: () => InstanceStatus | null
+  /** With `admin`: the admin API's address, once `listen()` resolved. */
+  adminUrl: () => string | null
 }
 
 // Parts of a document that are read once, when the gateway starts: they hold the listener and
@@ -265,15 +270,30 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
     redisClients.push(client, subscriber)
     for (const connection of redisClients) connection.on('error', () => {})
     return await syncPolicyFromRedis(policy, {
-      client: client as unknown as PolicyRedis,
-      subscriber: subscriber as unknown as PolicySubscriber,
+      client,
+      subscriber,
       ...(redis.prefix === undefined ? {} : { prefix: redis.prefix }),
       ...(redis.instanceId === undefined ? {} : { instanceId: redis.instanceId }),
       ...(redis.heartbeatMs === undefined ? {} : { heartbeatMs: redis.heartbeatMs })
     })
   }
 
-  edge.addHook('preClose', async () => { state.closing = true })
+  const admin = options.admin === undefined
+    ? null
+    : await buildAdminApi(policy as unknown as PolicyManager<Generation>, () => trial.stats(), options.admin, edge.log).catch(async (err: unknown) => {
+      watcher?.close()
+      await sync?.close()
+      for (const client of redisClients) client.disconnect()
+      await policy.close()
+      await auditWriter?.close()
+      await edge?.close()
+      throw err
+    })
+  let adminUrl: string | null = null
+  edge.addHook('preClose', async () => {
+    state.closing = true
+    await admin?.close()
+  })
   edge.addHook('onClose', async () => {
     watcher?.close()
     await sync?.close()
@@ -289,7 +309,12 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
     reload,
     trialStats: () => trial.stats(),
     fleetReport: () => sync?.status() ?? null,
-    listen: async () => await app.listen({ host: server.host, port: server.port }),
+    listen: async () => {
+      const url = await app.listen({ host: server.host, port: server.port })
+      if (admin !== null) adminUrl = await admin.listen({ host: options.admin?.host ?? '127.0.0.1', port: options.admin?.port ?? 0 })
+      return url
+    },
+    adminUrl: () => adminUrl,
     close: async () => { await app.close() }
   }
 }

@@ -5,20 +5,21 @@ import type { PolicyManager } from './manager.js'
 import { parsePolicy } from './document.js'
 import { policyVersion } from './version.js'
 
-/** The Redis commands the fleet sync uses, as ioredis offers them. */
+/** The Redis commands the fleet sync uses, as ioredis offers them (overloads, so that an ioredis client fits as it is). */
 export interface PolicyRedis {
-  get: (key: string) => Promise<string | null>
-  set: (key: string, value: string, ...args: Array<string | number>) => Promise<unknown>
-  publish: (channel: string, message: string) => Promise<unknown>
-  scan: (cursor: string | number, ...args: Array<string | number>) => Promise<[string, string[]]>
-  mget: (...keys: string[]) => Promise<Array<string | null>>
+  get (key: string): Promise<string | null>
+  set (key: string, value: string): Promise<unknown>
+  set (key: string, value: string, expiry: 'PX', milliseconds: number): Promise<unknown>
+  publish (channel: string, message: string): Promise<unknown>
+  scan (cursor: string, match: 'MATCH', pattern: string, count: 'COUNT', size: number): Promise<[string, string[]]>
+  mget (...keys: string[]): Promise<Array<string | null>>
 }
 
 /** A connection in subscriber mode (ioredis: a second client). */
 export interface PolicySubscriber {
-  subscribe: (channel: string) => Promise<unknown>
-  on: (event: 'message' | 'ready', listener: (...args: string[]) => void) => unknown
-  removeListener: (event: 'message' | 'ready', listener: (...args: string[]) => void) => unknown
+  subscribe (channel: string): Promise<unknown>
+  on (event: 'message' | 'ready', listener: (...args: string[]) => void): unknown
+  removeListener (event: 'message' | 'ready', listener: (...args: string[]) => void): unknown
 }
 
 /** The version Redis holds for the fleet. */
