@@ -6,6 +6,7 @@ import { loadDevIdentity, signDevToken } from '@portcullis/authn'
 import { basename } from 'node:path'
 import { formatProblem, isPolicyRejected } from '@portcullis/policy'
 import { policyCommand } from './cli-policy.js'
+import type { AdminOptions } from './admin.js'
 import { startPolicyGateway } from './live.js'
 import { VERSION } from './version.js'
 
@@ -27,7 +28,9 @@ Commands:
   start <policy-file>   Start the standalone gateway from a YAML or JSON policy document, and
                         apply every change to the file that passes validation, without a
                         restart. Options: --host <address>, --port <number>, --public-key <file>
-                        (only documents signed by this key, in <policy-file>.sig, are taken)
+                        (only documents signed by this key, in <policy-file>.sig, are taken),
+                        --redis <url> [--prefix <p>] (follow the fleet's version published there),
+                        --admin <host:port> (the admin API, with the token in PORTCULLIS_ADMIN_TOKEN)
   policy validate <file>
                         Check a policy document as an update would (parse, signature, schema,
                         secrets, lint, compile); print each fault with its line and column.
@@ -35,6 +38,12 @@ Commands:
   policy diff <a> <b>   What changed from one policy document to another, by route and rule
   policy sign <file> --key <private-key.pem>
                         Write the detached signature <file>.sig (Ed25519, EC or RSA)
+  policy publish <file> --redis <url> [--prefix <p>]
+                        Make a document (and its <file>.sig) the version of every gateway
+                        started with the same --redis and --prefix
+  policy status --redis <url> [--prefix <p>]
+                        The published version and the one each instance runs (exit 3 while
+                        any instance runs another)
   token <principal>     Print a bearer token for a principal of a development identity, such as
                         the quickstart's alice or bob. Options: --identity <file> (or the
                         PORTCULLIS_DEV_IDENTITY variable), --ttl <seconds> (default 3600)
@@ -65,7 +74,10 @@ export async function main (argv: readonly string[], io: CliIo, env: NodeJS.Proc
         identity: { type: 'string' },
         ttl: { type: 'string' },
         key: { type: 'string' },
-        'public-key': { type: 'string' }
+        'public-key': { type: 'string' },
+        redis: { type: 'string' },
+        prefix: { type: 'string' },
+        admin: { type: 'string' }
       }
     })
   } catch (err) {
@@ -106,7 +118,7 @@ export async function main (argv: readonly string[], io: CliIo, env: NodeJS.Proc
     io.stderr(`portcullis start: expected one configuration file, got ${rest.length}\n\n${USAGE}`)
     return 2
   }
-  return await start(rest[0] as string, values.host ?? env.HOST, values.port ?? env.PORT, values['public-key'], io, env)
+  return await start(rest[0] as string, { host: values.host ?? env.HOST, port: values.port ?? env.PORT, publicKeyFile: values['public-key'], redis: values.redis, prefix: values.prefix, admin: values.admin }, io, env)
 }
 
 async function token (name: string, identityFile: string | undefined, ttl: string | undefined, io: CliIo): Promise<number> {
@@ -149,7 +161,16 @@ async function verify (files: string[], keyFile: string | undefined, io: CliIo):
   return 0
 }
 
-async function start (file: string, host: string | undefined, port: string | undefined, publicKeyFile: string | undefined, io: CliIo, env: NodeJS.ProcessEnv): Promise<number> {
+interface StartFlags {
+  host: string | undefined
+  port: string | undefined
+  publicKeyFile: string | undefined
+  redis: string | undefined
+  prefix: string | undefined
+  admin: string | undefined
+}
+
+async function start (file: string, { host, port, publicKeyFile, redis, prefix, admin }: StartFlags, io: CliIo, env: NodeJS.ProcessEnv): Promise<number> {
   try {
     if (port !== undefined && (!/^\d{1,5}$/.test(port) || Number(port) > 65535)) throw new Error(`port must be an integer from 0 to 65535 (got "${port}")`)
     const publicKey = publicKeyFile === undefined ? undefined : await readFile(publicKeyFile, 'utf8')
@@ -159,6 +180,8 @@ async function start (file: string, host: string | undefined, port: string | und
       ...(host === undefined ? {} : { host }),
       ...(port === undefined ? {} : { port: Number(port) }),
       ...(publicKey === undefined ? {} : { publicKey }),
+      ...(redis === undefined ? {} : { redis: { url: redis, ...(prefix === undefined ? {} : { prefix }) } }),
+      ...(admin === undefined ? {} : { admin: adminOf(admin, env) }),
       serverOptions: { logger: io.logger ?? { level: 'info' } }
     })
     let url: string
@@ -169,6 +192,8 @@ async function start (file: string, host: string | undefined, port: string | und
       throw err
     }
     io.stdout(`portcullis: gateway listening on ${url}, policy version ${String(gateway.policy.active?.version)} (watching ${file})`)
+    const adminUrl = gateway.adminUrl()
+    if (adminUrl !== null) io.stdout(`portcullis: admin API on ${adminUrl}`)
     io.onListening?.(gateway.app, url)
     return 0
   } catch (err) {
@@ -181,4 +206,13 @@ async function start (file: string, host: string | undefined, port: string | und
     io.stderr(`portcullis start: ${(err as Error).message}${typeof code === 'string' ? ` [${code}]` : ''}`)
     return 1
   }
+}
+
+// --admin host:port, the token from PORTCULLIS_ADMIN_TOKEN (never a flag: flags show in ps).
+function adminOf (address: string, env: NodeJS.ProcessEnv): AdminOptions {
+  const match = /^(.+):(\d{1,5})$/.exec(address)
+  if (match === null || Number(match[2]) > 65535) throw new Error(`--admin must be host:port, such as 127.0.0.1:9901 (got "${address}")`)
+  const token = env.PORTCULLIS_ADMIN_TOKEN
+  if (token === undefined || token === '') throw new Error('--admin needs the admin token in the PORTCULLIS_ADMIN_TOKEN environment variable')
+  return { host: (match[1] as string).replace(/^\[(.*)\]$/, '$1'), port: Number(match[2]), token }
 }

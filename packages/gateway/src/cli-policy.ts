@@ -1,17 +1,74 @@
 import { readFile, writeFile } from 'node:fs/promises'
 import { basename } from 'node:path'
-import { diffPolicies, formatDiff, formatProblem, isPolicyRejected, parsePolicy, policyVersion, signPolicy } from '@portcullis/policy'
+import { userInfo } from 'node:os'
+import { Redis } from 'ioredis'
+import { diffPolicies, fleetStatus, formatDiff, formatProblem, isPolicyRejected, parsePolicy, policyVersion, publishedPolicy, publishPolicy, signPolicy } from '@portcullis/policy'
 import type { CliIo } from './cli-main.js'
 import { checkPolicyFile } from './live.js'
 
 /** `portcullis policy <validate|diff|sign> …`; resolves to the exit code. */
-export async function policyCommand (args: string[], values: { key?: string | undefined, 'public-key'?: string | undefined }, io: CliIo, env: NodeJS.ProcessEnv, usage: string): Promise<number> {
+export async function policyCommand (args: string[], values: PolicyFlags, io: CliIo, env: NodeJS.ProcessEnv, usage: string): Promise<number> {
   const [sub, ...files] = args
   if (sub === 'validate' && files.length === 1) return await validate(files[0] as string, values['public-key'], io, env)
   if (sub === 'diff' && files.length === 2) return await diff(files[0] as string, files[1] as string, io)
   if (sub === 'sign' && files.length === 1 && values.key !== undefined) return await sign(files[0] as string, values.key, io)
-  io.stderr(`portcullis policy: expected "validate <file>", "diff <file> <file>" or "sign <file> --key <private-key.pem>"\n\n${usage}`)
+  if (sub === 'publish' && files.length === 1 && values.redis !== undefined) return await publish(files[0] as string, values.redis, values.prefix, io)
+  if (sub === 'status' && files.length === 0 && values.redis !== undefined) return await status(values.redis, values.prefix, io)
+  io.stderr(`portcullis policy: expected "validate <file>", "diff <file> <file>", "sign <file> --key <private-key.pem>", "publish <file> --redis <url>" or "status --redis <url>"\n\n${usage}`)
   return 2
+}
+
+/** The flags the policy commands read. */
+export interface PolicyFlags {
+  key?: string | undefined
+  'public-key'?: string | undefined
+  redis?: string | undefined
+  prefix?: string | undefined
+}
+
+async function withRedis<T> (url: string, run: (client: Redis) => Promise<T>): Promise<T> {
+  const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, enableOfflineQueue: false, connectTimeout: 2000, retryStrategy: () => null })
+  client.on('error', () => {})
+  try {
+    await client.connect()
+    return await run(client)
+  } finally {
+    client.disconnect()
+  }
+}
+
+async function publish (file: string, url: string, prefix: string | undefined, io: CliIo): Promise<number> {
+  try {
+    const text = await readFile(file, 'utf8')
+    const signature = await readFile(`${file}.sig`, 'utf8').then((sig) => sig.trim(), () => undefined)
+    const published = await withRedis(url, async (client) => await publishPolicy(client, text, { name: basename(file), actor: `cli:${userInfo().username}`, ...(prefix === undefined ? {} : { prefix }), ...(signature === undefined ? {} : { signature }) }))
+    io.stdout(`published ${file}, version ${published.version}${signature === undefined ? '' : ' (signed)'}: every instance that follows ${redactUrl(url)} applies it now; see portcullis policy status`)
+    return 0
+  } catch (err) {
+    io.stderr(`portcullis policy publish: ${(err as Error).message}`)
+    return 1
+  }
+}
+
+async function status (url: string, prefix: string | undefined, io: CliIo): Promise<number> {
+  try {
+    const [published, fleet] = await withRedis(url, async (client) => await Promise.all([publishedPolicy(client, prefix), fleetStatus(client, prefix)]))
+    io.stdout(`published: ${published === null ? 'none' : `${published.version} at ${published.publishedAt}${published.actor === undefined ? '' : ` by ${published.actor}`}`}`)
+    for (const instance of fleet) {
+      const refused = instance.refused === undefined ? '' : `  refused ${String(instance.refused.version)}: ${instance.refused.reason}`
+      io.stdout(`  ${instance.instance}  ${String(instance.version)}${published !== null && instance.version !== published.version ? '  (behind)' : ''}${refused}`)
+    }
+    if (fleet.length === 0) io.stdout('  no instance reports')
+    return published !== null && fleet.some((instance) => instance.version !== published.version) ? 3 : 0
+  } catch (err) {
+    io.stderr(`portcullis policy status: ${(err as Error).message}`)
+    return 1
+  }
+}
+
+// A Redis URL may hold a password: only its host is ever printed.
+function redactUrl (url: string): string {
+  return URL.canParse(url) ? `redis at ${new URL(url).host}` : 'Redis'
 }
 
 async function validate (file: string, publicKeyFile: string | undefined, io: CliIo, env: NodeJS.ProcessEnv): Promise<number> {

@@ -5,6 +5,7 @@ export { RECOMMENDED_ORDER, type ChainStep } from './order.js'
 export { buildGateway, SHADOW_OUTCOME_HEADER } from './standalone.js'
 export { startPolicyGateway, checkPolicyFile, type PolicyGateway, type PolicyGatewayOptions, type PolicyRedisOptions } from './live.js'
 export type { Generation } from './generation.js'
+export type { AdminOptions } from './admin.js'
 export { inCanaryShare, canaryKey, type AutoRollbackOptions, type SideCounts, type TrialStats } from './trial.js'
 export {
   loadGatewayConfig, validateGatewayConfig, resolveConfigPaths, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_UPSTREAM_TIMEOUT, HEALTH_PATHS,
