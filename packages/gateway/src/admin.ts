@@ -44,7 +44,7 @@ export function checkAdminOptions (input: unknown): AdminOptions {
   return options
 }
 
-interface StagedDocument { text: string, signature?: string, version: string }
+interface StagedDocument { text: string, signature?: string, version: string, data: Record<string, unknown> }
 
 /**
  * Builds the admin API (not listening yet): read the active policy, its history and diffs; stage
@@ -92,9 +92,9 @@ export async function buildAdminApi (policy: PolicyManager<Generation>, trialSta
   })
   app.get('/policy/history', async () => ({ versions: policy.history() }))
   app.get<{ Params: { version: string } }>('/policy/versions/:version', async (request, reply) => {
-    const document = policy.document(request.params.version) ?? (staged?.version === request.params.version ? await policy.check(staged.text, { ...(staged.signature === undefined ? {} : { signature: staged.signature }) }) : undefined)
-    if (document === undefined) throw new AdminNotFound(request.params.version)
-    return await reply.type('text/plain; charset=utf-8').send(document.text)
+    const text = staged?.version === request.params.version ? staged.text : policy.document(request.params.version)?.text
+    if (text === undefined) throw new AdminNotFound(request.params.version)
+    return await reply.type('text/plain; charset=utf-8').send(text)
   })
   app.get<{ Querystring: { from?: string, to?: string } }>('/policy/diff', async (request) => {
     const from = request.query.from ?? policy.active?.version
@@ -110,7 +110,7 @@ export async function buildAdminApi (policy: PolicyManager<Generation>, trialSta
     if (typeof request.body !== 'string') throw new AdminBadRequest('the body is the policy document, as YAML or JSON text (content-type application/yaml or application/json)')
     const signature = request.headers['x-policy-signature']
     const checked = await refusing(async () => await policy.check(request.body as string, { name: 'candidate', ...(typeof signature === 'string' ? { signature } : {}) }))
-    staged = { text: request.body, version: checked.version, ...(typeof signature === 'string' ? { signature } : {}) }
+    staged = { text: request.body, version: checked.version, data: checked.data, ...(typeof signature === 'string' ? { signature } : {}) }
     return await reply.code(201).send({ version: checked.version, warnings: checked.warnings, diff: formatDiff(diffPolicies(policy.active?.data ?? {}, checked.data)) })
   })
   app.post<{ Body: { version?: unknown, mode?: unknown, share?: unknown } | undefined }>('/policy/activate', async (request) => {
@@ -145,6 +145,7 @@ export async function buildAdminApi (policy: PolicyManager<Generation>, trialSta
   }
 
   function documentOf (version: string): Record<string, unknown> {
+    if (staged?.version === version) return staged.data
     const document = policy.document(version)
     if (document === undefined) throw new AdminNotFound(version)
     return document.data
