@@ -191,7 +191,7 @@ async function start (file: string, { host, port, publicKeyFile, redis, prefix, 
       await gateway.close()
       throw err
     }
-    io.stdout(`portcullis: gateway listening on ${url}, policy version ${String(gateway.policy.active?.version)} (watching ${file})`)
+    io.stdout(`portcullis: gateway listening on ${url} (policy version ${String(gateway.policy.active?.version)}, watching ${file})`)
     const adminUrl = gateway.adminUrl()
     if (adminUrl !== null) io.stdout(`portcullis: admin API on ${adminUrl}`)
     io.onListening?.(gateway.app, url)
