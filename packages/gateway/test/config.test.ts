@@ -7,7 +7,7 @@ import { loadGatewayConfig, validateGatewayConfig } from '../src/index.js'
 test('defaults: loopback, port 3000, no upstreams', async (t) => {
   t.same(validateGatewayConfig({}), { server: { host: '127.0.0.1', port: 3000 }, core: {}, upstreams: [] })
   t.same(validateGatewayConfig({ upstreams: [{ prefix: '/api', url: 'http://127.0.0.1:4000/' }] }).upstreams, [
-    { prefix: '/api', url: 'http://127.0.0.1:4000', rewritePrefix: '', timeout: 10000, routes: [] }
+    { prefix: '/api', url: 'http://127.0.0.1:4000', rewritePrefix: '', timeout: 10000, routes: [], public: false }
   ])
   const routes = [{ method: 'GET', path: '/orders/:id', authz: { anyScope: ['orders:read'] } }, { method: ['PUT', 'PATCH'], path: '/orders/:id' }]
   t.same(validateGatewayConfig({ authz: {}, upstreams: [{ prefix: '/api', url: 'http://u:1', routes }] }).upstreams[0]?.routes, [
@@ -19,7 +19,7 @@ test('defaults: loopback, port 3000, no upstreams', async (t) => {
 test('every bad option fails naming the option and what is allowed', async (t) => {
   const up = (extra: object) => ({ upstreams: [{ prefix: '/api', url: 'http://u:1', ...extra }] })
   const cases: Array<[unknown, string | RegExp]> = [
-    [{ servr: {} }, 'gateway.servr is not a known option; allowed: server, core, authn, ipRules, mtls, ipRateLimit, rateLimit, rateLimitStore, authz, audit, upstreams'],
+    [{ servr: {} }, 'gateway.servr is not a known option; allowed: version, $schema, server, core, authn, ipRules, mtls, ipRateLimit, rateLimit, rateLimitStore, authz, audit, upstreams'],
     [{ server: { host: '' } }, 'server.host must be a host name or IP address (got "")'],
     [{ server: { port: 70000 } }, 'server.port must be an integer from 0 to 65535 (got 70000)'],
     [{ server: { port: '3000' } }, /server\.port must be an integer/],
@@ -37,7 +37,9 @@ test('every bad option fails naming the option and what is allowed', async (t) =
     [up({ url: 'not a url' }), /upstreams\[0\]\.url/],
     [up({ rewritePrefix: 'v1' }), 'upstreams[0].rewritePrefix must be empty or a path that starts with "/" (got "v1")'],
     [up({ timeout: 0 }), 'upstreams[0].timeout must be milliseconds, an integer from 1 to 600000 (got 0)'],
-    [up({ retries: 3 }), 'upstreams[0].retries is not a known option; allowed: prefix, url, rewritePrefix, timeout, routes, openapi, validation, tls'],
+    [{ version: 2 }, 'version must be 1, the version of the document format this gateway reads (got 2)'],
+    [up({ public: 'yes' }), 'upstreams[0].public must be a boolean (got "yes")'],
+    [up({ retries: 3 }), 'upstreams[0].retries is not a known option; allowed: prefix, url, rewritePrefix, timeout, routes, openapi, validation, tls, public'],
     [up({ routes: {} }), 'upstreams[0].routes must be a list of { method, path, authz? } (got an object)'],
     [up({ routes: [{ method: 'FETCH', path: '/x' }] }), /upstreams\[0\]\.routes\[0\]\.method must be one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, or a list of them \(got "FETCH"\)/],
     [up({ routes: [{ method: [], path: '/x' }] }), /routes\[0\]\.method must be one of/],
