@@ -102,10 +102,12 @@ test('an unknown field is pointed at itself, at any depth, its name escaped', as
   ])
 })
 
-test('upstreams: prefix and url are required; url is http(s); prefix starts with /', async (t) => {
+test('upstreams: prefix and url are required; url is http(s) or a reference; prefix starts with /', async (t) => {
   t.same(check('version: 1\nupstreams:\n  - prefix: /api\n'), [{ stage: 'schema', pointer: '/upstreams/0', rule: 'required', message: '"url" is required' }])
-  t.same(check('version: 1\nupstreams:\n  - prefix: /api\n    url: ftp://files\n'), [{ stage: 'schema', pointer: '/upstreams/0/url', rule: 'pattern', message: 'must match pattern "^https?://"' }])
-  t.same(check('version: 1\nupstreams:\n  - prefix: /api\n    url: orders:8080\n'), [{ stage: 'schema', pointer: '/upstreams/0/url', rule: 'pattern', message: 'must match pattern "^https?://"' }])
+  t.same(check('version: 1\nupstreams:\n  - prefix: /api\n    url: ftp://files\n'), [{ stage: 'schema', pointer: '/upstreams/0/url', rule: 'pattern', message: 'must match pattern "^(https?://|env:|file:)"' }])
+  t.same(check('version: 1\nupstreams:\n  - prefix: /api\n    url: orders:8080\n'), [{ stage: 'schema', pointer: '/upstreams/0/url', rule: 'pattern', message: 'must match pattern "^(https?://|env:|file:)"' }])
+  t.same(check('version: 1\nupstreams:\n  - prefix: /api\n    url: env:ORDERS_URL\n'), [], 'an address from the environment')
+  t.same(check('version: 1\nupstreams:\n  - prefix: /api\n    url: file:orders.url\n'), [], 'or from a file')
   t.same(check('version: 1\nupstreams:\n  - prefix: api\n    url: http://orders\n'), [{ stage: 'schema', pointer: '/upstreams/0/prefix', rule: 'pattern', message: 'must match pattern "^/"' }])
   t.same(check('version: 1\nupstreams:\n  - prefix: /api\n    url: http://orders\n    timeout: 0\n'), [{ stage: 'schema', pointer: '/upstreams/0/timeout', rule: 'minimum', message: 'must be >= 1' }])
 })

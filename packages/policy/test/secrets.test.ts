@@ -84,16 +84,26 @@ test('references at secret fields are replaced by environment variables and file
   t.not(resolved, data)
 })
 
-test('references anywhere else are plain text', async (t) => {
+test('a reference may stand for any string value; text that merely holds one is left as it is', async (t) => {
+  const dir = t.testdir({ 'ca.path': '/etc/orders/ca.pem\n' })
   const data = {
     version: 1,
-    authz: { realm: 'env:HOME' },
-    authn: { methods: { jwt: { type: 'jwt', audience: 'env:HOME', issuer: 'file:/etc/passwd', keys: [{ kid: 'env:HOME', key: { kty: 'oct', k: 'env:HOME' } }] } } },
-    upstreams: [{ prefix: '/api', url: 'env:HOME', tls: { key: 'file:/etc/passwd' } }]
+    authz: { realm: 'env:REALM', roles: { admin: { inherits: ['env:ROLE', 'user'] } } },
+    upstreams: [{ prefix: '/api', url: 'env:ORDERS_URL', tls: { ca: 'file:ca.path' } }],
+    audit: { 'env:KEY': 'a key is never resolved', note: 'not env:A reference', empty: 'file:', lower: 'Env:REALM', n: 42, flag: true, nothing: null }
   }
-  const { data: resolved, problems } = await resolveSecrets(data, { env: { HOME: '/root' } })
+  const before = structuredClone(data)
+  const { data: resolved, problems } = await resolveSecrets(data, { baseDir: dir, env: { REALM: 'orders', ROLE: 'operator', ORDERS_URL: 'http://orders:8080', KEY: 'x', A: 'y' } })
   t.same(problems, [])
-  t.same(resolved, data)
+  t.same(resolved, {
+    version: 1,
+    authz: { realm: 'orders', roles: { admin: { inherits: ['operator', 'user'] } } },
+    upstreams: [{ prefix: '/api', url: 'http://orders:8080', tls: { ca: '/etc/orders/ca.pem' } }],
+    audit: { 'env:KEY': 'a key is never resolved', note: 'not env:A reference', empty: 'file:', lower: 'Env:REALM', n: 42, flag: true, nothing: null }
+  })
+  t.same(data, before, 'the input is not changed')
+  const { problems: missing } = await resolveSecrets({ upstreams: [{ prefix: '/api', url: 'env:ORDERS_URL' }] }, { env: {} })
+  t.same(missing, [{ stage: 'secrets', pointer: '/upstreams/0/url', message: 'the environment variable ORDERS_URL is not set' }])
 })
 
 test('a missing variable or file is a problem that names it and never a value', async (t) => {
@@ -118,7 +128,7 @@ test('a missing variable or file is a problem that names it and never a value', 
     { stage: 'secrets', pointer: '/authn/methods/other/clientSecret', message: `the file ${join(dir, 'newline.key')} is empty` }
   ])
   for (const problem of problems) t.notMatch(problem.message, /the-present-secret/)
-  const keys = ((resolved.authn as Data).methods as Record<string, Data>)
+  const keys = (resolved.authn as Data).methods as Record<string, Data>
   t.same((keys.jwt?.keys as Data[]).map((key) => key.key), ['env:MISSING', 'env:EMPTY', 'file:nope.key', 'file:folder', 'the-present-secret'], 'what is missing stays a reference')
   t.equal(keys.intro?.clientSecret, 'file:empty.key', 'an empty file is never taken for the secret')
 })
