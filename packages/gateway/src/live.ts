@@ -216,6 +216,11 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
     const target = policy.active?.compiled.app
     const candidate = policy.candidate
     if (event.action === 'activate' && event.mode !== 'enforce' && candidate !== null) trial.start(candidate.compiled, candidate.mode, candidate.share)
+    // Logged and audited once the version is in force: the diff is no part of the switch.
+    setImmediate(() => { record(event, target) })
+  }
+
+  function record (event: PolicyEvent, target: FastifyInstance | undefined): void {
     if (event.action === 'reject') {
       const problems = (event.problems ?? []).map((problem) => ({ pointer: problem.pointer, line: problem.line, message: problem.message }))
       log().error({ policy: { action: 'reject', stage: event.stage, version: event.version, running: event.previousVersion, source: event.source, problems } }, `policy update refused at ${String(event.stage)}; version ${String(event.previousVersion)} keeps serving`)

@@ -74,7 +74,7 @@ export interface PolicyEvent {
   /** For a refusal: the stage and the problems. */
   readonly stage?: string
   readonly problems?: readonly PolicyProblem[]
-  /** For an activation: what changed, and the lint warnings it passed with. */
+  /** For an activation: what changed (worked out when first read), and the lint warnings it passed with. */
   readonly diff?: readonly PolicyDiffEntry[]
   readonly warnings?: readonly LintFinding[]
 }
@@ -309,7 +309,7 @@ export class PolicyManager<C> {
     // An enforced version ends any trial.
     this.#candidate = null
     this.#history = [{ checked: pick(checked), source, activatedAt: active.activatedAt }, ...this.#history.filter((kept) => kept.checked.version !== checked.version)].slice(0, this.#keep)
-    this.#emit({ action, version: checked.version, previousVersion: previous?.version ?? null, source, actor, mode: 'enforce', diff: diffPolicies(previous?.data ?? {}, checked.data), warnings: checked.warnings })
+    this.#emit({ action, version: checked.version, previousVersion: previous?.version ?? null, source, actor, mode: 'enforce', warnings: checked.warnings }, () => diffPolicies(previous?.data ?? {}, checked.data))
     if (candidate !== null) await this.#release(candidate.compiled)
     if (previous !== null) await this.#release(previous.compiled)
     return active
@@ -320,7 +320,7 @@ export class PolicyManager<C> {
     const active = this.#active as ActivePolicy<C>
     const candidate: CandidatePolicy<C> = Object.freeze({ ...pick(checked), compiled, source, activatedAt: new Date(), mode, share: mode === 'canary' ? share : null })
     this.#candidate = candidate
-    this.#emit({ action: 'activate', version: checked.version, previousVersion: active.version, source, actor, mode, ...(candidate.share === null ? {} : { share: candidate.share }), diff: diffPolicies(active.data, checked.data), warnings: checked.warnings })
+    this.#emit({ action: 'activate', version: checked.version, previousVersion: active.version, source, actor, mode, ...(candidate.share === null ? {} : { share: candidate.share }), warnings: checked.warnings }, () => diffPolicies(active.data, checked.data))
     if (replaced !== null) await this.#release(replaced.compiled)
     return candidate
   }
@@ -339,9 +339,15 @@ export class PolicyManager<C> {
     })
   }
 
-  #emit (event: Omit<PolicyEvent, 'actor'> & { actor: string | undefined }): void {
+  // The diff is worked out when first read, not while the version is being put in force.
+  #emit (event: Omit<PolicyEvent, 'actor'> & { actor: string | undefined }, diff?: () => readonly PolicyDiffEntry[]): void {
     const { actor, ...rest } = event
-    this.#onEvent(Object.freeze(actor === undefined ? rest : { ...rest, actor }))
+    const record: Record<string, unknown> = actor === undefined ? rest : { ...rest, actor }
+    if (diff !== undefined) {
+      let computed: readonly PolicyDiffEntry[] | undefined
+      Object.defineProperty(record, 'diff', { enumerable: true, get: () => (computed ??= diff()) })
+    }
+    this.#onEvent(Object.freeze(record) as unknown as PolicyEvent)
   }
 
   async #serially<T> (task: () => Promise<T>): Promise<T> {
