@@ -10,7 +10,6 @@ import { fileURLToPath } from 'node:url'
 import autocannon from 'autocannon'
 import { hashApiKey } from '@portcullis/authn'
 
-const HOST = '127.0.0.1'
 const ROUTES = 1000
 const API_KEY = 'bench-policy-key-000000000000000000001'
 const COMPILE_RUNS = number('BENCH_COMPILE_RUNS', 20, 1, 1000)
