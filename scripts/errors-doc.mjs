@@ -14,6 +14,7 @@ export async function render () {
   await import('@portcullis/mtls')
   await import('@portcullis/audit-log')
   await import('@portcullis/rate-limit')
+  await import('@portcullis/policy')
   const rows = core.errorCatalog()
     .filter((entry) => !entry.code.startsWith('PORTCULLIS_TEST_'))
     .map((entry) => `| \`${entry.code}\` | ${entry.statusCode} | ${entry.title} | ${entry.message.replaceAll('%s', '…').replaceAll('|', '\\|')} |`)
