@@ -13,7 +13,8 @@ import { Redis } from 'ioredis'
 import { resolveConfigPaths, validateGatewayConfig, type RateLimitStoreConfig, type ValidGatewayConfig } from './config.js'
 import { buildAdminApi, type AdminOptions } from './admin.js'
 import { LiveGeneration, type Generation, type RequestHandler } from './generation.js'
-import { addChain, readChainFiles, redisStore } from './standalone.js'
+import { addChain, readChainFiles, redisStore, type UpstreamDispatch } from './standalone.js'
+import { Agent } from 'undici'
 import { checkAutoRollback, Trial, type AutoRollbackOptions, type TrialStats } from './trial.js'
 import { readPem, serverHttpsOptions } from './tls.js'
 
@@ -169,6 +170,19 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
     })
   }
 
+  // One pool per upstream and connection settings, shared by every version that keeps them.
+  const dispatchers = new Map<string, Agent>()
+  const dispatcherFor = (settings: UpstreamDispatch): Agent => {
+    const key = JSON.stringify(settings)
+    let agent = dispatchers.get(key)
+    if (agent === undefined) {
+      const { url: _url, ...options } = settings
+      agent = new Agent(options)
+      dispatchers.set(key, agent)
+    }
+    return agent
+  }
+
   async function compile (checked: CheckedPolicy, mode: PolicyMode): Promise<LiveGeneration> {
     // Building a chain is mostly synchronous work: requests waiting on sockets go first.
     await new Promise((resolve) => setImmediate(resolve))
@@ -193,6 +207,7 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
       await addChain(app, valid, files, {
         state,
         version: checked.version,
+        dispatcherFor,
         // A shadow counts in a store of its own: its limits are simulated, never charged to clients.
         store: mode === 'shadow' ? new MemoryStore() : store,
         ...(auditWriter === undefined || mode === 'shadow' ? {} : { auditWriter }),
@@ -305,6 +320,7 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
     for (const client of redisClients) client.disconnect()
     await policy.close()
     await Promise.all([...retiring].map(async (generation) => { await generation.close() }))
+    await Promise.all([...dispatchers.values()].map(async (agent) => { await agent.close() }))
     await auditWriter?.close()
   })
   const app = edge

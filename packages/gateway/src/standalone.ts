@@ -7,6 +7,7 @@ import type { AuditLogOptions, AuditWriter } from '@portcullis/audit-log'
 import { RedisStore, type RateLimitStore } from '@portcullis/rate-limit'
 import { documentRoutes, portcullisSchemaValidate, shapeOf } from '@portcullis/schema-validate'
 import { Redis } from 'ioredis'
+import type { Dispatcher } from 'undici'
 import { portcullis } from './plugin.js'
 import type { MtlsOptions } from '@portcullis/mtls'
 import { validateGatewayConfig, type GatewayConfig, type RateLimitStoreConfig, type UpstreamRoute, type ValidGatewayConfig, type ValidUpstream } from './config.js'
@@ -79,6 +80,19 @@ export interface SharedState {
   onPrincipal?: onRequestHookHandler
   /** Runs once a request is answered, after its audit record is written. */
   onResponse?: onResponseHookHandler
+  /**
+   * The connection pool to an upstream, given its settings: versions that keep an upstream's
+   * settings keep its pool, so an update opens no connection. Each chain has its own without it.
+   */
+  dispatcherFor?: (settings: UpstreamDispatch) => Dispatcher
+}
+
+/** What the connections to an upstream are made with. */
+export interface UpstreamDispatch {
+  url: string
+  headersTimeout: number
+  bodyTimeout: number
+  connect: Record<string, unknown>
 }
 
 /** The response header of a shadow chain that says what it decided: `allow`, or `deny <code>`. */
@@ -90,7 +104,7 @@ export const SHADOW_OUTCOME_HEADER = 'x-portcullis-shadow-outcome'
  */
 export async function addChain (app: FastifyInstance, valid: ValidGatewayConfig, files: ChainFiles, shared: SharedState): Promise<void> {
   const { core, authn, ipRules, authz, upstreams } = valid
-  const { state, store, auditWriter, version, purpose = 'serve', onPrincipal, onResponse } = shared
+  const { state, store, auditWriter, version, purpose = 'serve', onPrincipal, onResponse, dispatcherFor } = shared
   const shadow = purpose === 'shadow'
   const ipRateLimit = purpose === 'canary' ? undefined : valid.ipRateLimit
   const rateLimit = valid.rateLimit
@@ -134,7 +148,9 @@ export async function addChain (app: FastifyInstance, valid: ValidGatewayConfig,
 
   for (const [i, upstream] of upstreams.entries()) {
     const declared = routes[i] as UpstreamRoute[]
-    const undici = { headersTimeout: upstream.timeout, bodyTimeout: upstream.timeout, ...files.connects[i] }
+    const settings = { url: upstream.url, headersTimeout: upstream.timeout, bodyTimeout: upstream.timeout, ...(files.connects[i] as { connect: Record<string, unknown> }) }
+    const { url: _url, ...options } = settings
+    const undici = dispatcherFor === undefined ? options : dispatcherFor(settings)
     const answered = recordAnswer(upstream.url)
     const failed = recordFailure(upstream.url)
     // A public upstream asks for no credentials: authentication and authorization are off on its routes.
@@ -227,7 +243,7 @@ async function routesOf (upstream: ValidUpstream, path: string): Promise<Upstrea
  * The routes an upstream declares, each a Fastify route of its own so that rules key on its
  * pattern; the request goes upstream as it arrived, with the prefix rewritten.
  */
-async function declaredRoutes (app: FastifyInstance, { upstream, undici, answered, failed, open, shadow }: { upstream: ValidUpstream, undici: Record<string, unknown>, answered: Answered, failed: Failed, open: Record<string, false>, shadow: boolean }): Promise<void> {
+async function declaredRoutes (app: FastifyInstance, { upstream, undici, answered, failed, open, shadow }: { upstream: ValidUpstream, undici: Record<string, unknown> | Dispatcher, answered: Answered, failed: Failed, open: Record<string, false>, shadow: boolean }): Promise<void> {
   if (!shadow) await app.register(replyFrom, { base: upstream.url, undici })
   // Bodies other than JSON and text go upstream as streams, as they do through the proxy.
   app.addContentTypeParser('*', (_request, payload, done) => { done(null, payload) })
@@ -238,7 +254,7 @@ async function declaredRoutes (app: FastifyInstance, { upstream, undici, answere
       // A GET route answers HEAD too: in the same route rather than one Fastify adds beside it,
       // which halves what a large policy costs to compile.
       method: methods.includes('GET') && !heads.has(route.path) ? [...methods, 'HEAD'] : methods,
-      exposeHeadRoutes: false,
+      exposeHeadRoute: false,
       url: route.path,
       config: {
         ...open,
