@@ -10,7 +10,7 @@ const run = promisify(execFile)
 test('the installed portcullis command answers --help and --version', async (t) => {
   const help = await run(process.execPath, [bin, '--help'])
   t.match(help.stdout, /^Usage: portcullis <command>/)
-  t.match(help.stdout, 'start <config-file>')
+  t.match(help.stdout, 'start <policy-file>')
   const version = await run(process.execPath, [bin, '--version'])
   t.match(version.stdout, /^\d+\.\d+\.\d+\n$/)
   await t.rejects(run(process.execPath, [bin, 'bogus']), { code: 2 })

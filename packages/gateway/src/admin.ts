@@ -1,7 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify'
 import { checkKnownKeys, invalidOption, portcullisCore, withHeaders, withViolations } from '@portcullis/core'
-import { diffPolicies, formatDiff, isPolicyRejected, type PolicyManager, type PolicyMode } from '@portcullis/policy'
+import { diffPolicies, formatDiff, isPolicyRejected, type ActivePolicy, type PolicyManager, type PolicyMode } from '@portcullis/policy'
 import { AdminBadRequest, AdminConflict, AdminNotFound, AdminUnauthorized } from './errors.js'
 import type { Generation } from './generation.js'
 import type { TrialStats } from './trial.js'
@@ -78,14 +78,16 @@ export async function buildAdminApi (policy: PolicyManager<Generation>, trialSta
     return `admin-api${cn === undefined ? '' : `:${cn}`}`
   }
 
+  // The gateway has an active version from before its admin API listens until after it closes.
+  const active = (): ActivePolicy<Generation> => policy.active as ActivePolicy<Generation>
   app.get('/policy', async () => {
-    const active = policy.active
+    const { version, source, activatedAt, warnings } = active()
     const candidate = policy.candidate
     return {
-      version: active?.version ?? null,
-      source: active?.source ?? null,
-      activatedAt: active?.activatedAt ?? null,
-      warnings: active?.warnings ?? [],
+      version,
+      source,
+      activatedAt,
+      warnings,
       candidate: candidate === null ? null : { version: candidate.version, mode: candidate.mode, share: candidate.share, activatedAt: candidate.activatedAt },
       staged: staged === null ? null : { version: staged.version }
     }
@@ -97,7 +99,7 @@ export async function buildAdminApi (policy: PolicyManager<Generation>, trialSta
     return await reply.type('text/plain; charset=utf-8').send(text)
   })
   app.get<{ Querystring: { from?: string, to?: string } }>('/policy/diff', async (request) => {
-    const from = request.query.from ?? policy.active?.version
+    const from = request.query.from ?? active().version
     const to = request.query.to ?? policy.candidate?.version ?? staged?.version
     if (from === undefined || to === undefined) throw new AdminBadRequest('from and to name kept versions (to defaults to the candidate or the staged document)')
     const [a, b] = [documentOf(from), documentOf(to)]
@@ -111,7 +113,7 @@ export async function buildAdminApi (policy: PolicyManager<Generation>, trialSta
     const signature = request.headers['x-policy-signature']
     const checked = await refusing(async () => await policy.check(request.body as string, { name: 'candidate', ...(typeof signature === 'string' ? { signature } : {}) }))
     staged = { text: request.body, version: checked.version, data: checked.data, ...(typeof signature === 'string' ? { signature } : {}) }
-    return await reply.code(201).send({ version: checked.version, warnings: checked.warnings, diff: formatDiff(diffPolicies(policy.active?.data ?? {}, checked.data)) })
+    return await reply.code(201).send({ version: checked.version, warnings: checked.warnings, diff: formatDiff(diffPolicies(active().data, checked.data)) })
   })
   app.post<{ Body: { version?: unknown, mode?: unknown, share?: unknown } | undefined }>('/policy/activate', async (request) => {
     const { version, mode = 'enforce', share } = request.body ?? {}
@@ -140,8 +142,8 @@ export async function buildAdminApi (policy: PolicyManager<Generation>, trialSta
   })
 
   // What a change made: the version it put in force, how, and the version that is active now.
-  function summary (result: { version: string, mode?: PolicyMode }): { version: string, mode: PolicyMode, active: string | null } {
-    return { version: result.version, mode: result.mode ?? 'enforce', active: policy.active?.version ?? null }
+  function summary (result: { version: string, mode?: PolicyMode }): { version: string, mode: PolicyMode, active: string } {
+    return { version: result.version, mode: result.mode ?? 'enforce', active: active().version }
   }
 
   function documentOf (version: string): Record<string, unknown> {
@@ -163,12 +165,11 @@ async function refusing<T> (run: () => Promise<T>): Promise<T> {
         in: 'body',
         pointer: problem.pointer,
         rule: problem.rule ?? problem.stage,
-        message: problem.line === undefined ? problem.message : `line ${problem.line}, column ${problem.column ?? 1}: ${problem.message}`
+        message: problem.line === undefined ? problem.message : `line ${problem.line}, column ${String(problem.column)}: ${problem.message}`
       })))
     }
-    // The manager's own refusals (no such version, a bad share) name what was wrong.
-    if ((err as { code?: unknown }).code === 'PORTCULLIS_CORE_INVALID_OPTION') throw new AdminBadRequest((err as Error).message)
-    throw err
+    // Anything else is the manager's own refusal (no such version, a bad share), which names what was wrong.
+    throw new AdminBadRequest((err as Error).message)
   }
 }
 

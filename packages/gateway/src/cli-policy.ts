@@ -41,7 +41,7 @@ async function publish (file: string, url: string, prefix: string | undefined, i
   try {
     const text = await readFile(file, 'utf8')
     const signature = await readFile(`${file}.sig`, 'utf8').then((sig) => sig.trim(), () => undefined)
-    const published = await withRedis(url, async (client) => await publishPolicy(client, text, { name: basename(file), actor: `cli:${userInfo().username}`, ...(prefix === undefined ? {} : { prefix }), ...(signature === undefined ? {} : { signature }) }))
+    const published = await withRedis(url, async (client) => await publishPolicy(client, text, { name: basename(file), actor: `cli:${userInfo().username}`, prefix, signature }))
     io.stdout(`published ${file}, version ${published.version}${signature === undefined ? '' : ' (signed)'}: every instance that follows ${redactUrl(url)} applies it now; see portcullis policy status`)
     return 0
   } catch (err) {
@@ -66,9 +66,9 @@ async function status (url: string, prefix: string | undefined, io: CliIo): Prom
   }
 }
 
-// A Redis URL may hold a password: only its host is ever printed.
+// A Redis URL may hold a password: only its host is ever printed (it connected, so it parses).
 function redactUrl (url: string): string {
-  return URL.canParse(url) ? `redis at ${new URL(url).host}` : 'Redis'
+  return `redis at ${new URL(url).host}`
 }
 
 async function validate (file: string, publicKeyFile: string | undefined, io: CliIo, env: NodeJS.ProcessEnv): Promise<number> {

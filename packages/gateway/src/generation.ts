@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify'
 
 /** Hands a raw request to a Fastify instance that does not listen itself. */
 export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => void
@@ -43,6 +43,16 @@ export class LiveGeneration implements Generation {
     this.inflight++
     res.once('close', this.#finished)
     this.#handler(req, res)
+  }
+
+  /** Decides a request handed to it in-process (a shadow's replay), counted in flight as served ones are. */
+  async inject (options: InjectOptions): Promise<LightMyRequestResponse> {
+    this.inflight++
+    try {
+      return await this.app.inject(options)
+    } finally {
+      this.#finished()
+    }
   }
 
   /** No new request comes to it; it closes once its last one is answered. */

@@ -3,11 +3,11 @@ import { readFile } from 'node:fs/promises'
 import { createServer as createHttpServer, Server, type IncomingMessage, type ServerResponse } from 'node:http'
 import { createServer as createHttpsServer } from 'node:https'
 import { basename, dirname, resolve } from 'node:path'
-import { Writable } from 'node:stream'
+import { PassThrough } from 'node:stream'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import { openAuditWriter, validateOptions as validateAuditOptions, type AuditWriter } from '@portcullis/audit-log'
 import { MemoryStore, type RateLimitStore } from '@portcullis/rate-limit'
-import { PolicyManager, syncPolicyFromRedis, watchPolicyFile, type CheckedPolicy, type InstanceStatus, type PolicyEvent, type PolicyFileWatch, type PolicyMode, type PolicyPublicKey, type RedisSync } from '@portcullis/policy'
+import { PolicyManager, syncPolicyFromRedis, watchPolicyFile, type CheckedPolicy, type InstanceStatus, type PolicyEvent, type PolicyFileWatch, type PolicyMode, type PolicyDiffEntry, type PolicyProblem, type PolicyPublicKey, type RedisSync } from '@portcullis/policy'
 import { invalidOption } from '@portcullis/core'
 import { Redis } from 'ioredis'
 import { resolveConfigPaths, validateGatewayConfig, type RateLimitStoreConfig, type ValidGatewayConfig } from './config.js'
@@ -141,6 +141,8 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
   }
   edge = Fastify({
     ...options.serverOptions,
+    // Read by Fastify only to say https:// in the address it listens on.
+    ...(https === undefined ? {} : { https }),
     serverFactory: (_handler, opts) => {
       const listener = https === undefined ? createHttpServer(dispatch) : createHttpsServer(https, dispatch)
       // What Fastify sets on a server it makes itself.
@@ -153,7 +155,7 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
   }) as unknown as FastifyInstance
   const state = { closing: false }
   const trial = new Trial(edge.log, autoRollback, (reason) => {
-    edge?.log.warn({ policy: { action: 'auto-rollback', version: policy.candidate?.version ?? null, reason } }, `policy candidate rolled back: ${reason}`)
+    edge?.log.warn({ policy: { action: 'auto-rollback', reason } }, `policy candidate rolled back: ${reason}`)
     policy.rollback(undefined, { source: 'auto-rollback' }).catch(() => {})
   })
   const storeConfig = options.rateLimitStore ?? startup.rateLimitStore
@@ -237,11 +239,11 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
 
   function record (event: PolicyEvent, target: FastifyInstance | undefined): void {
     if (event.action === 'reject') {
-      const problems = (event.problems ?? []).map((problem) => ({ pointer: problem.pointer, line: problem.line, message: problem.message }))
+      const problems = (event.problems as PolicyProblem[]).map((problem) => ({ pointer: problem.pointer, line: problem.line, message: problem.message }))
       log().error({ policy: { action: 'reject', stage: event.stage, version: event.version, running: event.previousVersion, source: event.source, problems } }, `policy update refused at ${String(event.stage)}; version ${String(event.previousVersion)} keeps serving`)
     } else {
       const restart = event.previousVersion === null ? [] : startOnlyChanges(event)
-      log().info({ policy: { action: event.action, mode: event.mode, version: event.version, previous: event.previousVersion, source: event.source, changes: event.diff?.length ?? 0, warnings: event.warnings?.map((w) => `${w.pointer} ${w.message}`), ...(restart.length === 0 ? {} : { restartNeeded: restart }) } }, `policy ${event.action === 'rollback' ? 'rolled back' : event.mode === 'enforce' ? 'activated' : `on trial (${event.mode})`}: ${String(event.previousVersion)} → ${String(event.version)}`)
+      log().info({ policy: { action: event.action, mode: event.mode, version: event.version, previous: event.previousVersion, source: event.source, ...(event.actor === undefined ? {} : { actor: event.actor }), changes: event.diff?.length ?? 0, warnings: event.warnings?.map((w) => `${w.pointer} ${w.message}`), ...(restart.length === 0 ? {} : { restartNeeded: restart }) } }, `policy ${event.action === 'rollback' ? 'rolled back' : event.mode === 'enforce' ? 'activated' : `on trial (${event.mode})`}: ${String(event.previousVersion)} → ${String(event.version)}`)
     }
     // The audit log is shared: whichever version is active writes the record.
     target?.audit?.policyChange({
@@ -252,7 +254,7 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
       mode: event.mode,
       ...(event.actor === undefined ? {} : { actor: event.actor }),
       ...(event.stage === undefined ? {} : { reason: `${event.stage}: ${String(event.problems?.[0]?.message)}` }),
-      ...(event.diff === undefined ? {} : { diff: summary(event) })
+      ...(event.action === 'reject' ? {} : { diff: summary(event.diff as PolicyDiffEntry[]) })
     })
   }
 
@@ -273,12 +275,18 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
     else watcher = await watchPolicyFile(policy, file, { ...(options.debounceMs === undefined ? {} : { debounceMs: options.debounceMs }) })
     if (options.redis !== undefined) sync = await followRedis(options.redis)
   } catch (err) {
+    await abandon()
+    throw err
+  }
+
+  // A start that fails after the first version was compiled releases all it opened.
+  async function abandon (): Promise<void> {
     watcher?.close()
+    await sync?.close()
     for (const client of redisClients) client.disconnect()
     await policy.close()
     await auditWriter?.close()
-    await edge.close()
-    throw err
+    await (edge as FastifyInstance).close()
   }
 
   async function followRedis (redis: PolicyRedisOptions): Promise<RedisSync> {
@@ -292,27 +300,26 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
     return await syncPolicyFromRedis(policy, {
       client,
       subscriber,
-      ...(redis.prefix === undefined ? {} : { prefix: redis.prefix }),
-      ...(redis.instanceId === undefined ? {} : { instanceId: redis.instanceId }),
-      ...(redis.heartbeatMs === undefined ? {} : { heartbeatMs: redis.heartbeatMs })
+      prefix: redis.prefix,
+      instanceId: redis.instanceId,
+      heartbeatMs: redis.heartbeatMs
     })
   }
 
-  const admin = options.admin === undefined
-    ? null
-    : await buildAdminApi(policy as unknown as PolicyManager<Generation>, () => trial.stats(), options.admin, edge.log).catch(async (err: unknown) => {
-      watcher?.close()
-      await sync?.close()
-      for (const client of redisClients) client.disconnect()
-      await policy.close()
-      await auditWriter?.close()
-      await edge?.close()
-      throw err
-    })
+  let admin: { app: FastifyInstance, host: string, port: number } | null = null
+  try {
+    if (options.admin !== undefined) {
+      const adminOptions = options.admin
+      admin = { app: await buildAdminApi(policy as unknown as PolicyManager<Generation>, () => trial.stats(), adminOptions, edge.log), host: adminOptions.host ?? '127.0.0.1', port: adminOptions.port }
+    }
+  } catch (err) {
+    await abandon()
+    throw err
+  }
   let adminUrl: string | null = null
   edge.addHook('preClose', async () => {
     state.closing = true
-    await admin?.close()
+    await admin?.app.close()
   })
   edge.addHook('onClose', async () => {
     watcher?.close()
@@ -332,7 +339,7 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
     fleetReport: () => sync?.status() ?? null,
     listen: async () => {
       const url = await app.listen({ host: server.host, port: server.port })
-      if (admin !== null) adminUrl = await admin.listen({ host: options.admin?.host ?? '127.0.0.1', port: options.admin?.port ?? 0 })
+      if (admin !== null) adminUrl = await admin.app.listen({ host: admin.host, port: admin.port })
       return url
     },
     adminUrl: () => adminUrl,
@@ -344,8 +351,7 @@ function startOnlyChanges (event: PolicyEvent): string[] {
   return (event.diff ?? []).map((entry) => entry.path).filter((path) => START_ONLY.some((part) => path === part || path.startsWith(`${part}.`) || path.startsWith(`${part}[`)))
 }
 
-function summary (event: PolicyEvent): { added: string[], changed: string[], removed: string[], truncated: boolean } {
-  const entries = event.diff ?? []
+function summary (entries: readonly PolicyDiffEntry[]): { added: string[], changed: string[], removed: string[], truncated: boolean } {
   const pick = (kind: string): string[] => entries.filter((entry) => entry.kind === kind).slice(0, 50).map((entry) => entry.path)
   return { added: pick('added'), changed: pick('changed'), removed: pick('removed'), truncated: entries.length > 50 }
 }
@@ -360,7 +366,7 @@ export async function checkPolicyFile (file: string, options: Pick<PolicyGateway
   const dir = dirname(path)
   const manager = new PolicyManager<null>({
     ...(options.publicKey === undefined ? {} : { publicKey: options.publicKey }),
-    secrets: { baseDir: dir, env: options.env ?? process.env },
+    secrets: { baseDir: dir, env: options.env },
     compile: async (checked) => {
       const valid = resolveConfigPaths(validateGatewayConfig(structuredClone(checked.resolved)), dir)
       const files = await readChainFiles(valid)
@@ -368,7 +374,7 @@ export async function checkPolicyFile (file: string, options: Pick<PolicyGateway
       const app = Fastify() as unknown as FastifyInstance
       try {
         // Records go nowhere: the sinks were checked above, and are not opened to check a file.
-        const auditWriter = files.audit === undefined ? undefined : await openAuditWriter({ sinks: [{ type: 'stream', stream: new Writable({ write: (_chunk, _encoding, done) => { done() } }) }] })
+        const auditWriter = files.audit === undefined ? undefined : await openAuditWriter({ sinks: [{ type: 'stream', stream: new PassThrough() }] })
         await addChain(app, valid, files, { state: { closing: false }, store: new MemoryStore(), version: checked.version, ...(auditWriter === undefined ? {} : { auditWriter }) })
         await app.ready()
         await auditWriter?.close()

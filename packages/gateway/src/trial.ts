@@ -94,11 +94,14 @@ export class Trial {
   readonly #log: FastifyBaseLogger
   readonly #autoRollback: ReturnType<typeof checkAutoRollback> | null
   readonly #rollback: (reason: string) => void
+  readonly #maxPending: number
 
-  constructor (log: FastifyBaseLogger, autoRollback: ReturnType<typeof checkAutoRollback> | null, rollback: (reason: string) => void) {
+  /** `maxPending`: shadow evaluations under way at once, beyond which requests are skipped (bounded memory). */
+  constructor (log: FastifyBaseLogger, autoRollback: ReturnType<typeof checkAutoRollback> | null, rollback: (reason: string) => void, maxPending = MAX_PENDING) {
     this.#log = log
     this.#autoRollback = autoRollback
     this.#rollback = rollback
+    this.#maxPending = maxPending
   }
 
   /** Puts a candidate on trial, with fresh counts. */
@@ -171,24 +174,23 @@ export class Trial {
     const hasBody = request.headers['content-length'] !== undefined ? request.headers['content-length'] !== '0' : request.headers['transfer-encoding'] !== undefined
     // A body streamed to the upstream is gone; one parsed as JSON can be sent again.
     const replayable = !hasBody || (body !== undefined && body !== null && typeof (body as { pipe?: unknown }).pipe !== 'function')
-    if (!replayable || counts.pending >= MAX_PENDING) {
+    if (!replayable || counts.pending >= this.#maxPending) {
       counts.skipped++
       return
     }
     const active = outcomeOf(decisionsOf(request))
     const { 'content-length': _length, 'transfer-encoding': _encoding, ...headers } = request.headers
     counts.pending++
-    shadow.app.inject({
+    // Counts belong to the trial they began in (`stats`): a newer trial has fresh ones.
+    shadow.inject({
       method: request.method as 'GET',
       url: request.raw.url as string,
       headers: { ...headers, [SHADOW_HEADER]: '1' },
-      remoteAddress: request.raw.socket.remoteAddress ?? '127.0.0.1',
-      ...(hasBody ? { payload: typeof body === 'string' || Buffer.isBuffer(body) ? body : JSON.stringify(body) } : {})
+      remoteAddress: request.raw.socket.remoteAddress as string,
+      ...(hasBody ? { payload: typeof body === 'string' ? body : JSON.stringify(body) } : {})
     }).then((response) => {
       counts.pending--
-      // Counts belong to the trial they began in: a newer trial has fresh ones.
-      if (this.#stats !== stats) return
-      const candidate = String(response.headers[SHADOW_OUTCOME_HEADER] ?? `status ${response.statusCode}`)
+      const candidate = String(response.headers[SHADOW_OUTCOME_HEADER])
       counts.evaluated++
       stats.candidate.requests++
       if (candidate !== 'allow') stats.candidate.denied++
@@ -198,7 +200,8 @@ export class Trial {
         if (active === 'allow') counts.wouldDeny++
         else if (candidate === 'allow') counts.wouldAllow++
         else counts.otherReason++
-        this.#log.info({ shadow: { version: stats.version, requestId: request.id, method: request.method, route: request.routeOptions.url ?? null, principal: request.principal?.id ?? null, active, candidate } }, 'shadow decision differs')
+        // An unknown route or an anonymous request leaves its field out.
+        this.#log.info({ shadow: { version: stats.version, requestId: request.id, method: request.method, route: request.routeOptions.url, principal: request.principal?.id, active, candidate } }, 'shadow decision differs')
       }
       this.#judge()
     }, (err: unknown) => {

@@ -3,6 +3,7 @@ import Fastify from 'fastify'
 import { execFileSync } from 'node:child_process'
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
+import { Writable } from 'node:stream'
 import { request as httpsRequest } from 'node:https'
 import { join } from 'node:path'
 import { createApiKey } from '@portcullis/authn'
@@ -28,10 +29,10 @@ function policyFor (url: string, role: string): string {
   })
 }
 
-async function start (t: Test, text: string, admin: PolicyGatewayOptions['admin']): Promise<PolicyGateway & { url: string, admin: string }> {
+async function start (t: Test, text: string, admin: PolicyGatewayOptions['admin'], options: Partial<PolicyGatewayOptions> = {}): Promise<PolicyGateway & { url: string, admin: string }> {
   const file = join(await mkdtemp(join(tmpdir(), 'portcullis-admin-')), 'policy.json')
   await writeFile(file, text)
-  const gateway = await startPolicyGateway({ file, host: '127.0.0.1', port: 0, watch: false, ...(admin === undefined ? {} : { admin }) })
+  const gateway = await startPolicyGateway({ file, host: '127.0.0.1', port: 0, watch: false, ...(admin === undefined ? {} : { admin }), ...options })
   t.teardown(gateway.close)
   const url = await gateway.listen()
   return { ...gateway, url, admin: gateway.adminUrl() as string }
@@ -59,6 +60,13 @@ test('the admin API: read, stage, activate in each mode, promote and roll back, 
 
   const v1 = gateway.policy.active?.version
   t.match((await call('GET', '/policy')).json, { version: v1, source: 'file', candidate: null, staged: null })
+  t.equal((await call('POST', '/policy/rollback')).status, 409, 'nothing to roll back to yet')
+  t.equal((await call('POST', '/policy/activate')).status, 409, 'nothing staged')
+  t.equal((await call('GET', '/policy/diff')).status, 400, 'nothing to compare with')
+  t.equal((await call('PUT', '/policy/candidate')).status, 400, 'no document')
+  t.equal((await call('POST', '/policy/rollback', '')).status, 409, 'an empty JSON body is no body')
+  const secretMissing = await call('PUT', '/policy/candidate', policyFor(target, 'user').replace(`"url":"${target}"`, '"url":"env:NO_SUCH_ORDERS_URL"'))
+  t.match(secretMissing.json, { status: 422, errors: [{ pointer: '/upstreams/0/url', rule: 'secrets', message: /NO_SUCH_ORDERS_URL is not set/ }] })
   t.equal((await call('GET', `/policy/versions/${String(v1)}`)).text, policyFor(target, 'user'), 'the document as written')
   t.equal((await call('GET', '/policy/versions/0000000000000000')).status, 404)
 
@@ -74,6 +82,7 @@ test('the admin API: read, stage, activate in each mode, promote and roll back, 
   t.equal(staged.status, 201)
   t.match(staged.json.diff, /~ upstreams\[\/api\]\.routes\[GET \/things\]\.authz\.anyRole: \["user"\] → \["admin"\]/)
   const v2 = staged.json.version as string
+  t.match((await call('GET', '/policy')).json, { staged: { version: v2 } })
   t.equal((await call('GET', '/policy/diff')).json.text, staged.json.diff, 'the staged candidate against the active version')
   t.equal((await call('GET', `/policy/versions/${v2}`)).text, policyFor(target, 'admin'))
   t.equal((await call('POST', '/policy/activate', '{"mode":"sideways"}')).status, 400)
@@ -97,9 +106,12 @@ test('the admin API: read, stage, activate in each mode, promote and roll back, 
   t.equal((await call('POST', '/policy/rollback', '{"version":7}')).status, 400)
   t.same((await call('POST', '/policy/activate', JSON.stringify({ version: v2 }))).json, { version: v2, mode: 'enforce', active: v2 }, 'a kept version, by id')
 
-  // A canary, then rolled back: only the trial ends.
-  await call('PUT', '/policy/candidate', policyFor(target, 'user'))
-  t.match((await call('POST', '/policy/activate', '{"mode":"canary","share":0.25}')).json, { mode: 'canary', active: v2 })
+  // A canary (staged with a signature header, which a gateway without a key does not ask for),
+  // activated by its version, then rolled back: only the trial ends.
+  const canary = await call('PUT', '/policy/candidate', policyFor(target, 'user'), { 'x-policy-signature': 'c2lnbmF0dXJl' })
+  t.equal(canary.status, 201)
+  t.match((await call('POST', '/policy/activate', '{"mode":"canary","share":2}')).json, { status: 400, detail: /share must be the share of principals the canary serves/ })
+  t.match((await call('POST', '/policy/activate', JSON.stringify({ version: canary.json.version, mode: 'canary', share: 0.25 }))).json, { mode: 'canary', active: v2 })
   t.match((await call('POST', '/policy/rollback')).json, { version: v2, active: v2 })
   t.equal(gateway.policy.candidate, null)
   t.equal((await call('POST', '/policy/activate', '{"version":"0123456789abcdef"}')).status, 409)
@@ -117,22 +129,31 @@ test('the admin API over mutual TLS: a caller without a certificate from the cli
   openssl('x509', '-req', '-in', 'ops.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'ops.crt', '-days', '1')
   const read = async (name: string): Promise<string> => await readFile(join(dir, name), 'utf8')
   const target = await upstream(t)
-  const gateway = await start(t, policyFor(target, 'user'), { port: 0, tls: { key: await read('server.key'), cert: await read('server.crt'), clientCa: await read('ca.crt') } })
-  const get = async (path: string, cert?: { key: string, cert: string }): Promise<{ status: number, body: string }> => await new Promise((resolve, reject) => {
-    const req = httpsRequest(`${gateway.admin}${path}`, { rejectUnauthorized: false, ...(cert ?? {}) }, (res) => {
-      let body = ''
+  const lines: string[] = []
+  const stream = new Writable({ write: (chunk, _encoding, done) => { lines.push(String(chunk)); done() } })
+  const gateway = await start(t, policyFor(target, 'user'), { port: 0, tls: { key: await read('server.key'), cert: await read('server.crt'), clientCa: await read('ca.crt') } }, { serverOptions: { logger: { level: 'info', stream } } })
+  const send = async (method: string, path: string, cert?: { key: string, cert: string }, body?: string): Promise<{ status: number, body: string }> => await new Promise((resolve, reject) => {
+    const req = httpsRequest(`${gateway.admin}${path}`, { method, rejectUnauthorized: false, ...(cert ?? {}), ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' } }) }, (res) => {
+      let text = ''
       res.setEncoding('utf8')
-      res.on('data', (chunk: string) => { body += chunk })
-      res.on('end', () => { resolve({ status: res.statusCode as number, body }) })
+      res.on('data', (chunk: string) => { text += chunk })
+      res.on('end', () => { resolve({ status: res.statusCode as number, body: text }) })
     })
     req.on('error', reject)
-    req.end()
+    req.end(body)
   })
+  const get = async (path: string, cert?: { key: string, cert: string }): Promise<{ status: number, body: string }> => await send('GET', path, cert)
   t.match(gateway.admin, /^https:/)
   await t.rejects(get('/policy'), 'no client certificate: the handshake fails')
-  const answer = await get('/policy', { key: await read('ops.key'), cert: await read('ops.crt') })
+  const ops = { key: await read('ops.key'), cert: await read('ops.crt') }
+  const answer = await get('/policy', ops)
   t.equal(answer.status, 200)
   t.equal(JSON.parse(answer.body).version, gateway.policy.active?.version)
+  t.equal((await send('PUT', '/policy/candidate', ops, policyFor(target, 'admin'))).status, 201)
+  t.equal((await send('POST', '/policy/activate', ops, '{}')).status, 200)
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  const activation = lines.map((line) => JSON.parse(line)).find((entry) => entry.policy?.source === 'admin-api')
+  t.match(activation, { policy: { action: 'activate', actor: 'admin-api:ops' } }, 'the change names the certificate that made it')
 })
 
 test('admin options are checked at startup: a port, authentication, a long enough token', async (t) => {

@@ -11,6 +11,8 @@ import type { FastifyInstance } from 'fastify'
 import { main, USAGE } from '../src/cli-main.js'
 import Fastify from 'fastify'
 import { devJwtMethod, loadOrCreateDevIdentity } from '@portcullis/authn'
+import { Redis } from 'ioredis'
+import { publishPolicy } from '@portcullis/policy'
 import { installShutdown, portcullis } from '../src/index.js'
 
 function io () {
@@ -240,6 +242,8 @@ test('policy diff names what changed by route and rule', async (t) => {
 
 test('policy publish and status: the fleet in Redis', async (t) => {
   const redis = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
+  const client = new Redis(redis)
+  t.teardown(() => client.quit())
   const prefix = `portcullis:test:cli:${process.pid}:${Date.now()}:`
   const file = await configFile('version: 1\nupstreams:\n  - { prefix: /api, url: "http://127.0.0.1:9", public: true }\n', 'policy.yaml')
   const none = io()
@@ -251,10 +255,15 @@ test('policy publish and status: the fleet in Redis', async (t) => {
   const { app } = started.listening ?? t.fail('not listening') as never
   t.teardown(() => app.close())
   await writeFile(file, 'version: 1\nupstreams:\n  - { prefix: /v2, url: "http://127.0.0.1:9", public: true }\n')
+  // Signed (the instance, started without a key, does not ask for it, but takes it along).
+  const { privateKey } = generateKeyPairSync('ed25519')
+  const keyFile = join(dirname(file), 'signing.pem')
+  await writeFile(keyFile, privateKey.export({ type: 'pkcs8', format: 'pem' }))
+  t.equal(await main(['policy', 'sign', file, '--key', keyFile], io().io, {}), 0)
   const published = io()
   t.equal(await main(['policy', 'publish', file, '--redis', redis, '--prefix', prefix], published.io, {}), 0)
   const version = /version ([0-9a-f]{16})/.exec(published.out[0] as string)?.[1] as string
-  t.match(published.out[0], /: every instance that follows redis at 127\.0\.0\.1:6379 applies it now/)
+  t.match(published.out[0], /\(signed\): every instance that follows redis at 127\.0\.0\.1:6379 applies it now/)
   let status = io()
   for (let i = 0; i < 100; i++) {
     status = io()
@@ -262,6 +271,17 @@ test('policy publish and status: the fleet in Redis', async (t) => {
     await new Promise((resolve) => setTimeout(resolve, 20))
   }
   t.match(status.out, [new RegExp(`^published: ${version} at .+ by cli:`), new RegExp(`^ {2}\\S+ {2}${version}$`)])
+
+  // A version the instance cannot run (its environment lacks a variable): it keeps its own, says
+  // so, and status exits 3 until the fleet has converged.
+  const next = await publishPolicy(client, 'version: 1\nupstreams:\n  - { prefix: /v3, url: "env:NO_SUCH_UPSTREAM_URL", public: true }\n', { prefix })
+  let behind = io()
+  for (let i = 0; i < 100; i++) {
+    behind = io()
+    if (await main(['policy', 'status', '--redis', redis, '--prefix', prefix], behind.io, {}) === 3 && behind.out.some((line) => line.includes('refused'))) break
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  t.match(behind.out, [new RegExp(`^published: ${next.version} at \\S+$`), new RegExp(`^ {2}\\S+ {2}${version} {2}\\(behind\\) {2}refused ${next.version}: .*NO_SUCH_UPSTREAM_URL is not set`)])
 
   const down = io()
   t.equal(await main(['policy', 'publish', file, '--redis', 'redis://127.0.0.1:1'], down.io, {}), 1)

@@ -103,3 +103,19 @@ test('the recommended order is complete and consistent', async (t) => {
   t.same(ranks, [...ranks].sort((a, b) => a - b), 'steps follow the order in which Fastify runs hooks')
   t.ok(Object.isFrozen(RECOMMENDED_ORDER) && RECOMMENDED_ORDER.every((s) => Object.isFrozen(s)))
 })
+
+test('onPrincipal runs between authentication and the limits by principal; anything but a hook is refused', async (t) => {
+  const key = createApiKey({ id: 'k', owner: { id: 'alice', type: 'user' } })
+  const seen: Array<string | null> = []
+  const app = Fastify()
+  await app.register(portcullis, {
+    authn: { methods: { keys: { type: 'api-key', keys: [key.record] } } },
+    rateLimit: { limits: [{ name: 'user', limit: 5, window: '1m' }] },
+    onPrincipal: async (request, reply) => { seen.push(request.principal?.id ?? null); seen.push(reply.getHeader('ratelimit') === undefined ? 'before limits' : 'after limits') }
+  })
+  app.get('/', async () => 'ok')
+  t.equal((await app.inject({ url: '/', headers: { 'x-api-key': key.key } })).statusCode, 200)
+  t.same(seen, ['alice', 'before limits'])
+  const bad = Fastify()
+  await t.rejects(bad.register(portcullis, { onPrincipal: 'hook' as never }).ready(), { message: /portcullis\.onPrincipal must be an onRequest hook function/ })
+})

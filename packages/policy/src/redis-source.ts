@@ -77,7 +77,7 @@ const DEFAULT_HEARTBEAT_MS = 5000
  * signature, as any update). The document is parsed first, so nothing that does not parse is
  * ever published; resolves to what was published.
  */
-export async function publishPolicy (client: Pick<PolicyRedis, 'set' | 'publish'>, text: string, options: { prefix?: string, signature?: string, actor?: string, name?: string } = {}): Promise<PublishedPolicy> {
+export async function publishPolicy (client: Pick<PolicyRedis, 'set' | 'publish'>, text: string, options: { prefix?: string | undefined, signature?: string | undefined, actor?: string | undefined, name?: string | undefined } = {}): Promise<PublishedPolicy> {
   const prefix = checkPrefix(options.prefix)
   const version = policyVersion(parsePolicy(text, options.name).data)
   const published: PublishedPolicy = {
