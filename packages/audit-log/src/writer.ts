@@ -141,7 +141,7 @@ export class AuditWriter {
  * registrations; only `sinks`, `chain` and `onSinkFailure` are read. Close it with `close()`
  * once every registration that writes to it is closed.
  */
-export async function openAuditWriter (options: Pick<AuditLogOptions, 'sinks' | 'chain' | 'onSinkFailure'>): Promise<AuditWriter> {
-  const { sinks, chain, onSinkFailure } = validateOptions({ ...(options.sinks === undefined ? {} : { sinks: options.sinks }), ...(options.chain === undefined ? {} : { chain: options.chain }), ...(options.onSinkFailure === undefined ? {} : { onSinkFailure: options.onSinkFailure }) })
+export async function openAuditWriter (options: { sinks?: AuditLogOptions['sinks'] | undefined, chain?: AuditLogOptions['chain'] | undefined, onSinkFailure?: AuditLogOptions['onSinkFailure'] | undefined }): Promise<AuditWriter> {
+  const { sinks, chain, onSinkFailure } = validateOptions({ sinks: options.sinks, chain: options.chain, onSinkFailure: options.onSinkFailure } as AuditLogOptions)
   return await AuditWriter.open({ sinks, chain, onSinkFailure })
 }

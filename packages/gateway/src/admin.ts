@@ -165,7 +165,8 @@ async function refusing<T> (run: () => Promise<T>): Promise<T> {
         in: 'body',
         pointer: problem.pointer,
         rule: problem.rule ?? problem.stage,
-        message: problem.line === undefined ? problem.message : `line ${problem.line}, column ${String(problem.column)}: ${problem.message}`
+        // Every problem has its place: the document parsed, or its parser said where it stopped.
+        message: `line ${String(problem.line)}, column ${String(problem.column)}: ${problem.message}`
       })))
     }
     // Anything else is the manager's own refusal (no such version, a bad share), which names what was wrong.

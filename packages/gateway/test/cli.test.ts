@@ -255,6 +255,9 @@ test('policy publish and status: the fleet in Redis', async (t) => {
   const { app } = started.listening ?? t.fail('not listening') as never
   t.teardown(() => app.close())
   await writeFile(file, 'version: 1\nupstreams:\n  - { prefix: /v2, url: "http://127.0.0.1:9", public: true }\n')
+  const unsigned = io()
+  t.equal(await main(['policy', 'publish', file, '--redis', redis, '--prefix', prefix], unsigned.io, {}), 0)
+  t.match(unsigned.out[0], /^published .+, version [0-9a-f]{16}: every instance/)
   // Signed (the instance, started without a key, does not ask for it, but takes it along).
   const { privateKey } = generateKeyPairSync('ed25519')
   const keyFile = join(dirname(file), 'signing.pem')

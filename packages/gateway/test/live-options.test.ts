@@ -4,6 +4,7 @@ import { generateKeyPairSync } from 'node:crypto'
 import { readFile, writeFile } from 'node:fs/promises'
 import { request as httpsRequest } from 'node:https'
 import { join } from 'node:path'
+import { Writable } from 'node:stream'
 import { createApiKey } from '@portcullis/authn'
 import { signPolicy } from '@portcullis/policy'
 import { createPki } from '../../mtls/test/pki.js'
@@ -43,11 +44,15 @@ const keyed = (url: string, routes: unknown[], extra: Record<string, unknown> = 
 
 test('history keeps the configured number of versions; a gateway without Redis reports no fleet', async (t) => {
   const target = await upstream(t)
-  const document = (limit: number): Record<string, unknown> => ({ version: 1, ipRateLimit: { limits: [{ name: 'ip', limit, window: '1m' }] }, upstreams: [{ prefix: '/api', url: target, public: true }] })
-  const gateway = await start(t, document(100), { history: 2, serverOptions: { maxRequestsPerSocket: 50 } })
+  const document = (limit: number): Record<string, unknown> => ({ version: 1, server: { port: 1 + limit }, ipRateLimit: { limits: [{ name: 'ip', limit, window: '1m' }] }, upstreams: [{ prefix: '/api', url: target, public: true }] })
+  const lines: string[] = []
+  const stream = new Writable({ write: (chunk, _encoding, done) => { lines.push(String(chunk)); done() } })
+  const gateway = await start(t, document(100), { history: 2, serverOptions: { maxRequestsPerSocket: 50, logger: { level: 'info', stream } } })
   await gateway.policy.apply(JSON.stringify(document(200)))
   await gateway.policy.apply(JSON.stringify(document(300)))
   t.equal(gateway.policy.history().length, 2)
+  await new Promise((resolve) => setTimeout(resolve, 20))
+  t.match(lines.map((line) => JSON.parse(line)).filter((entry) => entry.policy?.action === 'activate').map((entry) => entry.policy.restartNeeded), [undefined, ['server.port'], ['server.port']], 'a change that waits for the next start is named')
   t.equal(gateway.fleetReport(), null)
   t.equal((await fetch(`${gateway.url}/api/x`)).status, 200)
   // The gateway without an active version (its policy closed) answers 503 and closes the connection.

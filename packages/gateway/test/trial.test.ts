@@ -47,3 +47,20 @@ test('an evaluation the shadow cannot make is counted as failed, and serves on',
   t.match(trial.stats().shadow, { failed: 1, evaluated: 0, pending: 0 })
   t.same(warnings, ['shadow evaluation failed'])
 })
+
+test('a canary within its thresholds is judged and kept', async (t) => {
+  const rollbacks: string[] = []
+  const trial = new Trial(Fastify().log, { minRequests: 1, denyRateIncrease: 0.5 }, (reason) => { rollbacks.push(reason) })
+  const canary = await shadowOf('v2')
+  t.teardown(() => canary.close())
+  trial.start(canary, 'canary', 0.5)
+  const app = Fastify()
+  await app.register(portcullisCore)
+  app.addHook('onResponse', trial.onCandidateResponse)
+  app.get('/', async () => 'ok')
+  t.teardown(() => app.close())
+  await app.inject('/')
+  await app.inject('/')
+  t.match(trial.stats(), { mode: 'canary', candidate: { requests: 2, denied: 0 }, rolledBack: false })
+  t.same(rollbacks, [])
+})
