@@ -180,7 +180,7 @@ async function start (file: string, { host, port, publicKeyFile, redis, prefix, 
       ...(host === undefined ? {} : { host }),
       ...(port === undefined ? {} : { port: Number(port) }),
       ...(publicKey === undefined ? {} : { publicKey }),
-      ...(redis === undefined ? {} : { redis: { url: redis, ...(prefix === undefined ? {} : { prefix }) } }),
+      ...(redis === undefined ? {} : { redis: { url: redis, prefix } }),
       ...(admin === undefined ? {} : { admin: adminOf(admin, env) }),
       serverOptions: { logger: io.logger ?? { level: 'info' } }
     })

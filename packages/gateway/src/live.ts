@@ -7,7 +7,7 @@ import { PassThrough } from 'node:stream'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import { openAuditWriter, validateOptions as validateAuditOptions, type AuditWriter } from '@portcullis/audit-log'
 import { MemoryStore, type RateLimitStore } from '@portcullis/rate-limit'
-import { PolicyManager, syncPolicyFromRedis, watchPolicyFile, type CheckedPolicy, type InstanceStatus, type PolicyEvent, type PolicyFileWatch, type PolicyMode, type LintFinding, type PolicyDiffEntry, type PolicyProblem, type PolicyPublicKey, type RedisSync } from '@portcullis/policy'
+import { PolicyManager, syncPolicyFromRedis, watchPolicyFile, type CheckedPolicy, type InstanceStatus, type PolicyEvent, type PolicyFileWatch, type PolicyMode, type PolicyDiffEntry, type PolicyProblem, type PolicyPublicKey, type RedisSync } from '@portcullis/policy'
 import { invalidOption } from '@portcullis/core'
 import { Redis } from 'ioredis'
 import { resolveConfigPaths, validateGatewayConfig, type RateLimitStoreConfig, type ValidGatewayConfig } from './config.js'
@@ -59,7 +59,7 @@ export interface PolicyRedisOptions {
   /** `redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS. */
   url: string
   /** @default 'portcullis:policy:' */
-  prefix?: string
+  prefix?: string | undefined
   /** This instance's name in `portcullis policy status`. @default host name and a random suffix */
   instanceId?: string
   /** How often this instance reports its version, in ms. @default 5000 */
@@ -167,7 +167,7 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
     const signingKey = typeof chain === 'object' && chain.signingKey !== undefined ? (await readPem(chain.signingKey, 'audit.chain.signingKey')).toString('latin1') : undefined
     auditWriter = await openAuditWriter({
       sinks: startup.audit.sinks,
-      chain: typeof chain === 'object' ? { ...chain, ...(signingKey === undefined ? {} : { signingKey }) } : chain,
+      chain: typeof chain === 'object' ? { ...chain, signingKey } : chain,
       onSinkFailure: startup.audit.onSinkFailure
     })
   }
@@ -243,7 +243,7 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
       log().error({ policy: { action: 'reject', stage: event.stage, version: event.version, running: event.previousVersion, source: event.source, problems } }, `policy update refused at ${String(event.stage)}; version ${String(event.previousVersion)} keeps serving`)
     } else {
       const restart = event.previousVersion === null ? [] : startOnlyChanges(event)
-      log().info({ policy: { action: event.action, mode: event.mode, version: event.version, previous: event.previousVersion, source: event.source, ...(event.actor === undefined ? {} : { actor: event.actor }), changes: (event.diff as PolicyDiffEntry[]).length, warnings: (event.warnings as LintFinding[]).map((w) => `${w.pointer} ${w.message}`), ...(restart.length === 0 ? {} : { restartNeeded: restart }) } }, `policy ${event.action === 'rollback' ? 'rolled back' : event.mode === 'enforce' ? 'activated' : `on trial (${event.mode})`}: ${String(event.previousVersion)} → ${String(event.version)}`)
+      log().info({ policy: { action: event.action, mode: event.mode, version: event.version, previous: event.previousVersion, source: event.source, ...(event.actor === undefined ? {} : { actor: event.actor }), changes: event.diff?.length ?? 0, warnings: event.warnings?.map((w) => `${w.pointer} ${w.message}`), ...(restart.length === 0 ? {} : { restartNeeded: restart }) } }, `policy ${event.action === 'rollback' ? 'rolled back' : event.mode === 'enforce' ? 'activated' : `on trial (${event.mode})`}: ${String(event.previousVersion)} → ${String(event.version)}`)
     }
     // The audit log is shared: whichever version is active writes the record.
     target?.audit?.policyChange({
@@ -254,7 +254,7 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
       mode: event.mode,
       ...(event.actor === undefined ? {} : { actor: event.actor }),
       ...(event.stage === undefined ? {} : { reason: `${event.stage}: ${String(event.problems?.[0]?.message)}` }),
-      ...(event.action === 'reject' ? {} : { diff: summary(event.diff as PolicyDiffEntry[]) })
+      ...(event.diff === undefined ? {} : { diff: summary(event.diff) })
     })
   }
 

@@ -117,6 +117,5 @@ test('onPrincipal runs between authentication and the limits by principal; anyth
   t.equal((await app.inject({ url: '/', headers: { 'x-api-key': key.key } })).statusCode, 200)
   t.same(seen, ['alice', 'before limits'])
   const bad = Fastify()
-  await bad.register(portcullis, { onPrincipal: 'hook' as never }).after(() => {})
-  await t.rejects(async () => { await bad.ready() }, { message: /portcullis\.onPrincipal must be an onRequest hook function/ })
+  await t.rejects(async () => { await bad.register(portcullis, { onPrincipal: 'hook' as never }) }, { message: /portcullis\.onPrincipal must be an onRequest hook function/ })
 })
