@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path'
 import { loadDevIdentity, signDevToken } from '@portcullis/authn'
 import { DEMO_API_KEYS, demoKeyRecords } from '../src/identities.js'
 import { parse as parseYaml } from 'yaml'
-import { DEFAULT_POLICY_FILE, optionsFromEnv, startQuickstart } from '../src/main.js'
+import { auditKeys, DEFAULT_POLICY_FILE, optionsFromEnv, startQuickstart } from '../src/main.js'
 
 const identityFile = join(await mkdtemp(join(tmpdir(), 'quickstart-')), 'dev-identity.json')
 const alice = { 'x-api-key': DEMO_API_KEYS.alice }
@@ -318,4 +318,13 @@ test('editing policy.yaml changes the running gateway within 2 seconds, and a br
   const text = await readFile(quickstart.auditFile, 'utf8')
   const refusal = text.trimEnd().split('\n').map((line) => JSON.parse(line)).find((record) => record.event.action === 'policy-reject')
   t.match(refusal?.event.reason, /^schema: must be >= 1/, 'the refusal is in the audit log with its reason')
+})
+
+test('the audit signing key is made once and kept across starts', async (t) => {
+  const dir = t.testdir()
+  const first = await auditKeys(dir)
+  const key = await readFile(first.signingKey, 'utf8')
+  const second = await auditKeys(dir)
+  t.same(second, first)
+  t.equal(await readFile(second.signingKey, 'utf8'), key, 'the same key, not a new one')
 })
