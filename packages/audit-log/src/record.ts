@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Decision, Principal } from '@portcullis/core'
 import type { Redaction } from './redact.js'
@@ -88,8 +89,9 @@ export function requestLine (request: FastifyRequest, reply: FastifyReply | null
   text += `"route":${route === null ? 'null' : `"${esc(route)}"`}`
   if (ending === 'timed-out') text += ',"timed_out":true'
   if (upstream !== null) text += `,"upstream":{"address":"${esc(upstream.address)}","status_code":${upstream.statusCode ?? 'null'}}`
-  // Left out when the socket is already gone (an aborted request).
-  text += `},"source":{${optional('ip', raw.socket.remoteAddress)}},"url":{`
+  // Left out when the socket is already gone: an aborted request, or one whose streamed body the
+  // proxy consumed, after which Node has detached the request from its socket.
+  text += `},"source":{${optional('ip', (raw.socket as Socket | null)?.remoteAddress)}},"url":{`
   text += q === -1 ? `"path":"${esc(url)}"}` : `"path":"${esc(url.slice(0, q))}","query":"${esc(settings.redaction.query(url.slice(q + 1)))}"}`
   if (principal !== null) text += `,"user":{"id":"${esc(principal.id)}","roles":${stringsText(principal.roles)}}`
   if (userAgent !== undefined) text += `,"user_agent":{"original":"${esc(userAgent)}"}`
@@ -124,6 +126,8 @@ function principalText (principal: Principal): string {
   if (principal.credentialId !== undefined) text += `"credential_id":"${esc(principal.credentialId)}",`
   text += `"method":"${esc(principal.method)}"`
   if (principal.plan !== undefined) text += `,"plan":"${esc(principal.plan)}"`
+  // Scopes, with the roles in user.roles, let a candidate policy judge the request again (policy preview).
+  text += `,"scopes":${stringsText(principal.scopes)}`
   if (principal.tenant !== undefined) text += `,"tenant":"${esc(principal.tenant)}"`
   return `${text},"type":"${esc(principal.type)}"}`
 }

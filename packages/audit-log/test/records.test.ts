@@ -229,3 +229,20 @@ test('a server on a Unix socket has no peer address: source.ip is left out, not 
   t.same(record.source, {})
   t.match(record, { url: { path: '/public' }, http: { response: { status_code: 200 } } })
 })
+
+test('a request already detached from its socket (its streamed body consumed by a proxy) is still recorded, without source.ip', async (t) => {
+  const dir = t.testdir()
+  const file = join(dir, 'audit.log')
+  const app = Fastify()
+  await app.register(portcullisCore)
+  // Node detaches a request from its socket once a proxy has consumed and closed its body stream.
+  app.addHook('onResponse', async (request) => { (request.raw as { socket: unknown }).socket = null })
+  await app.register(portcullisAuditLog, { sinks: [{ type: 'file', path: file }] })
+  app.put('/files/:id', async () => 'stored')
+  t.teardown(async () => { await app.close() })
+  t.equal((await app.inject({ method: 'PUT', url: '/files/1', payload: { name: 'x' } })).statusCode, 200)
+  await app.audit.flush()
+  const [record] = (await readFile(file, 'utf8')).trimEnd().split('\n').map((line) => JSON.parse(line))
+  t.match(record, { url: { path: '/files/1' }, http: { response: { status_code: 200 } } })
+  t.same(record.source, {})
+})

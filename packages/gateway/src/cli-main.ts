@@ -41,6 +41,9 @@ Commands:
   policy publish <file> --redis <url> [--prefix <p>]
                         Make a document (and its <file>.sig) the version of every gateway
                         started with the same --redis and --prefix
+  policy preview <file> --from <audit-log> [--from <audit-log>…]
+                        Judge the requests of audit logs again with a candidate document, offline:
+                        how many decisions would change, on which routes and principals
   policy status --redis <url> [--prefix <p>]
                         The published version and the one each instance runs (exit 3 while
                         any instance runs another)
@@ -77,7 +80,8 @@ export async function main (argv: readonly string[], io: CliIo, env: NodeJS.Proc
         'public-key': { type: 'string' },
         redis: { type: 'string' },
         prefix: { type: 'string' },
-        admin: { type: 'string' }
+        admin: { type: 'string' },
+        from: { type: 'string', multiple: true }
       }
     })
   } catch (err) {

@@ -5,6 +5,7 @@ import { Redis } from 'ioredis'
 import { diffPolicies, fleetStatus, formatDiff, formatProblem, isPolicyRejected, parsePolicy, policyVersion, publishedPolicy, publishPolicy, signPolicy } from '@portcullis/policy'
 import type { CliIo } from './cli-main.js'
 import { checkPolicyFile } from './live.js'
+import { previewPolicy } from './preview.js'
 
 /** `portcullis policy <validate|diff|sign> …`; resolves to the exit code. */
 export async function policyCommand (args: string[], values: PolicyFlags, io: CliIo, env: NodeJS.ProcessEnv, usage: string): Promise<number> {
@@ -14,7 +15,8 @@ export async function policyCommand (args: string[], values: PolicyFlags, io: Cl
   if (sub === 'sign' && files.length === 1 && values.key !== undefined) return await sign(files[0] as string, values.key, io)
   if (sub === 'publish' && files.length === 1 && values.redis !== undefined) return await publish(files[0] as string, values.redis, values.prefix, io)
   if (sub === 'status' && files.length === 0 && values.redis !== undefined) return await status(values.redis, values.prefix, io)
-  io.stderr(`portcullis policy: expected "validate <file>", "diff <file> <file>", "sign <file> --key <private-key.pem>", "publish <file> --redis <url>" or "status --redis <url>"\n\n${usage}`)
+  if (sub === 'preview' && files.length === 1 && values.from !== undefined) return await preview(files[0] as string, values.from, values['public-key'], io, env)
+  io.stderr(`portcullis policy: expected "validate <file>", "diff <file> <file>", "sign <file> --key <private-key.pem>", "publish <file> --redis <url>", "status --redis <url>" or "preview <file> --from <audit-log>"\n\n${usage}`)
   return 2
 }
 
@@ -24,6 +26,29 @@ export interface PolicyFlags {
   'public-key'?: string | undefined
   redis?: string | undefined
   prefix?: string | undefined
+  from?: string[] | undefined
+}
+
+async function preview (file: string, auditFiles: string[], publicKeyFile: string | undefined, io: CliIo, env: NodeJS.ProcessEnv): Promise<number> {
+  try {
+    const publicKey = publicKeyFile === undefined ? undefined : await readFile(publicKeyFile, 'utf8')
+    const report = await previewPolicy(file, auditFiles, { env, ...(publicKey === undefined ? {} : { publicKey }) })
+    const { skipped } = report
+    io.stdout(`${basename(file)} (version ${report.version}) on ${report.records} recorded requests: ${report.replayed} judged again, ${report.changed} would change (${report.wouldDeny} would be denied, ${report.wouldAllow} allowed, ${report.otherReason} denied for another reason)`)
+    io.stdout(`  not judged again: ${skipped.noPrincipal} without a principal (credentials are not recorded), ${skipped.limits} decided by authentication, mTLS or a limit, ${skipped.body} whose body was not recorded`)
+    for (const [route, count] of report.routes) io.stdout(`  route ${route}: ${count}`)
+    for (const [principal, count] of report.principals) io.stdout(`  principal ${principal}: ${count}`)
+    for (const example of report.examples) io.stdout(`  ${example.method} ${example.path} as ${example.principal}: ${example.recorded} → ${example.candidate}`)
+    return 0
+  } catch (err) {
+    if (isPolicyRejected(err)) {
+      io.stderr(`${basename(file)}: refused at ${err.stage}`)
+      for (const problem of err.problems) io.stderr(`  ${formatProblem(basename(file), problem)}`)
+      return 1
+    }
+    io.stderr(`portcullis policy preview: ${(err as Error).message}`)
+    return 1
+  }
 }
 
 async function withRedis<T> (url: string, run: (client: Redis) => Promise<T>): Promise<T> {

@@ -6,6 +6,7 @@ export { buildGateway, SHADOW_OUTCOME_HEADER } from './standalone.js'
 export { startPolicyGateway, checkPolicyFile, type PolicyGateway, type PolicyGatewayOptions, type PolicyRedisOptions } from './live.js'
 export type { Generation } from './generation.js'
 export type { AdminOptions } from './admin.js'
+export { previewPolicy, type PreviewReport } from './preview.js'
 export { inCanaryShare, canaryKey, type AutoRollbackOptions, type SideCounts, type TrialStats } from './trial.js'
 export {
   loadGatewayConfig, validateGatewayConfig, resolveConfigPaths, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_UPSTREAM_TIMEOUT, HEALTH_PATHS,
