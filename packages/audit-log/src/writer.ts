@@ -30,7 +30,6 @@ export class AuditWriter {
   readonly chained: boolean
   /** Whether requests are refused while a sink cannot take records (`onSinkFailure: 'refuse'`). */
   readonly refuseWhileUnhealthy: boolean
-  readonly #chained: boolean
   #sequencer: Sequencer
   readonly #checkpointer: Checkpointer | null
   #sinceCheckpoint = 0
@@ -39,16 +38,16 @@ export class AuditWriter {
   sampledOut = 0
 
   private constructor (options: Pick<ValidOptions, 'sinks' | 'chain' | 'onSinkFailure'>) {
-    this.#chained = this.chained = options.chain !== null
+    this.chained = options.chain !== null
     this.refuseWhileUnhealthy = options.onSinkFailure === 'refuse'
-    this.#sequencer = new Sequencer(this.#chained)
+    this.#sequencer = new Sequencer(this.chained)
     this.#checkpointer = options.chain?.signingKey === undefined ? null : new Checkpointer(options.chain)
   }
 
   /** Opens every sink; a chain goes on from the last record of the first file sink. */
   static async open (options: Pick<ValidOptions, 'sinks' | 'chain' | 'onSinkFailure'>): Promise<AuditWriter> {
     const writer = new AuditWriter(options)
-    const onRecover: RecoveryListener = (sink, count, since) => { writer.write(droppedRecord(sink.name, count, since, writer.#chained)) }
+    const onRecover: RecoveryListener = (sink, count, since) => { writer.write(droppedRecord(sink.name, count, since, writer.chained)) }
     let resumed = false
     try {
       for (const [i, sink] of options.sinks.entries()) {
@@ -64,7 +63,7 @@ export class AuditWriter {
               throw new InvalidOption(`audit.sinks[${i}].path cannot be opened for appending (${String(err.code)})`)
             })
             writer.sinks.push(file)
-            if (!resumed && writer.#chained) writer.#sequencer = new Sequencer(true, stateAfter(lastLine))
+            if (!resumed && writer.chained) writer.#sequencer = new Sequencer(true, stateAfter(lastLine))
             resumed = true
             break
           }

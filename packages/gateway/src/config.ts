@@ -338,6 +338,14 @@ export async function loadGatewayConfig (file: string): Promise<ReturnType<typeo
 }
 
 /**
+ * A policy document (its secret references resolved) checked as a configuration, with its paths
+ * read from `dir`, the document's directory. The document itself is left as it is.
+ */
+export function configOfDocument (document: Record<string, unknown>, dir: string): ValidGatewayConfig {
+  return resolveConfigPaths(validateGatewayConfig(structuredClone(document)), dir)
+}
+
+/**
  * Makes the file paths of a checked configuration absolute: contracts, certificates, CRLs,
  * audit files and keys named by relative paths sit next to the configuration file, in `dir`.
  */

@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto'
-import { readFile } from 'node:fs/promises'
 import { createServer as createHttpServer, Server, type IncomingMessage, type ServerResponse } from 'node:http'
 import { createServer as createHttpsServer } from 'node:https'
 import { basename, dirname, resolve } from 'node:path'
@@ -7,10 +6,10 @@ import { PassThrough } from 'node:stream'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import { openAuditWriter, validateOptions as validateAuditOptions, type AuditWriter } from '@portcullis/audit-log'
 import { MemoryStore, type RateLimitStore } from '@portcullis/rate-limit'
-import { PolicyManager, syncPolicyFromRedis, watchPolicyFile, type CheckedPolicy, type InstanceStatus, type PolicyEvent, type PolicyFileWatch, type PolicyMode, type PolicyDiffEntry, type PolicyProblem, type PolicyPublicKey, type RedisSync } from '@portcullis/policy'
+import { PolicyManager, readPolicyFile, syncPolicyFromRedis, watchPolicyFile, type CheckedPolicy, type InstanceStatus, type PolicyEvent, type PolicyFileWatch, type PolicyMode, type PolicyDiffEntry, type PolicyProblem, type PolicyPublicKey, type RedisSync } from '@portcullis/policy'
 import { invalidOption } from '@portcullis/core'
 import { Redis } from 'ioredis'
-import { resolveConfigPaths, validateGatewayConfig, type RateLimitStoreConfig, type ValidGatewayConfig } from './config.js'
+import { configOfDocument, type RateLimitStoreConfig, type ValidGatewayConfig } from './config.js'
 import { buildAdminApi, type AdminOptions } from './admin.js'
 import { LiveGeneration, type Generation, type RequestHandler } from './generation.js'
 import { addChain, readChainFiles, redisStore, type UpstreamDispatch } from './standalone.js'
@@ -123,8 +122,7 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
   })
 
   // The first document decides what every version shares; it must pass every check.
-  const text = await readFile(file, 'utf8')
-  const signature = policy.requiresSignature ? await readFile(`${file}.sig`, 'utf8').catch(() => undefined) : undefined
+  const { text, signature } = await readPolicyFile(file, policy.requiresSignature)
   const first = await policy.check(text, { name, signature })
   const startup = configOf(first)
   const server = { ...startup.server, ...(options.host === undefined ? {} : { host: options.host }), ...(options.port === undefined ? {} : { port: options.port }) }
@@ -226,7 +224,7 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
   }
 
   function configOf (checked: CheckedPolicy): ValidGatewayConfig {
-    return resolveConfigPaths(validateGatewayConfig(structuredClone(checked.resolved)), dir)
+    return configOfDocument(checked.resolved, dir)
   }
 
   function report (event: PolicyEvent): void {
@@ -264,9 +262,8 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
       await watcher.reload()
       return
     }
-    const next = await readFile(file, 'utf8')
-    const nextSignature = policy.requiresSignature ? await readFile(`${file}.sig`, 'utf8').catch(() => undefined) : undefined
-    await policy.apply(next, { name, signature: nextSignature, source: 'file' })
+    const next = await readPolicyFile(file, policy.requiresSignature)
+    await policy.apply(next.text, { name, signature: next.signature, source: 'file' })
   }
   let sync: RedisSync | null = null
   const redisClients: Redis[] = []
@@ -368,7 +365,7 @@ export async function checkPolicyFile (file: string, options: Pick<PolicyGateway
     ...(options.publicKey === undefined ? {} : { publicKey: options.publicKey }),
     secrets: { baseDir: dir, env: options.env },
     compile: async (checked) => {
-      const valid = resolveConfigPaths(validateGatewayConfig(structuredClone(checked.resolved)), dir)
+      const valid = configOfDocument(checked.resolved, dir)
       const files = await readChainFiles(valid)
       if (files.audit !== undefined) validateAuditOptions(files.audit)
       const app = Fastify() as unknown as FastifyInstance
@@ -384,8 +381,7 @@ export async function checkPolicyFile (file: string, options: Pick<PolicyGateway
       return null
     }
   })
-  const text = await readFile(path, 'utf8')
-  const signature = manager.requiresSignature ? await readFile(`${path}.sig`, 'utf8').catch(() => undefined) : undefined
+  const { text, signature } = await readPolicyFile(path, manager.requiresSignature)
   const checked = await manager.apply(text, { name: basename(path), signature, source: 'validate' })
   await manager.close()
   return checked

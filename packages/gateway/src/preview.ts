@@ -3,8 +3,8 @@ import { basename, dirname, resolve } from 'node:path'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { createPrincipal, setPrincipal, type PrincipalType } from '@portcullis/core'
 import { MemoryStore } from '@portcullis/rate-limit'
-import { PolicyManager, type PolicyPublicKey } from '@portcullis/policy'
-import { resolveConfigPaths, validateGatewayConfig } from './config.js'
+import { PolicyManager, readPolicyFile, type PolicyPublicKey } from '@portcullis/policy'
+import { configOfDocument } from './config.js'
 import { addChain, readChainFiles, SHADOW_OUTCOME_HEADER } from './standalone.js'
 
 /** What a candidate policy would have decided on recorded traffic, against what was decided. */
@@ -65,7 +65,7 @@ export async function previewPolicy (candidateFile: string, auditFiles: readonly
     compile: async (checked) => {
       // Authentication and limits are left out; the recorded principal stands in for the first.
       const { authn: _authn, ipRateLimit: _ip, rateLimit: _limits, rateLimitStore: _store, mtls: _mtls, audit: _audit, ...rest } = structuredClone(checked.resolved)
-      const valid = resolveConfigPaths(validateGatewayConfig(rest), dir)
+      const valid = configOfDocument(rest, dir)
       const app = Fastify() as unknown as FastifyInstance
       await addChain(app, valid, await readChainFiles(valid), {
         state: { closing: false },
@@ -93,8 +93,7 @@ export async function previewPolicy (candidateFile: string, auditFiles: readonly
     },
     release: async (app) => { await app.close() }
   })
-  const text = await readFile(path, 'utf8')
-  const signature = manager.requiresSignature ? await readFile(`${path}.sig`, 'utf8').catch(() => undefined) : undefined
+  const { text, signature } = await readPolicyFile(path, manager.requiresSignature)
   const candidate = await manager.apply(text, { name: basename(path), signature, source: 'preview' })
   const chain = candidate.compiled
   const report: PreviewReport = { version: candidate.version, records: 0, replayed: 0, skipped: { noPrincipal: 0, body: 0, limits: 0 }, changed: 0, wouldDeny: 0, wouldAllow: 0, otherReason: 0, routes: [], principals: [], examples: [] }

@@ -21,6 +21,16 @@ export interface PolicyFileWatch {
 export const DEFAULT_DEBOUNCE_MS = 200
 
 /**
+ * A policy file's text and, when signatures are required, its detached signature from
+ * `<file>.sig` beside it (`undefined` without one: the manager then refuses the document).
+ */
+export async function readPolicyFile (path: string, withSignature: boolean): Promise<{ text: string, signature: string | undefined }> {
+  const text = await readFile(path, 'utf8')
+  const signature = withSignature ? await readFile(`${path}.sig`, 'utf8').catch(() => undefined) : undefined
+  return { text, signature }
+}
+
+/**
  * Reads a policy document from a file, and again whenever it changes, applying each version
  * through the manager. The file's directory is watched, not the file: editors and deployment
  * tools replace files by renaming over them (Kubernetes swaps a symlink), which a watch on the
@@ -40,8 +50,7 @@ export async function watchPolicyFile<C> (manager: PolicyManager<C>, file: strin
     let text: string
     let signature: string | undefined
     try {
-      text = await readFile(path, 'utf8')
-      signature = manager.requiresSignature ? await readFile(`${path}.sig`, 'utf8').catch(() => undefined) : undefined
+      ({ text, signature } = await readPolicyFile(path, manager.requiresSignature))
     } catch (err) {
       // Between a delete and a rename the file can be missing for a moment; the next event reads it.
       onUpdate({ error: err as Error })
@@ -58,8 +67,7 @@ export async function watchPolicyFile<C> (manager: PolicyManager<C>, file: strin
   }
 
   // The first read must succeed: a gateway does not start on a missing or refused policy.
-  const text = await readFile(path, 'utf8')
-  const signature = manager.requiresSignature ? await readFile(`${path}.sig`, 'utf8').catch(() => undefined) : undefined
+  const { text, signature } = await readPolicyFile(path, manager.requiresSignature)
   await manager.apply(text, { name, signature, source: 'file' })
   last = `${signature ?? ''}\0${text}`
 

@@ -20,7 +20,7 @@ export {
   type PolicyManagerOptions,
   type UpdateOrigin
 } from './manager.js'
-export { watchPolicyFile, DEFAULT_DEBOUNCE_MS, type PolicyFileOptions, type PolicyFileWatch } from './file-source.js'
+export { watchPolicyFile, readPolicyFile, DEFAULT_DEBOUNCE_MS, type PolicyFileOptions, type PolicyFileWatch } from './file-source.js'
 export {
   syncPolicyFromRedis,
   publishPolicy,
