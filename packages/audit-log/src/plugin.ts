@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
-import { invalidOption, isHandedOver, routeConfigOf, withHeaders, type SnapshotListener } from '@portcullis/core'
+import { claimChainStep, invalidOption, isHandedOver, routeConfigOf, withHeaders, type SnapshotListener } from '@portcullis/core'
 import { AuditUnavailable } from './errors.js'
 import { FileSink } from './file-sink.js'
 import { checkRouteOptions, validateOptions, type AuditLogOptions, type RouteAuditOptions } from './options.js'
@@ -50,6 +50,7 @@ interface Holder { [kWritten]: boolean, [kError]: string | null, [kReply]: Fasti
 
 const plugin: FastifyPluginAsync<AuditLogOptions> = async (app, options) => {
   const valid = validateOptions(options)
+  claimChainStep(app, { step: 12, name: '@portcullis/audit-log', hooks: ['onResponse'] })
   if (valid.writer !== null && !(valid.writer instanceof AuditWriter)) throw invalidOption('audit.writer', 'a writer made by openAuditWriter()', valid.writer)
   const settings: RecordSettings = {
     redaction: compileRedaction(valid.redact),

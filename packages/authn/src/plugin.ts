@@ -2,7 +2,7 @@ import { timingSafeEqual } from 'node:crypto'
 import fp from 'fastify-plugin'
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
 import {
-  ANONYMOUS, checkKnownKeys, checkMode, checkRealm, deny, invalidOption, prepareDecision, recordPrepared, routeConfigOf, setPrincipal,
+  claimChainStep, ANONYMOUS, checkKnownKeys, checkMode, checkRealm, deny, invalidOption, prepareDecision, recordPrepared, routeConfigOf, setPrincipal,
   withHeaders, type Mode, type PortcullisError, type PreparedDecision, type Principal
 } from '@portcullis/core'
 import { parseAuthorization } from './authorization.js'
@@ -67,6 +67,7 @@ type WithPolicy = Record<typeof kPolicy, Policy | null | undefined>
 
 const plugin: FastifyPluginAsync<AuthnOptions> = async (app, options) => {
   checkKnownKeys(options, ['methods', 'realm', 'mode', 'defaults', 'revocation', 'authenticateNotFound'], 'authn')
+  claimChainStep(app, { step: 5, name: PLUGIN_NAME, hooks: ['onRequest'] })
   const authenticateNotFound = options.authenticateNotFound ?? false
   if (typeof authenticateNotFound !== 'boolean') throw invalidOption('authn.authenticateNotFound', 'a boolean', authenticateNotFound)
   const revocation = options.revocation ?? null

@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import type { FastifyPluginAsync } from 'fastify'
-import { checkKnownKeys, checkMode, compileIpMatcher, deny, invalidOption, prepareDecision, recordPrepared, routeConfigOf, type Mode } from '@portcullis/core'
+import { claimChainStep, checkKnownKeys, checkMode, compileIpMatcher, deny, invalidOption, prepareDecision, recordPrepared, routeConfigOf, type Mode } from '@portcullis/core'
 import { IpDenied } from './errors.js'
 
 export const IP_RULES_PLUGIN = '@portcullis/authz/ip-rules'
@@ -49,6 +49,7 @@ const kRules = Symbol('portcullis.ipRules')
 
 const plugin: FastifyPluginAsync<IpRulesOptions> = async (app, options) => {
   const mode = checkMode(options.mode, 'ipRules.mode')
+  claimChainStep(app, { step: 2, name: IP_RULES_PLUGIN, hooks: ['onRequest'] })
   const global = compileIpRules(options, 'ipRules', ['allow', 'deny', 'mode'])
   app.addHook('onRoute', (route) => {
     const config = (route.config ?? {}) as { ipRules?: IpRuleList }

@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import type { FastifyPluginAsync, FastifyRequest, preHandlerHookHandler } from 'fastify'
-import { checkKnownKeys, checkMode, checkRealm, deny, hooksOf, invalidOption, prepareDecision, recordPrepared, routeConfigOf, withHeaders, type Mode, type PortcullisError, type PreparedDecision } from '@portcullis/core'
+import { claimChainStep, checkKnownKeys, checkMode, checkRealm, deny, hooksOf, invalidOption, prepareDecision, recordPrepared, routeConfigOf, withHeaders, type Mode, type PortcullisError, type PreparedDecision } from '@portcullis/core'
 import { Forbidden, InsufficientScope, NoRule, OverrideRefused, Unauthenticated } from './errors.js'
 import { compileRoles, type Grants, type RoleDefinition } from './roles.js'
 import { compileRule, type AuthzRule, type CompiledRule } from './rules.js'
@@ -68,6 +68,7 @@ function routeRuleOf (request: FastifyRequest): RouteRule | undefined {
 
 const plugin: FastifyPluginAsync<AuthzOptions> = async (app, options) => {
   checkKnownKeys(options, ['roles', 'defaultRule', 'overrideHeaders', 'realm', 'mode'], 'authz')
+  claimChainStep(app, { step: 7, name: PLUGIN_NAME, hooks: ['onRequest', 'preHandler'] })
   const mode = checkMode(options.mode, 'authz.mode')
   const realm = checkRealm(options.realm ?? 'api', 'authz.realm')
   const overrides = options.overrideHeaders ?? 'refuse'

@@ -16,5 +16,6 @@ export * from './upstream.js'
 export { hooksOf, routeConfigOf } from './route-config.js'
 export { handOver, isHandedOver } from './handover.js'
 export { within } from './timeout.js'
+export { claimChainStep, chainOf, type ChainPart, type ChainHook } from './chain.js'
 export { readPayload, isJsonMediaType, type ReadPayload } from './payload.js'
 export default portcullisCore

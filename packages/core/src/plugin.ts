@@ -6,6 +6,7 @@ import type { Decision } from './decisions.js'
 import { kRouteConfig } from './route-config.js'
 import { kHandedOver } from './handover.js'
 import { checkKnownKeys, invalidOption, isHeaderName } from './options.js'
+import { claimChainStep } from './chain.js'
 import { pathOptionsOf, type PathOptions } from './path.js'
 import { kPrincipal, principalGetter, type Principal } from './principal.js'
 import { createProblemHandlers, DEFAULT_PROBLEM_TYPE_BASE } from './problem.js'
@@ -74,6 +75,7 @@ const OPTION_KEYS = ['trustedProxies', 'forwardedHeader', 'snapshot', 'problemDe
 // Async, so that a bad option rejects app.ready() instead of escaping as an exception.
 const plugin: FastifyPluginAsync<CoreOptions> = async (app, options) => {
   checkKnownKeys(options, OPTION_KEYS, 'core')
+  claimChainStep(app, { step: 1, name: '@portcullis/core', hooks: ['onRequest'] })
   const snapshot = options.snapshot ?? null
   // Duck-typed rather than instanceof: the ESM and CommonJS builds each have their own class.
   if (snapshot !== null && typeof snapshot.current?.version !== 'string') {

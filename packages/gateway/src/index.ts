@@ -1,6 +1,8 @@
 import { portcullis } from './plugin.js'
 
-export { portcullis, withCredentialRedaction, type PortcullisOptions } from './plugin.js'
+export { portcullis, replacement, withCredentialRedaction, type PortcullisOptions, type Replacement } from './plugin.js'
+export { portcullisSecurityHeaders, securityHeadersOf, SECURITY_HEADERS_PLUGIN, type SecurityHeadersOptions } from './security-headers.js'
+export { corsRegistration, type CorsOptions } from './cors.js'
 export { RECOMMENDED_ORDER, type ChainStep } from './order.js'
 export { buildGateway, SHADOW_OUTCOME_HEADER } from './standalone.js'
 export { startPolicyGateway, checkPolicyFile, type PolicyGateway, type PolicyGatewayOptions, type PolicyRedisOptions } from './live.js'

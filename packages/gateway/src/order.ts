@@ -12,13 +12,15 @@ export interface ChainStep {
 }
 
 /**
- * The recommended order of the request path. The meta-plugin registers the parts it has in
- * this order; Fastify runs hooks of one kind in registration order, so the order of
- * registration is the order of enforcement.
+ * The recommended order of the request path, one entry per part (several parts share step 2).
+ * The meta-plugin registers the parts in this order; Fastify runs hooks of one kind in
+ * registration order, so the order of registration is the order of enforcement.
  */
 export const RECOMMENDED_ORDER: readonly ChainStep[] = Object.freeze([
   { step: 1, key: 'core', package: '@portcullis/core', hook: 'onRequest', what: 'client IP (trusted proxies only), policy snapshot pinned to the request, problem+json errors', why: 'everything after reads one consistent policy version and one client address' },
-  { step: 2, key: 'ipRules', package: '@portcullis/authz', hook: 'onRequest', what: 'IP allow/deny, CORS preflight, security headers', why: 'cheapest rejections first' },
+  { step: 2, key: 'helmet', package: '@portcullis/gateway', hook: 'onRequest', what: 'security response headers (helmet), computed at startup', why: 'set first, so that every answer has them, rejections included' },
+  { step: 2, key: 'ipRules', package: '@portcullis/authz', hook: 'onRequest', what: 'IP allow/deny', why: 'cheapest rejections first' },
+  { step: 2, key: 'cors', package: '@fastify/cors', hook: 'onRequest', what: 'CORS preflights answered, Access-Control-Allow-Origin set', why: 'a preflight carries no credentials, and a browser can read a later 401 or 403 only with the header' },
   { step: 3, key: 'mtls', package: '@portcullis/mtls', hook: 'onRequest', what: 'client certificate to principal', why: 'TLS facts are known before any header is trusted' },
   { step: 4, key: 'ipRateLimit', package: '@portcullis/rate-limit', hook: 'onRequest', what: 'coarse rate limit by client IP', why: 'shields authentication from credential stuffing; failed logins count' },
   { step: 5, key: 'authn', package: '@portcullis/authn', hook: 'onRequest', what: 'credentials to request.principal', why: 'headers only, before the body is read' },
@@ -30,3 +32,8 @@ export const RECOMMENDED_ORDER: readonly ChainStep[] = Object.freeze([
   { step: 11, key: 'responses', package: '@portcullis/gateway', hook: 'onSend', what: 'response filtering and masking, RateLimit, Deprecation and Sunset headers', why: 'the response exists now' },
   { step: 12, key: 'audit', package: '@portcullis/audit-log', hook: 'onResponse', what: 'one audit record with every decision and the policy version', why: 'the outcome is known' }
 ].map((step) => Object.freeze(step as ChainStep)))
+
+/** The step of the part with this option key. */
+export function stepOf (key: string): number {
+  return (RECOMMENDED_ORDER.find((entry) => entry.key === key) as ChainStep).step
+}

@@ -1,35 +1,71 @@
 import fp from 'fastify-plugin'
-import type { FastifyPluginAsync, onRequestHookHandler } from 'fastify'
-import { checkKnownKeys, invalidOption, portcullisCore, type CoreOptions } from '@portcullis/core'
+import fastifyCors from '@fastify/cors'
+import type { FastifyInstance, FastifyPluginAsync, FastifyPluginCallback, FastifyPluginOptions, onRequestHookHandler } from 'fastify'
+import { chainOf, checkKnownKeys, claimChainStep, InvalidOption, invalidOption, portcullisCore, type ChainHook, type CoreOptions } from '@portcullis/core'
 import { portcullisAuditLog, type AuditLogOptions } from '@portcullis/audit-log'
 import { portcullisAuthn, type AuthnOptions } from '@portcullis/authn'
 import { portcullisAuthz, portcullisIpRules, type AuthzOptions, type IpRulesOptions } from '@portcullis/authz'
 import { portcullisMtls, type MtlsOptions } from '@portcullis/mtls'
 import { portcullisRateLimit, type RateLimitOptions } from '@portcullis/rate-limit'
 import { portcullisSchemaValidate, type SchemaValidateOptions } from '@portcullis/schema-validate'
+import { corsRegistration, type CorsOptions } from './cors.js'
+import { portcullisSecurityHeaders, type SecurityHeadersOptions } from './security-headers.js'
+import { stepOf } from './order.js'
+
+const kReplacement = Symbol.for('portcullis.gateway.replacement')
+
+/** A plugin of your own in a part's place: see {@link replacement}. */
+export interface Replacement {
+  readonly [kReplacement]: true
+  readonly plugin: FastifyPluginAsync<never> | FastifyPluginCallback<never>
+  readonly options: unknown
+}
+
+/**
+ * A plugin of your own that takes a part's place in the chain, registered where that part would
+ * be, with `options`. It must be wrapped with `fastify-plugin`: the hooks of an encapsulated
+ * plugin would not run for the app's routes.
+ *
+ * @example
+ * await app.register(portcullis, { authn: replacement(myAuthn, { realm: 'orders' }) })
+ */
+export function replacement<O extends FastifyPluginOptions> (plugin: FastifyPluginAsync<O> | FastifyPluginCallback<O>, options?: O): Replacement {
+  return Object.freeze({ [kReplacement]: true as const, plugin: plugin as Replacement['plugin'], options: options ?? {} })
+}
+
+/** A part's options: its plugin's options, `false` (or leaving it out) for none, or a plugin of your own. */
+type PartOption<O> = O | false | Replacement
 
 export interface PortcullisOptions {
   /** Options of `@portcullis/core`: trusted proxies, the policy snapshot, problem+json. Always registered. */
   core?: CoreOptions
+  /**
+   * Security response headers, step 2: helmet's options, or `true` for its defaults (HSTS,
+   * `X-Content-Type-Options: nosniff`, a strict `Content-Security-Policy`, …). Computed once at
+   * startup. Registered when given.
+   */
+  helmet?: PartOption<SecurityHeadersOptions | true>
   /** IP allow/deny lists (`@portcullis/authz`), step 2; registered when given. */
-  ipRules?: IpRulesOptions
+  ipRules?: PartOption<IpRulesOptions>
+  /** CORS (`@fastify/cors`), step 2, before authentication; `origin` is required. Registered when given. */
+  cors?: PartOption<CorsOptions>
   /** Client certificates (`@portcullis/mtls`), step 3; registered when given. */
-  mtls?: MtlsOptions
+  mtls?: PartOption<MtlsOptions>
   /** The coarse limit by client IP (`@portcullis/rate-limit`, stage `ip`), step 4; registered when given. */
-  ipRateLimit?: Omit<RateLimitOptions, 'stage' | 'plans'>
+  ipRateLimit?: PartOption<Omit<RateLimitOptions, 'stage' | 'plans'>>
   /** Options of `@portcullis/authn`, step 5; registered when given. */
-  authn?: AuthnOptions
+  authn?: PartOption<AuthnOptions>
   /** Limits by principal, plan and route (`@portcullis/rate-limit`, stage `principal`), step 6; registered when given. */
-  rateLimit?: Omit<RateLimitOptions, 'stage'>
+  rateLimit?: PartOption<Omit<RateLimitOptions, 'stage'>>
   /** Options of `@portcullis/authz`, step 7 (and 9); registered when given. */
-  authz?: AuthzOptions
+  authz?: PartOption<AuthzOptions>
   /** The OpenAPI document and strictness (`@portcullis/schema-validate`), step 8; registered when given. */
-  schemaValidate?: SchemaValidateOptions
+  schemaValidate?: PartOption<SchemaValidateOptions>
   /**
    * The audit log (`@portcullis/audit-log`), step 12; registered when given. The headers and
    * query parameters that authn's API-key methods read are redacted too.
    */
-  audit?: AuditLogOptions
+  audit?: PartOption<AuditLogOptions>
   /**
    * An `onRequest` hook that runs once authentication has set `request.principal` (step 5) and
    * before the limits by principal (step 6): where a request can be routed by who it is, as a
@@ -38,28 +74,44 @@ export interface PortcullisOptions {
   onPrincipal?: onRequestHookHandler
 }
 
+type PartKey = Exclude<keyof PortcullisOptions, 'onPrincipal'>
+
 interface Part {
-  key: Exclude<keyof PortcullisOptions, 'onPrincipal'>
-  plugin: FastifyPluginAsync<never>
-  /** Registered even without options. */
-  always: boolean
-  /** Options the meta-plugin sets itself, over the user's. */
-  fixed?: Record<string, unknown>
+  key: PartKey
+  /** Its step of the request path, and the hooks it enforces in: what a replacement claims. */
+  step: number
+  hooks: ChainHook[]
+  /** Registers the part itself with the options given. */
+  register: (app: FastifyInstance, options: unknown, all: PortcullisOptions) => Promise<unknown>
 }
 
-// The parts of the chain this version provides, in RECOMMENDED_ORDER. A part is added here when
-// its package exists; options for parts that do not exist yet are refused, never ignored.
+const plain = (plugin: FastifyPluginAsync<never>, fixed: Record<string, unknown> = {}) =>
+  async (app: FastifyInstance, options: unknown) => await app.register(plugin, { ...(options as object), ...fixed } as never)
+
+// The parts in the recommended order (RECOMMENDED_ORDER): Fastify runs the hooks of one kind in the
+// order they are added, so the order of registration is the order of enforcement. Options for a
+// part that does not exist are refused, never ignored.
 const PARTS: readonly Part[] = [
-  { key: 'core', plugin: portcullisCore as FastifyPluginAsync<never>, always: true },
-  { key: 'ipRules', plugin: portcullisIpRules as FastifyPluginAsync<never>, always: false },
-  { key: 'mtls', plugin: portcullisMtls as FastifyPluginAsync<never>, always: false },
-  { key: 'ipRateLimit', plugin: portcullisRateLimit as FastifyPluginAsync<never>, always: false, fixed: { stage: 'ip' } },
-  { key: 'authn', plugin: portcullisAuthn as FastifyPluginAsync<never>, always: false },
-  { key: 'rateLimit', plugin: portcullisRateLimit as FastifyPluginAsync<never>, always: false, fixed: { stage: 'principal' } },
-  { key: 'authz', plugin: portcullisAuthz as FastifyPluginAsync<never>, always: false },
-  { key: 'schemaValidate', plugin: portcullisSchemaValidate as FastifyPluginAsync<never>, always: false },
-  { key: 'audit', plugin: portcullisAuditLog as FastifyPluginAsync<never>, always: false }
+  { key: 'core', step: stepOf('core'), hooks: ['onRequest'], register: plain(portcullisCore as FastifyPluginAsync<never>) },
+  // First of step 2, so that every answer has them, the cheapest rejections included.
+  { key: 'helmet', step: stepOf('helmet'), hooks: ['onRequest'], register: async (app, options) => await app.register(portcullisSecurityHeaders, (options === true ? {} : options) as never) },
+  { key: 'ipRules', step: stepOf('ipRules'), hooks: ['onRequest'], register: plain(portcullisIpRules as FastifyPluginAsync<never>) },
+  { key: 'cors', step: stepOf('cors'), hooks: ['onRequest'], register: registerCors },
+  { key: 'mtls', step: stepOf('mtls'), hooks: ['onRequest'], register: plain(portcullisMtls as FastifyPluginAsync<never>) },
+  { key: 'ipRateLimit', step: stepOf('ipRateLimit'), hooks: ['onRequest'], register: plain(portcullisRateLimit as FastifyPluginAsync<never>, { stage: 'ip' }) },
+  { key: 'authn', step: stepOf('authn'), hooks: ['onRequest'], register: plain(portcullisAuthn as FastifyPluginAsync<never>) },
+  { key: 'rateLimit', step: stepOf('rateLimit'), hooks: ['onRequest'], register: plain(portcullisRateLimit as FastifyPluginAsync<never>, { stage: 'principal' }) },
+  { key: 'authz', step: stepOf('authz'), hooks: ['onRequest', 'preHandler'], register: plain(portcullisAuthz as FastifyPluginAsync<never>) },
+  { key: 'schemaValidate', step: stepOf('schemaValidate'), hooks: ['preValidation'], register: plain(portcullisSchemaValidate as FastifyPluginAsync<never>) },
+  {
+    key: 'audit',
+    step: stepOf('audit'),
+    hooks: ['onResponse'],
+    register: async (app, options, all) => await app.register(portcullisAuditLog, withCredentialRedaction(options as AuditLogOptions, authnOptionsOf(all.authn)) as never)
+  }
 ]
+
+const STAGED: ReadonlySet<PartKey> = new Set(['ipRateLimit', 'rateLimit'])
 
 /**
  * Registers the Portcullis suite in the recommended order (see `RECOMMENDED_ORDER`) with one
@@ -72,16 +124,45 @@ const plugin: FastifyPluginAsync<PortcullisOptions> = async (app, options) => {
   checkKnownKeys(options, [...PARTS.map((part) => part.key), 'onPrincipal'], 'portcullis')
   const { onPrincipal } = options
   if (onPrincipal !== undefined && typeof onPrincipal !== 'function') throw invalidOption('portcullis.onPrincipal', 'an onRequest hook function', onPrincipal)
+  if ((options.core as unknown) === false || isReplacement(options.core)) throw invalidOption('portcullis.core', 'core\'s options: every other part depends on it')
   for (const part of PARTS) {
     if (part.key === 'rateLimit' && onPrincipal !== undefined) app.addHook('onRequest', onPrincipal)
-    const partOptions = options[part.key]
-    if (partOptions === undefined && !part.always) continue
-    if (part.fixed !== undefined && typeof partOptions === 'object' && partOptions !== null && 'stage' in partOptions) {
-      throw invalidOption(`portcullis.${part.key}.stage`, `left out: the ${part.key} part always runs at stage ${String(part.fixed.stage)}`, (partOptions as { stage: unknown }).stage)
+    const given = options[part.key]
+    if (given === false || (given === undefined && part.key !== 'core')) continue
+    if (isReplacement(given)) {
+      await registerReplacement(app, part, given)
+      continue
     }
-    const given = part.key === 'audit' ? withCredentialRedaction(partOptions as AuditLogOptions, options.authn) : partOptions
-    await app.register(part.plugin, { ...(given ?? {}), ...part.fixed } as never)
+    if (STAGED.has(part.key) && typeof given === 'object' && given !== null && 'stage' in given) {
+      throw invalidOption(`portcullis.${part.key}.stage`, `left out: the ${part.key} part always runs at stage ${part.key === 'ipRateLimit' ? 'ip' : 'principal'}`, (given as { stage: unknown }).stage)
+    }
+    await part.register(app, given ?? {}, options)
   }
+}
+
+function isReplacement (value: unknown): value is Replacement {
+  return typeof value === 'object' && value !== null && (value as Partial<Replacement>)[kReplacement] === true
+}
+
+async function registerReplacement (app: FastifyInstance, part: Part, { plugin, options }: Replacement): Promise<void> {
+  if (typeof plugin !== 'function' || (plugin as unknown as Record<symbol, unknown>)[Symbol.for('skip-override')] !== true) {
+    throw invalidOption(`portcullis.${part.key}`, 'a replacement wrapped with fastify-plugin: the hooks of an encapsulated plugin would not run for the app\'s routes')
+  }
+  const before = chainOf(app).length
+  await app.register(plugin as FastifyPluginAsync<never>, options as never)
+  // A replacement that is a Portcullis part claims its own place; any other takes the part's.
+  if (chainOf(app).length === before) claimChainStep(app, { step: part.step, name: `portcullis.${part.key} (replacement)`, hooks: part.hooks })
+}
+
+async function registerCors (app: FastifyInstance, options: unknown): Promise<void> {
+  if (app.hasPlugin('@fastify/cors')) throw new InvalidOption('@fastify/cors is registered already; give its options to portcullis.cors instead, so that it runs before authentication')
+  const registration = corsRegistration(options as CorsOptions, 'portcullis.cors')
+  claimChainStep(app, { step: 2, name: '@fastify/cors', hooks: ['onRequest'] })
+  await app.register(fastifyCors, registration)
+}
+
+function authnOptionsOf (authn: PortcullisOptions['authn']): AuthnOptions | undefined {
+  return authn === false || isReplacement(authn) ? undefined : authn
 }
 
 /**

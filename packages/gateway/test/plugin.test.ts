@@ -31,7 +31,7 @@ test('the meta-plugin works with no options at all', async (t) => {
 test('options for parts it does not have are refused, not ignored', async (t) => {
   const app = Fastify()
   app.register(portcullis, { validation: { strict: true } } as never)
-  await t.rejects(async () => app.ready(), { code: 'PORTCULLIS_CORE_INVALID_OPTION', message: 'portcullis.validation is not a known option; allowed: core, ipRules, mtls, ipRateLimit, authn, rateLimit, authz, schemaValidate' })
+  await t.rejects(async () => app.ready(), { code: 'PORTCULLIS_CORE_INVALID_OPTION', message: /^portcullis\.validation is not a known option; allowed: core, helmet, ipRules, cors, mtls, ipRateLimit, authn, rateLimit, authz, schemaValidate, audit/ })
   const bad = Fastify()
   bad.register(portcullis, { core: { trustedProxies: ['localhost'] } })
   await t.rejects(async () => bad.ready(), { message: /core\.trustedProxies\[0\]: "localhost" is not an IP address/ })
@@ -95,9 +95,10 @@ test('rate limits join the chain: by address before authn, by principal after it
 })
 
 test('the recommended order is complete and consistent', async (t) => {
-  t.same(RECOMMENDED_ORDER.map((s) => s.step), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12])
+  t.same([...new Set(RECOMMENDED_ORDER.map((s) => s.step))], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], 'every step, in order')
   t.equal(new Set(RECOMMENDED_ORDER.map((s) => s.key)).size, RECOMMENDED_ORDER.length, 'option keys are unique')
   t.equal(RECOMMENDED_ORDER[0]?.key, 'core', 'core pins the request first')
+  t.equal(RECOMMENDED_ORDER[1]?.key, 'helmet', 'security headers are set before anything can refuse')
   const hookRank = ['onRequest', 'preParsing', 'preValidation', 'preHandler', 'handler', 'onSend', 'onResponse']
   const ranks = RECOMMENDED_ORDER.map((s) => hookRank.indexOf(s.hook))
   t.same(ranks, [...ranks].sort((a, b) => a - b), 'steps follow the order in which Fastify runs hooks')

@@ -4,7 +4,7 @@ import fp from 'fastify-plugin'
 import { LRUCache } from 'lru-cache'
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
 import {
-  checkKnownKeys, checkMode, checkNumber, deny, invalidOption, prepareDecision, recordPrepared, routeConfigOf, setClientCertificate,
+  claimChainStep, checkKnownKeys, checkMode, checkNumber, deny, invalidOption, prepareDecision, recordPrepared, routeConfigOf, setClientCertificate,
   setPrincipal, withHeaders, type Mode, type PortcullisError, type Principal
 } from '@portcullis/core'
 import { parseCertificate, type ParsedCertificate } from './certificate.js'
@@ -98,6 +98,7 @@ type WithPolicy = Record<typeof kPolicy, Policy | null | undefined>
 
 const plugin: FastifyPluginAsync<MtlsOptions> = async (app, options) => {
   checkKnownKeys(options, OPTION_KEYS, 'mtls')
+  claimChainStep(app, { step: 3, name: PLUGIN_NAME, hooks: ['onRequest'] })
   const mode = checkMode(options.mode, 'mtls.mode')
   const required = options.required ?? true
   if (typeof required !== 'boolean') throw invalidOption('mtls.required', 'a boolean', required)

@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import {
-  checkKnownKeys, checkMode, deny, hooksOf, invalidOption, pathOptionsOf, prepareDecision, recordPrepared, routeConfigOf,
+  claimChainStep, checkKnownKeys, checkMode, deny, hooksOf, invalidOption, pathOptionsOf, prepareDecision, recordPrepared, routeConfigOf,
   withHeaders, type Mode, type PortcullisError
 } from '@portcullis/core'
 import { RateLimited } from './errors.js'
@@ -78,6 +78,7 @@ const plugin: FastifyPluginAsync<RateLimitOptions> = async (app, options) => {
   checkKnownKeys(options, OPTION_KEYS, 'rateLimit')
   const stage = options.stage ?? 'principal'
   if (stage !== 'ip' && stage !== 'principal') throw invalidOption('rateLimit.stage', 'ip or principal', stage)
+  claimChainStep(app, { step: stage === 'ip' ? 4 : 6, name: `${PLUGIN_NAME} (stage ${stage})`, hooks: ['onRequest'] })
   const path = `rateLimit[${stage}]`
   const mode = checkMode(options.mode, `${path}.mode`)
   const headers = options.headers ?? 'ietf'

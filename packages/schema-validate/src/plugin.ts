@@ -3,7 +3,7 @@ import type { FastifyPluginAsync, FastifyRequest, RouteOptions } from 'fastify'
 import type { ErrorObject, ValidateFunction } from 'ajv'
 import { parse as parseCookies } from 'cookie'
 import {
-  checkKnownKeys, checkMode, checkNumber, deny, hooksOf, invalidOption, pathOf, pointerToken, prepareDecision, recordPrepared,
+  claimChainStep, checkKnownKeys, checkMode, checkNumber, deny, hooksOf, invalidOption, pathOf, pointerToken, prepareDecision, recordPrepared,
   withHeaders, withViolations, type Mode, type PortcullisError, type PreparedDecision, type ProblemViolation
 } from '@portcullis/core'
 import { AmbiguousContentType, BodyTooDeep, BodyTooLarge, MethodNotAllowed, PrototypePoisoning, RequestInvalid, UnknownOperation, UnsupportedContentType } from './errors.js'
@@ -108,6 +108,7 @@ const plugin: FastifyPluginAsync<SchemaValidateOptions> = async (app, options) =
   if (typeof prefix !== 'string' || (prefix !== '' && (!prefix.startsWith('/') || prefix.endsWith('/')))) {
     throw invalidOption('schemaValidate.prefix', 'a path such as /api (starting with a slash, not ending with one), or an empty string', prefix)
   }
+  claimChainStep(app, { step: 8, name: prefix === '' ? PLUGIN_NAME : `${PLUGIN_NAME} (prefix ${prefix})`, hooks: ['preValidation'] })
   const unknown = unknownPolicy(options.unknownOperations ?? (options.openapi === undefined ? 'allow' : 'refuse'))
   const closing = options.rejectUnknownProperties ?? 'writes'
   if (closing !== 'writes' && closing !== 'all' && closing !== 'none') throw invalidOption('schemaValidate.rejectUnknownProperties', 'writes, all or none', closing)
