@@ -1,43 +1,22 @@
 // Benchmarks each Portcullis scenario against bare Fastify serving the same request.
 // Run from the repository root after `pnpm build`: node bench/run.mjs (or simply `pnpm bench`).
-import { execFileSync, fork } from 'node:child_process'
 import { generateKeyPairSync, randomBytes } from 'node:crypto'
-import { once } from 'node:events'
-import { mkdtempSync, readdirSync, readFileSync } from 'node:fs'
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdtempSync } from 'node:fs'
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { isDeepStrictEqual } from 'node:util'
 import autocannon from 'autocannon'
-import { createSigner } from 'fast-jwt'
+import {
+  COUNT_WARMUP_REQUESTS, COUNTED_REQUESTS, VALGRIND_START_TIMEOUT_MS, WARMUP_SECONDS,
+  countInstructions as countServerInstructions, fetchOnce as fetchUrl, fixed, flagSetting, instructionsSetting, integerSetting,
+  killChildrenOnExit, median, pin, pinSetting, printRows, serverCpu, signed, signToken, startServer as startBenchServer, stopServer
+} from './common.mjs'
+import { ORDER_BODY } from './orders.mjs'
 
-// The only address ever loaded: the servers are children of this process on loopback.
-const HOST = '127.0.0.1'
 const SERVER_SCRIPT = fileURLToPath(new URL('./server.mjs', import.meta.url))
 const RESULTS_FILE = fileURLToPath(new URL('./results/latest.json', import.meta.url))
-const WARMUP_SECONDS = 2
-const SERVER_START_TIMEOUT_MS = 15_000
-const VERIFY_TIMEOUT_MS = 5_000
-const CPU_QUERY_TIMEOUT_MS = 5_000
-// Must match what server.mjs configures for the JWT scenarios.
-const JWT_ISSUER = 'https://idp.bench.local/'
-const JWT_AUDIENCE = 'orders-api'
-const JWT_LIFETIME_SECONDS = 3600
-// Instruction counting (BENCH_INSTRUCTIONS=1): requests sent before counting starts, so that the
-// JIT has settled, then requests counted. Under valgrind a server runs some 50 times slower.
-const COUNT_WARMUP_REQUESTS = 10_000
-const COUNTED_REQUESTS = 4_000
-const VALGRIND_START_TIMEOUT_MS = 180_000
-// The order the schema-validate scenario posts: what server.mjs's document describes.
-const ORDER_BODY = JSON.stringify({
-  item: 'standing desk lamp, brushed steel',
-  qty: 2,
-  customer: { name: 'Alice Martin', email: 'alice.martin@example.com' },
-  shipping: { street: '12 rue de la Republique', city: 'Lyon', postalCode: '69002', country: 'FR' },
-  notes: 'leave with the concierge if nobody answers',
-  tags: ['gift', 'fragile']
-})
 // Must match the spin of the reference-3us server in server.mjs.
 const REFERENCE_MICROS = 3
 
@@ -136,13 +115,13 @@ function prepareAudit () {
 
 function prepareEs256 (settings) {
   const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' })
-  const token = signToken(privateKey.export({ type: 'pkcs8', format: 'pem' }), 'ES256', settings)
+  const token = signScenarioToken(privateKey.export({ type: 'pkcs8', format: 'pem' }), 'ES256', settings)
   return jwtScenario(token, { publicKey: publicKey.export({ type: 'spki', format: 'pem' }) })
 }
 
 function prepareHs256 (settings) {
   const secret = randomBytes(32)
-  return jwtScenario(signToken(secret, 'HS256', settings), { secret: secret.toString('base64url') })
+  return jwtScenario(signScenarioToken(secret, 'HS256', settings), { secret: secret.toString('base64url') })
 }
 
 function jwtScenario (token, serverOptions) {
@@ -150,50 +129,12 @@ function jwtScenario (token, serverOptions) {
 }
 
 // The token must outlive the scenario, or the last runs would measure refusals.
-function signToken (key, algorithm, settings) {
-  const planned = settings.rounds * 2 * (settings.warmup + settings.duration)
-  const lifetime = Math.max(JWT_LIFETIME_SECONDS, planned + 600)
-  const sign = createSigner({ key, algorithm, kid: 'k1' })
-  return sign({
-    iss: JWT_ISSUER,
-    aud: JWT_AUDIENCE,
-    sub: 'alice',
-    scope: 'orders:read',
-    roles: ['user'],
-    exp: Math.floor(Date.now() / 1000) + lifetime
-  })
+function signScenarioToken (key, algorithm, settings) {
+  return signToken(key, algorithm, settings.rounds * 2 * (settings.warmup + settings.duration))
 }
 
-const children = new Set()
 // The CPU the servers are pinned to, when pinning is on; null otherwise.
 let serverCpuSet = null
-
-// Pins a process, all its threads included, to the given CPUs (a taskset list such as "1").
-function pin (pid, cpus) {
-  execFileSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: 'ignore' })
-}
-
-function canPin () {
-  if (os.platform() !== 'linux' || os.cpus().length < 2) return false
-  try {
-    execFileSync('taskset', ['-p', String(process.pid)], { stdio: 'ignore' })
-    return true
-  } catch {
-    return false
-  }
-}
-
-// auto (the default) pins where it can: Linux, two CPUs or more, and taskset installed.
-function pinSetting (env, name) {
-  const text = env[name] ?? 'auto'
-  if (text === '0') return false
-  if (text === '1') {
-    if (!canPin()) throw new Error(`${name}=1 needs Linux, two CPUs or more and taskset (util-linux)`)
-    return true
-  }
-  if (text === 'auto' || text === '') return canPin()
-  throw new Error(`${name} must be auto, 1 or 0, got "${text}"`)
-}
 
 function readSettings (env) {
   return {
@@ -211,17 +152,6 @@ function readSettings (env) {
   }
 }
 
-function instructionsSetting (env, name) {
-  if (!flagSetting(env, name)) return false
-  try {
-    execFileSync('valgrind', ['--version'], { stdio: 'ignore' })
-    execFileSync('callgrind_control', ['--version'], { stdio: 'ignore' })
-  } catch {
-    throw new Error(`${name}=1 needs valgrind (with callgrind_control) on the PATH`)
-  }
-  return true
-}
-
 function scenarioSetting (env, name) {
   const text = env[name]
   if (text === undefined || text.trim() === '') return SCENARIO_NAMES
@@ -235,16 +165,6 @@ function scenarioSetting (env, name) {
   return names
 }
 
-function integerSetting (env, name, fallback, min, max) {
-  const text = env[name]
-  if (text === undefined || text === '') return fallback
-  const value = Number(text)
-  if (!Number.isInteger(value) || value < min || value > max) {
-    throw new Error(`${name} must be an integer from ${min} to ${max}, got "${text}"`)
-  }
-  return value
-}
-
 // No threshold unless asked for: absolute speed depends on the machine.
 function ratioSetting (env, name) {
   const text = env[name]
@@ -252,13 +172,6 @@ function ratioSetting (env, name) {
   const value = Number(text)
   if (!Number.isFinite(value) || value <= 0) throw new Error(`${name} must be a positive number, got "${text}"`)
   return value
-}
-
-function flagSetting (env, name) {
-  const text = env[name]
-  if (text === undefined || text === '' || text === '0') return false
-  if (text === '1') return true
-  throw new Error(`${name} must be 1 or 0, got "${text}"`)
 }
 
 function microsecondsSetting (env, name) {
@@ -269,98 +182,10 @@ function microsecondsSetting (env, name) {
   return value
 }
 
-// The caches callgrind simulates: this machine's, as Linux describes them. callgrind reads them
-// from CPUID itself, which some virtual machines answer wrongly (one here reports a 256 MiB
-// direct-mapped last level for a 32 MiB 16-way one). Where Linux says nothing, callgrind decides.
-const CACHE_DIRECTORY = '/sys/devices/system/cpu/cpu0/cache'
-let cacheOptions = null
-function simulatedCaches () {
-  if (cacheOptions !== null) return cacheOptions
-  cacheOptions = []
-  let entries
-  try {
-    entries = readdirSync(CACHE_DIRECTORY).filter((name) => /^index\d+$/.test(name))
-  } catch {
-    return cacheOptions
-  }
-  const read = (index, file) => readFileSync(join(CACHE_DIRECTORY, index, file), 'utf8').trim()
-  const caches = {}
-  let lastLevel = 0
-  for (const index of entries) {
-    try {
-      const level = Number(read(index, 'level'))
-      const type = read(index, 'type')
-      const size = /^(\d+)K$/.exec(read(index, 'size'))
-      const ways = Number(read(index, 'ways_of_associativity'))
-      const line = Number(read(index, 'coherency_line_size'))
-      if (size === null || !(ways > 0) || !(line > 0)) continue
-      // valgrind simulates only caches whose set count is a power of two: one that is not (a
-      // 480 MiB 16-way last level has 491,520 sets) is simulated as the largest that is, with the
-      // same ways and lines, a smaller cache than the machine's.
-      const sets = Number(size[1]) * 1024 / (ways * line)
-      const geometry = `${2 ** Math.floor(Math.log2(sets)) * ways * line},${ways},${line}`
-      if (level === 1 && type === 'Data') caches.D1 = geometry
-      else if (level === 1 && type === 'Instruction') caches.I1 = geometry
-      else if (type === 'Unified' && level > lastLevel) {
-        caches.LL = geometry
-        lastLevel = level
-      }
-    } catch {}
-  }
-  for (const name of ['I1', 'D1', 'LL']) if (caches[name] !== undefined) cacheOptions.push(`--${name}=${caches[name]}`)
-  return cacheOptions
-}
-
 // With `counter` (a callgrind output file), the server runs under valgrind's callgrind, which
 // counts the instructions it runs once told to (see countInstructions).
 async function startServer (scenario, serverOptions = {}, counter = null) {
-  const child = fork(SERVER_SCRIPT, [scenario], {
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    env: { ...process.env, BENCH_SERVER_OPTIONS: JSON.stringify(serverOptions) },
-    ...(counter === null
-      ? {}
-      : {
-          execPath: 'valgrind',
-          // Code that V8 generates lives in anonymous memory: --smc-check makes valgrind notice
-          // when it changes. --single-threaded keeps compilation and GC on the counted thread.
-          execArgv: ['--quiet', '--tool=callgrind', '--smc-check=all-non-file', '--instr-atstart=no', '--cache-sim=yes', '--branch-sim=yes',
-            ...simulatedCaches(), `--callgrind-out-file=${counter}`, process.execPath, '--single-threaded']
-        })
-  })
-  children.add(child)
-  child.once('exit', () => children.delete(child))
-  if (serverCpuSet !== null) pin(child.pid, serverCpuSet)
-  const startTimeout = counter === null ? SERVER_START_TIMEOUT_MS : VALGRIND_START_TIMEOUT_MS
-  const port = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server "${scenario}" did not start within ${startTimeout} ms`)), startTimeout)
-    child.once('message', (message) => { clearTimeout(timer); resolve(message?.port) })
-    child.once('exit', (code, signal) => { clearTimeout(timer); reject(new Error(`server "${scenario}" exited (${signal ?? code}) before listening`)) })
-    child.once('error', (err) => { clearTimeout(timer); reject(err) })
-  })
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`server "${scenario}" reported an invalid port: ${port}`)
-  return { scenario, child, url: `http://${HOST}:${port}` }
-}
-
-async function stopServer (server) {
-  if (server.child.exitCode !== null || server.child.signalCode !== null) return
-  const exited = once(server.child, 'exit')
-  server.child.kill()
-  await exited
-}
-
-// The server's CPU time so far, { user, system }, in microseconds.
-async function serverCpu (server) {
-  const reply = once(server.child, 'message', { signal: AbortSignal.timeout(CPU_QUERY_TIMEOUT_MS) })
-  server.child.send('cpu?')
-  let message
-  try {
-    [message] = await reply
-  } catch (err) {
-    throw new Error(`server "${server.scenario}" did not report its CPU time: ${err.message}`)
-  }
-  const { user, system } = message?.cpu ?? {}
-  if (!Number.isFinite(user) || !Number.isFinite(system)) throw new Error(`server "${server.scenario}" sent an invalid CPU report: ${JSON.stringify(message)}`)
-  return { user, system }
+  return await startBenchServer({ script: SERVER_SCRIPT, name: scenario, options: serverOptions, cpus: counter === null ? serverCpuSet : null, counter })
 }
 
 // What a scenario sends: GET of its path, unless it names a method and a body.
@@ -369,12 +194,8 @@ function requestOf ({ path, method = 'GET', body }) {
 }
 
 async function fetchOnce (server, request, headers) {
-  const { path, method, body: sent } = requestOf(request)
-  const response = await fetch(server.url + path, { method, body: sent, headers, signal: AbortSignal.timeout(VERIFY_TIMEOUT_MS) })
-  const text = await response.text()
-  let body
-  try { body = JSON.parse(text) } catch { body = text }
-  return { status: response.status, body, headers: response.headers }
+  const { path, method, body } = requestOf(request)
+  return await fetchUrl(server.url + path, { method, body, headers })
 }
 
 // A benchmark of a broken server is worthless: both must answer 200 with the same JSON.
@@ -503,42 +324,13 @@ async function countScenario (scenario, prepared) {
 
 async function countInstructions (scenario, { headers, serverOptions }, name, file) {
   const server = await startServer(name, serverOptions, file)
-  try {
-    const send = async () => {
-      const { path, method, body, text } = requestOf(scenario)
-      const response = await fetch(server.url + path, { method, body, headers, signal: AbortSignal.timeout(VALGRIND_START_TIMEOUT_MS) })
-      await response.arrayBuffer()
-      if (response.status !== 200) throw new Error(`${scenario.name}/${name}: ${text} answered ${response.status} under callgrind`)
-    }
-    // One request at a time, on one kept-alive connection.
-    for (let i = 0; i < COUNT_WARMUP_REQUESTS; i++) await send()
-    execFileSync('callgrind_control', ['--instr=on', String(server.child.pid)], { stdio: 'ignore' })
-    for (let i = 0; i < COUNTED_REQUESTS; i++) await send()
-    execFileSync('callgrind_control', ['--instr=off', String(server.child.pid)], { stdio: 'ignore' })
-  } finally {
-    // Disconnecting makes the server exit normally, which is when callgrind writes its counts.
-    const exited = once(server.child, 'exit')
-    server.child.disconnect()
-    await exited
-  }
-  return perRequest(await readFile(file, 'utf8'), COUNTED_REQUESTS)
-}
-
-// callgrind's totals per request. Estimated cycles weigh the simulated misses as KCachegrind's
-// cycle estimate does: 10 cycles for a mispredicted branch or a first-level cache miss, 100 for a
-// last-level one.
-function perRequest (text, requests) {
-  const events = /^events: (.+)$/m.exec(text)?.[1].trim().split(/\s+/)
-  const totals = /^totals: (.+)$/m.exec(text)?.[1].trim().split(/\s+/).map(Number)
-  if (events === undefined || totals === undefined) throw new Error('callgrind wrote no totals')
-  const total = (event) => totals[events.indexOf(event)] ?? 0
-  const firstLevelMisses = total('I1mr') + total('D1mr') + total('D1mw')
-  const lastLevelMisses = total('ILmr') + total('DLmr') + total('DLmw')
-  const mispredictions = total('Bcm') + total('Bim')
-  return {
-    instructions: total('Ir') / requests,
-    estimatedCycles: (total('Ir') + 10 * (mispredictions + firstLevelMisses) + 100 * lastLevelMisses) / requests
-  }
+  // One request at a time, on one kept-alive connection.
+  return await countServerInstructions(server, file, async () => {
+    const { path, method, body, text } = requestOf(scenario)
+    const response = await fetch(server.url + path, { method, body, headers, signal: AbortSignal.timeout(VALGRIND_START_TIMEOUT_MS) })
+    await response.arrayBuffer()
+    if (response.status !== 200) throw new Error(`${scenario.name}/${name}: ${text} answered ${response.status} under callgrind`)
+  })
 }
 
 // The server.mjs scenarios a scenario compares.
@@ -645,12 +437,6 @@ function medians (runs) {
   }
 }
 
-function median (values) {
-  const sorted = [...values].sort((a, b) => a - b)
-  const mid = sorted.length >> 1
-  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
-}
-
 function printTable (results, settings) {
   const rows = [['scenario', 'server', 'req/s', 'p50 ms', 'p99 ms', 'CPU µs/req', 'user µs/req']]
   for (const result of results) {
@@ -701,24 +487,8 @@ function printTable (results, settings) {
   console.log('')
 }
 
-// Text columns (the first `leftColumns`) are aligned left, numbers right.
-function printRows (rows, leftColumns = 2) {
-  const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => row[column].length)))
-  for (const row of rows) {
-    console.log(row.map((cell, column) => column < leftColumns ? cell.padEnd(widths[column]) : cell.padStart(widths[column])).join('  ').trimEnd())
-  }
-}
-
-function signed (value, digits = 2) {
-  return (value >= 0 ? '+' : '') + value.toFixed(digits)
-}
-
 function exceedsCpuLimit (result, settings) {
   return settings.maxAddedCpu !== null && result.addedCpuPerRequest > settings.maxAddedCpu
-}
-
-function fixed (value, digits) {
-  return value === null ? 'n/a' : value.toFixed(digits)
 }
 
 async function writeResults (results, settings) {
@@ -733,10 +503,6 @@ async function writeResults (results, settings) {
   await mkdir(dirname(RESULTS_FILE), { recursive: true })
   await writeFile(RESULTS_FILE, JSON.stringify(report, null, 2) + '\n')
   console.log(`results written to ${RESULTS_FILE}`)
-}
-
-function killChildren () {
-  for (const child of children) child.kill()
 }
 
 async function main () {
@@ -776,9 +542,7 @@ async function main () {
 }
 
 // Servers must never outlive the run, whichever way it ends.
-process.on('exit', killChildren)
-process.on('SIGINT', () => process.exit(130))
-process.on('SIGTERM', () => process.exit(143))
+killChildrenOnExit()
 
 main().catch((err) => {
   console.error(`bench failed: ${err.message}`)

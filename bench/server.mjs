@@ -10,6 +10,8 @@ import { portcullisAuthz } from '@portcullis/authz'
 import { MemoryStore, RedisStore } from '@portcullis/rate-limit'
 import { Redis } from 'ioredis'
 import pino from 'pino'
+import { readServerOptions, reportToParent, requireOption } from './common.mjs'
+import { ORDERS_DOCUMENT } from './orders.mjs'
 
 // Must match the claims of the token run.mjs signs.
 const JWT_ISSUER = 'https://idp.bench.local/'
@@ -48,46 +50,6 @@ const SCENARIOS = {
   }
 }
 
-// The orders contract of the schema-validate scenario: the order run.mjs posts, described as a
-// typical API would (lengths, ranges, a format, nested objects, a list). Responses have no
-// schema, so that what is measured is the request's validation.
-const text = (maxLength) => ({ type: 'string', minLength: 1, maxLength })
-const ORDERS_DOCUMENT = {
-  openapi: '3.1.0',
-  info: { title: 'bench orders', version: '1' },
-  paths: {
-    '/orders': {
-      post: {
-        requestBody: { required: true, content: { 'application/json': { schema: { $ref: '#/components/schemas/NewOrder' } } } },
-        responses: { 200: { description: 'created' } }
-      }
-    },
-    '/orders/{id}': {
-      get: { parameters: [{ name: 'id', in: 'path', required: true, schema: text(10) }], responses: { 200: { description: 'one order' } } }
-    }
-  },
-  components: {
-    schemas: {
-      NewOrder: {
-        type: 'object',
-        required: ['item', 'qty', 'customer', 'shipping'],
-        properties: {
-          item: text(64),
-          qty: { type: 'integer', minimum: 1, maximum: 100 },
-          customer: { type: 'object', required: ['name', 'email'], properties: { name: text(100), email: { type: 'string', format: 'email' } } },
-          shipping: { $ref: '#/components/schemas/Address' },
-          notes: { type: 'string', maxLength: 500 },
-          tags: { type: 'array', maxItems: 10, items: text(20) }
-        }
-      },
-      Address: {
-        type: 'object',
-        required: ['street', 'city', 'country'],
-        properties: { street: text(100), city: text(60), postalCode: text(12), country: { type: 'string', pattern: '^[A-Z]{2}$' } }
-      }
-    }
-  }
-}
 SCENARIOS['schema-validate'] = async (app) => {
   const snapshot = new SnapshotHolder({ version: 'v1', value: {} })
   await app.register(portcullis, { core: { trustedProxies: ['127.0.0.1/32'], snapshot }, schemaValidate: { openapi: ORDERS_DOCUMENT } })
@@ -149,19 +111,6 @@ async function registerJwt (app, key) {
   })
 }
 
-function requireOption (options, name) {
-  const value = options[name]
-  if (typeof value !== 'string' || value === '') throw new Error(`BENCH_SERVER_OPTIONS has no ${name}`)
-  return value
-}
-
-function readOptions (text) {
-  if (text === undefined || text === '') return {}
-  const options = JSON.parse(text)
-  if (typeof options !== 'object' || options === null) throw new Error('BENCH_SERVER_OPTIONS must be a JSON object')
-  return options
-}
-
 async function buildApp (scenario, options) {
   const app = Fastify({ logger: false })
   await SCENARIOS[scenario](app, options)
@@ -184,24 +133,15 @@ function assertCoreSetup (app) {
   if (snapshot?.current.version !== 'v1') throw new Error('core has no policy snapshot installed')
 }
 
-function reportCpu (message) {
-  if (message !== 'cpu?') return
-  const { user, system } = process.cpuUsage()
-  process.send({ cpu: { user, system } })
-}
-
 async function main () {
   const scenario = process.argv[2]
   if (!Object.hasOwn(SCENARIOS, scenario)) {
     throw new Error(`unknown scenario "${scenario}"; known: ${Object.keys(SCENARIOS).join(', ')}`)
   }
   if (typeof process.send !== 'function') throw new Error('server.mjs must be started by run.mjs (needs an IPC channel)')
-  const app = await buildApp(scenario, readOptions(process.env.BENCH_SERVER_OPTIONS))
+  const app = await buildApp(scenario, readServerOptions())
   await app.listen({ host: '127.0.0.1', port: 0 })
-  // Never outlive the parent, even if it dies without killing us.
-  process.on('disconnect', () => process.exit(0))
-  process.on('message', reportCpu)
-  process.send({ port: app.server.address().port })
+  reportToParent(app.server.address().port)
 }
 
 main().catch((err) => {

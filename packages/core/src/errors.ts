@@ -119,6 +119,9 @@ export const Internal = createError('PORTCULLIS_CORE_INTERNAL', 'The server coul
 export const BadGateway = createError('PORTCULLIS_CORE_BAD_GATEWAY', 'The upstream service did not answer correctly', 502, 'Bad Gateway')
 export const ServiceUnavailable = createError('PORTCULLIS_CORE_SERVICE_UNAVAILABLE', 'The service is unavailable', 503, 'Service Unavailable')
 export const GatewayTimeout = createError('PORTCULLIS_CORE_GATEWAY_TIMEOUT', 'The upstream service did not answer in time', 504, 'Gateway Timeout')
+// Answered by the HTTP server before any route: see clientErrorHandler.
+export const RequestTimeout = createError('PORTCULLIS_CORE_REQUEST_TIMEOUT', 'The request was not received in time', 408, 'Request Timeout')
+export const HeadersTooLarge = createError('PORTCULLIS_CORE_HEADERS_TOO_LARGE', 'The request line and headers are larger than allowed', 431, 'Request Header Fields Too Large')
 
 /** Bad configuration: thrown at registration, so `app.ready()` fails before any request is served. */
 export const InvalidOption = createError('PORTCULLIS_CORE_INVALID_OPTION', '%s', 500, 'Invalid Option')

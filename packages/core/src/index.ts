@@ -16,6 +16,7 @@ export * from './upstream.js'
 export { hooksOf, routeConfigOf } from './route-config.js'
 export { handOver, isHandedOver } from './handover.js'
 export { within } from './timeout.js'
+export { problemClientErrorHandler } from './client-error.js'
 export { claimChainStep, chainOf, type ChainPart, type ChainHook } from './chain.js'
 export { readPayload, isJsonMediaType, type ReadPayload } from './payload.js'
 export default portcullisCore

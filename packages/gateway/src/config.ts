@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises'
 import { dirname, extname, isAbsolute, resolve } from 'node:path'
 import { parse as parseYaml } from 'yaml'
-import { checkKnownKeys, InvalidOption, invalidOption, type CoreOptions } from '@portcullis/core'
+import { checkKnownKeys, checkNumber, InvalidOption, invalidOption, type CoreOptions } from '@portcullis/core'
 import type { AuditLogOptions, ChainOptions } from '@portcullis/audit-log'
 import type { AuthnOptions } from '@portcullis/authn'
 import type { AuthzOptions, AuthzRule, IpRulesOptions } from '@portcullis/authz'
@@ -9,6 +9,11 @@ import type { RateLimitOptions, RuleOptions } from '@portcullis/rate-limit'
 import type { MtlsOptions } from '@portcullis/mtls'
 import type { SchemaValidateOptions } from '@portcullis/schema-validate'
 import { compileResourcePath, type UpstreamResource } from './resources.js'
+import type { CorsOptions } from './cors.js'
+import type { SecurityHeadersOptions } from './security-headers.js'
+import type { UserAgentsOptions } from './user-agents.js'
+import type { MaskingOptions } from './masking.js'
+import type { RouteDeprecation } from './deprecation.js'
 import { resolveTlsPaths, validateServerTls, validateUpstreamTls, type ServerTlsConfig, type UpstreamTlsConfig } from './tls.js'
 
 /** HTTP methods a declared route may answer. */
@@ -36,6 +41,8 @@ export interface UpstreamRoute {
    * its `resource`): `{ path: '/orders/:id' }`. Lets a configuration file check ownership.
    */
   resource?: UpstreamResource
+  /** The route is retiring: `Deprecation` and `Sunset` headers, and with `cutoff`, 410 after the sunset. Over the upstream's. */
+  deprecation?: RouteDeprecation
 }
 
 /** One upstream service the standalone gateway proxies to. */
@@ -75,10 +82,12 @@ export interface UpstreamConfig {
    * @default false
    */
   public?: boolean
+  /** The whole upstream is retiring: every route under its prefix announces it (a route's own `deprecation` wins). */
+  deprecation?: RouteDeprecation
 }
 
 /** An upstream once checked: every option set, the contract's only if given. */
-export type ValidUpstream = Required<Omit<UpstreamConfig, 'openapi' | 'validation' | 'tls'>> & Pick<UpstreamConfig, 'openapi' | 'validation' | 'tls'>
+export type ValidUpstream = Required<Omit<UpstreamConfig, 'openapi' | 'validation' | 'tls' | 'deprecation'>> & Pick<UpstreamConfig, 'openapi' | 'validation' | 'tls' | 'deprecation'>
 
 /** The standalone gateway's configuration document. */
 export interface GatewayConfig {
@@ -91,8 +100,34 @@ export interface GatewayConfig {
     port?: number
     /** Listen with TLS, and with `clientCa`, ask clients for certificates (mutual TLS). */
     tls?: ServerTlsConfig
+    /**
+     * How long a client has to send a whole request, in ms; a slower one gets 408 and its
+     * connection is closed (slow-request attacks hold no connection longer). 0 turns it off.
+     * @default 30000
+     */
+    requestTimeout?: number
+    /** How long an idle keep-alive connection stays open, in ms. @default 72000 */
+    keepAliveTimeout?: number
+    /** The largest request line and headers, in bytes; larger ones get 431. @default 16384 */
+    maxHeaderSize?: number
+    /**
+     * The largest request body, in bytes, parsed or streamed to an upstream; a larger one gets
+     * 413 before any of it goes upstream.
+     * @default 1048576
+     */
+    bodyLimit?: number
   }
   core?: CoreOptions
+  /** Security response headers: helmet's options, or `true` for its defaults. */
+  helmet?: true | SecurityHeadersOptions
+  /** CORS (`@fastify/cors` options; `origin` required), answered before authentication. */
+  cors?: CorsOptions
+  /** User-Agent deny lists: `true` for the built-in list of attack tools, or its options. */
+  userAgents?: true | UserAgentsOptions
+  /** Personal data masked in JSON answers: `true` for e-mail addresses and card numbers, or its options. */
+  masking?: true | MaskingOptions
+  /** Prometheus metrics, served on a listener of their own, and OpenTelemetry spans. Read at start only. */
+  observe?: ObserveConfig
   /**
    * Client certificates (`@portcullis/mtls` options). `ca` is a file here, by default the
    * listener's `server.tls.clientCa`; `crl` files are relative to the configuration file too.
@@ -124,6 +159,14 @@ export interface GatewayConfig {
 /** The audit log's options as a configuration file gives them: the checkpoint signing key is a file. */
 export type AuditConfig = Omit<AuditLogOptions, 'chain'> & { chain?: boolean | (Omit<ChainOptions, 'signingKey'> & { signingKey?: string }) }
 
+/** What the standalone gateway reports, and where. */
+export interface ObserveConfig {
+  /** Prometheus metrics, scraped from `http://host:port/metrics`, a listener of their own. */
+  metrics?: { port: number, host?: string, prefix?: string, buckets?: number[] }
+  /** OpenTelemetry spans, through the tracer provider registered in the process (`@opentelemetry/api`). @default false */
+  tracing?: boolean
+}
+
 /** The rate-limit counts in Redis (`RedisStore` of `@portcullis/rate-limit`). */
 export interface RateLimitStoreConfig {
   redis: {
@@ -145,18 +188,26 @@ export const DEFAULT_PORT = 3000
 export const DEFAULT_UPSTREAM_TIMEOUT = 10_000
 export const HEALTH_PATHS: readonly string[] = Object.freeze(['/healthz'])
 
+/** The listener's settings once checked, with defaults applied. */
+export interface ValidServer { host: string, port: number, tls?: ServerTlsConfig, requestTimeout: number, keepAliveTimeout: number, maxHeaderSize: number, bodyLimit: number }
+
+export const DEFAULT_REQUEST_TIMEOUT = 30_000
+export const DEFAULT_KEEP_ALIVE_TIMEOUT = 72_000
+export const DEFAULT_MAX_HEADER_SIZE = 16_384
+export const DEFAULT_BODY_LIMIT = 1_048_576
+
 /** A configuration document once checked, with defaults applied. */
-export type ValidGatewayConfig = Pick<GatewayConfig, 'authn' | 'ipRules' | 'mtls' | 'authz' | 'ipRateLimit' | 'rateLimit' | 'rateLimitStore' | 'audit'> & {
-  server: { host: string, port: number, tls?: ServerTlsConfig }
+export type ValidGatewayConfig = Pick<GatewayConfig, 'helmet' | 'cors' | 'userAgents' | 'masking' | 'observe' | 'authn' | 'ipRules' | 'mtls' | 'authz' | 'ipRateLimit' | 'rateLimit' | 'rateLimitStore' | 'audit'> & {
+  server: ValidServer
   core: CoreOptions
   upstreams: ValidUpstream[]
 }
 
 /** Checks a configuration document and returns it with defaults applied. Throws naming the option. */
 export function validateGatewayConfig (input: unknown): ValidGatewayConfig {
-  const doc = checkKnownKeys(input, ['version', '$schema', 'server', 'core', 'authn', 'ipRules', 'mtls', 'ipRateLimit', 'rateLimit', 'rateLimitStore', 'authz', 'audit', 'upstreams'], 'gateway')
+  const doc = checkKnownKeys(input, ['version', '$schema', 'server', 'core', 'helmet', 'cors', 'userAgents', 'masking', 'observe', 'authn', 'ipRules', 'mtls', 'ipRateLimit', 'rateLimit', 'rateLimitStore', 'authz', 'audit', 'upstreams'], 'gateway')
   if (doc.version !== undefined && doc.version !== 1) throw invalidOption('version', '1, the version of the document format this gateway reads', doc.version)
-  const server = checkKnownKeys(doc.server ?? {}, ['host', 'port', 'tls'], 'server')
+  const server = checkKnownKeys(doc.server ?? {}, ['host', 'port', 'tls', 'requestTimeout', 'keepAliveTimeout', 'maxHeaderSize', 'bodyLimit'], 'server')
   const tls = server.tls === undefined ? undefined : validateServerTls(server.tls)
   const mtls = doc.mtls === undefined ? undefined : validateMtls(doc.mtls, tls)
   const host = server.host ?? DEFAULT_HOST
@@ -176,8 +227,21 @@ export function validateGatewayConfig (input: unknown): ValidGatewayConfig {
   })
   // Plugin options are checked in full by the plugins themselves, at registration.
   return {
-    server: { host, port: port as number, ...(tls === undefined ? {} : { tls }) },
+    server: {
+      host,
+      port: port as number,
+      ...(tls === undefined ? {} : { tls }),
+      requestTimeout: checkNumber(server.requestTimeout, DEFAULT_REQUEST_TIMEOUT, 'server.requestTimeout', 'a whole number of ms from 0 (no limit) to 3600000', (n) => Number.isInteger(n) && n >= 0 && n <= 3_600_000),
+      keepAliveTimeout: checkNumber(server.keepAliveTimeout, DEFAULT_KEEP_ALIVE_TIMEOUT, 'server.keepAliveTimeout', 'a whole number of ms from 1 to 3600000', (n) => Number.isInteger(n) && n >= 1 && n <= 3_600_000),
+      maxHeaderSize: checkNumber(server.maxHeaderSize, DEFAULT_MAX_HEADER_SIZE, 'server.maxHeaderSize', 'a whole number of bytes from 1024 to 1048576', (n) => Number.isInteger(n) && n >= 1024 && n <= 1_048_576),
+      bodyLimit: checkNumber(server.bodyLimit, DEFAULT_BODY_LIMIT, 'server.bodyLimit', 'a whole number of bytes, 0 or more', (n) => Number.isSafeInteger(n) && n >= 0)
+    },
     core: (doc.core ?? {}) as CoreOptions,
+    ...(doc.helmet === undefined ? {} : { helmet: doc.helmet as true | SecurityHeadersOptions }),
+    ...(doc.cors === undefined ? {} : { cors: doc.cors as CorsOptions }),
+    ...(doc.userAgents === undefined ? {} : { userAgents: doc.userAgents as true | UserAgentsOptions }),
+    ...(doc.masking === undefined ? {} : { masking: doc.masking as true | MaskingOptions }),
+    ...(doc.observe === undefined ? {} : { observe: validateObserve(doc.observe) }),
     ...(doc.authn === undefined ? {} : { authn: doc.authn as AuthnOptions }),
     ...(doc.ipRules === undefined ? {} : { ipRules: doc.ipRules as IpRulesOptions }),
     ...(mtls === undefined ? {} : { mtls }),
@@ -188,6 +252,17 @@ export function validateGatewayConfig (input: unknown): ValidGatewayConfig {
     ...(doc.audit === undefined ? {} : { audit: validateAudit(doc.audit) }),
     upstreams
   }
+}
+
+// The observer checks prefix and buckets; here, where the metrics are served.
+function validateObserve (input: unknown): ObserveConfig {
+  const { metrics, tracing } = checkKnownKeys(input, ['metrics', 'tracing'], 'observe')
+  if (tracing !== undefined && typeof tracing !== 'boolean') throw invalidOption('observe.tracing', 'a boolean', tracing)
+  if (metrics === undefined) return { ...(tracing === undefined ? {} : { tracing }) }
+  const { port, host = DEFAULT_HOST } = checkKnownKeys(metrics, ['port', 'host', 'prefix', 'buckets'], 'observe.metrics')
+  if (!Number.isInteger(port) || (port as number) < 0 || (port as number) > 65535) throw invalidOption('observe.metrics.port', 'the port of the metrics listener, an integer from 0 to 65535', port)
+  if (typeof host !== 'string' || host === '') throw invalidOption('observe.metrics.host', 'a host name or IP address', host)
+  return { metrics: { ...(metrics as ObserveConfig['metrics']), port: port as number, host }, ...(tracing === undefined ? {} : { tracing }) }
 }
 
 // The plugin checks the rest of its options; here, only what the configuration file changes.
@@ -240,7 +315,7 @@ function isRedisUrl (text: string): boolean {
 interface Sections { authz: boolean, ipRateLimit: boolean, rateLimit: boolean }
 
 function validateUpstream (input: unknown, path: string, sections: Sections): ValidUpstream {
-  const entry = checkKnownKeys(input, ['prefix', 'url', 'rewritePrefix', 'timeout', 'routes', 'openapi', 'validation', 'tls', 'public'], path)
+  const entry = checkKnownKeys(input, ['prefix', 'url', 'rewritePrefix', 'timeout', 'routes', 'openapi', 'validation', 'tls', 'public', 'deprecation'], path)
   const { prefix, url, rewritePrefix = '', timeout = DEFAULT_UPSTREAM_TIMEOUT, routes = [], openapi, validation, public: isPublic = false } = entry
   if (typeof isPublic !== 'boolean') throw invalidOption(`${path}.public`, 'a boolean', isPublic)
   if (typeof prefix !== 'string' || !/^\/[A-Za-z0-9._~!$&'()*+,;=:@/-]*$/.test(prefix) || prefix.endsWith('/')) {
@@ -280,12 +355,13 @@ function validateUpstream (input: unknown, path: string, sections: Sections): Va
     public: isPublic,
     ...(openapi === undefined ? {} : { openapi: openapi as string | object }),
     ...(validation === undefined ? {} : { validation: validation as ValidUpstream['validation'] }),
-    ...(tls === undefined ? {} : { tls })
+    ...(tls === undefined ? {} : { tls }),
+    ...(entry.deprecation === undefined ? {} : { deprecation: entry.deprecation as RouteDeprecation })
   }
 }
 
 function validateRoute (input: unknown, path: string, sections: Sections, seen: Set<string>): UpstreamRoute {
-  const route = checkKnownKeys(input, ['method', 'path', 'authz', 'rateLimit', 'resource'], path)
+  const route = checkKnownKeys(input, ['method', 'path', 'authz', 'rateLimit', 'resource', 'deprecation'], path)
   const methods = Array.isArray(route.method) ? route.method : [route.method]
   if (methods.length === 0 || !methods.every((m) => typeof m === 'string' && ROUTE_METHODS.includes(m))) {
     throw invalidOption(`${path}.method`, `one of ${ROUTE_METHODS.join(', ')}, or a list of them`, route.method)
@@ -314,7 +390,8 @@ function validateRoute (input: unknown, path: string, sections: Sections, seen: 
     path: route.path,
     ...(route.authz === undefined ? {} : { authz: route.authz as AuthzRule | false }),
     ...(route.rateLimit === undefined ? {} : { rateLimit: route.rateLimit as RuleOptions[] | false }),
-    ...(route.resource === undefined ? {} : { resource: route.resource as UpstreamResource })
+    ...(route.resource === undefined ? {} : { resource: route.resource as UpstreamResource }),
+    ...(route.deprecation === undefined ? {} : { deprecation: route.deprecation as RouteDeprecation })
   }
 }
 

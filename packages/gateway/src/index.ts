@@ -18,3 +18,7 @@ export {
 export type { UpstreamResource } from './resources.js'
 export { installShutdown, type ShutdownHost } from './shutdown.js'
 export default portcullis
+export { portcullisUserAgents, BUILTIN_USER_AGENTS, USER_AGENTS_PLUGIN, type UserAgentsOptions, type UserAgentPattern } from './user-agents.js'
+export { portcullisDeprecation, DEPRECATION_PLUGIN, type DeprecationOptions, type RouteDeprecation, type DeprecationDate } from './deprecation.js'
+export { portcullisMasking, MASKING_PLUGIN, DEFAULT_MASKING_MAX_BYTES, type MaskingOptions, type MaskingRouteOptions, type MaskingPattern } from './masking.js'
+export { createChainObserver, metricsHandler, UNMATCHED_ROUTE, DEFAULT_METRICS_BUCKETS, DEFAULT_METRICS_PREFIX, POLICY_UPDATE_OUTCOMES, type ChainObserver, type ObserveOptions, type MetricsOptions, type TracingOptions, type StageHook, type PolicyUpdateOutcome, type WatchedStore } from './observe.js'

@@ -7,7 +7,9 @@ import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastif
 import { openAuditWriter, validateOptions as validateAuditOptions, type AuditWriter } from '@portcullis/audit-log'
 import { MemoryStore, type RateLimitStore } from '@portcullis/rate-limit'
 import { PolicyManager, readPolicyFile, syncPolicyFromRedis, watchPolicyFile, type CheckedPolicy, type InstanceStatus, type PolicyEvent, type PolicyFileWatch, type PolicyMode, type PolicyDiffEntry, type PolicyProblem, type PolicyPublicKey, type RedisSync } from '@portcullis/policy'
-import { invalidOption } from '@portcullis/core'
+import { invalidOption, problemClientErrorHandler } from '@portcullis/core'
+import { listenerOptions } from './limits.js'
+import { metricsListener, observerOfConfig } from './metrics-listener.js'
 import { Redis } from 'ioredis'
 import { configOfDocument, type RateLimitStoreConfig, type ValidGatewayConfig } from './config.js'
 import { buildAdminApi, type AdminOptions } from './admin.js'
@@ -81,13 +83,15 @@ export interface PolicyGateway {
   trialStats: () => TrialStats
   /** With `redis`: what this instance reports to the fleet. */
   fleetReport: () => InstanceStatus | null
+  /** With `observe.metrics` in the document: the metrics listener's address, once `listen()` resolved. */
+  metricsUrl: () => string | null
   /** With `admin`: the admin API's address, once `listen()` resolved. */
   adminUrl: () => string | null
 }
 
 // Parts of a document that are read once, when the gateway starts: they hold the listener and
 // state every version shares. A change to them is logged and waits for the next start.
-const START_ONLY = ['server', 'rateLimitStore', 'audit.sinks', 'audit.chain', 'audit.onSinkFailure'] as const
+const START_ONLY = ['observe', 'server.host', 'server.port', 'server.tls', 'server.requestTimeout', 'server.keepAliveTimeout', 'server.maxHeaderSize', 'rateLimitStore', 'audit.sinks', 'audit.chain', 'audit.onSinkFailure'] as const
 
 /**
  * Starts the standalone gateway from a policy document. Each version of the document is compiled
@@ -138,14 +142,20 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
     generation.serve(req, res)
   }
   edge = Fastify({
+    clientErrorHandler: problemClientErrorHandler(startup.core.problemTypeBase),
     ...options.serverOptions,
+    // The document's limits, over any in serverOptions: what a policy says is what holds.
+    requestTimeout: server.requestTimeout,
+    keepAliveTimeout: server.keepAliveTimeout,
     // Read by Fastify only to say https:// in the address it listens on.
     ...(https === undefined ? {} : { https }),
     serverFactory: (_handler, opts) => {
-      const listener = https === undefined ? createHttpServer(dispatch) : createHttpsServer(https, dispatch)
+      const listener = https === undefined ? createHttpServer(listenerOptions(server), dispatch) : createHttpsServer({ ...https, ...listenerOptions(server) }, dispatch)
       // What Fastify sets on a server it makes itself.
       listener.keepAliveTimeout = opts.keepAliveTimeout as number
       listener.requestTimeout = opts.requestTimeout as number
+      // Headers have no longer than the whole request.
+      if (listener.requestTimeout > 0) listener.headersTimeout = Math.min(listener.headersTimeout, listener.requestTimeout)
       listener.setTimeout(opts.connectionTimeout as number)
       if ((opts.maxRequestsPerSocket as number) > 0) listener.maxRequestsPerSocket = opts.maxRequestsPerSocket as number
       return listener
@@ -159,6 +169,10 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
   const storeConfig = options.rateLimitStore ?? startup.rateLimitStore
   // Counts live as long as the gateway: a new version goes on counting where the last one was.
   const store: RateLimitStore = storeConfig === undefined ? new MemoryStore() : redisStore(edge, storeConfig)
+  // One observer for the gateway's life: every version counts into the same metrics.
+  const observer = observerOfConfig(startup.observe)
+  observer?.watchStore('shared', store)
+  const metrics = metricsListener(observer, startup.observe)
   let auditWriter: AuditWriter | undefined
   if (startup.audit !== undefined) {
     const chain = startup.audit.chain
@@ -195,6 +209,7 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
     const app = Fastify({
       ...chainOptions,
       genReqId: () => randomUUID(),
+      bodyLimit: valid.server.bodyLimit,
       loggerInstance: log().child({ policyVersion: checked.version }),
       return503OnClosing: false,
       // Never listens: the gateway's listener hands it requests through this handler.
@@ -208,6 +223,7 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
         state,
         version: checked.version,
         dispatcherFor,
+        observer,
         // A shadow counts in a store of its own: its limits are simulated, never charged to clients.
         store: mode === 'shadow' ? new MemoryStore() : store,
         ...(auditWriter === undefined || mode === 'shadow' ? {} : { auditWriter }),
@@ -231,6 +247,11 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
     const target = policy.active?.compiled.app
     const candidate = policy.candidate
     if (event.action === 'activate' && event.mode !== 'enforce' && candidate !== null) trial.start(candidate.compiled, candidate.mode, candidate.share)
+    if (observer !== null) {
+      observer.policyUpdate(event.action === 'reject' ? 'refused' : event.action === 'rollback' ? 'rolled-back' : 'applied')
+      const active = policy.active
+      if (active !== null) observer.setPolicyVersion(active.version)
+    }
     // Logged and audited once the version is in force: the diff is no part of the switch.
     setImmediate(() => { record(event, target) })
   }
@@ -314,9 +335,11 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
     throw err
   }
   let adminUrl: string | null = null
+  let metricsUrl: string | null = null
   edge.addHook('preClose', async () => {
     state.closing = true
     await admin?.app.close()
+    await metrics?.close()
   })
   edge.addHook('onClose', async () => {
     watcher?.close()
@@ -337,9 +360,11 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
     listen: async () => {
       const url = await app.listen({ host: server.host, port: server.port })
       if (admin !== null) adminUrl = await admin.app.listen({ host: admin.host, port: admin.port })
+      if (metrics !== null) metricsUrl = await metrics.listen()
       return url
     },
     adminUrl: () => adminUrl,
+    metricsUrl: () => metricsUrl,
     close: async () => { await app.close() }
   }
 }

@@ -10,7 +10,11 @@ import { portcullisRateLimit, type RateLimitOptions } from '@portcullis/rate-lim
 import { portcullisSchemaValidate, type SchemaValidateOptions } from '@portcullis/schema-validate'
 import { corsRegistration, type CorsOptions } from './cors.js'
 import { portcullisSecurityHeaders, type SecurityHeadersOptions } from './security-headers.js'
+import { portcullisUserAgents, type UserAgentsOptions } from './user-agents.js'
+import { portcullisDeprecation, type DeprecationOptions } from './deprecation.js'
+import { portcullisMasking, type MaskingOptions } from './masking.js'
 import { stepOf } from './order.js'
+import { createChainObserver, type ChainObserver, type ObserveOptions } from './observe.js'
 
 const kReplacement = Symbol.for('portcullis.gateway.replacement')
 
@@ -47,8 +51,16 @@ export interface PortcullisOptions {
   helmet?: PartOption<SecurityHeadersOptions | true>
   /** IP allow/deny lists (`@portcullis/authz`), step 2; registered when given. */
   ipRules?: PartOption<IpRulesOptions>
+  /** User-Agent deny lists, step 2: the built-in list of attack tools with `true`, or its options. Registered when given. */
+  userAgents?: PartOption<UserAgentsOptions | true>
   /** CORS (`@fastify/cors`), step 2, before authentication; `origin` is required. Registered when given. */
   cors?: PartOption<CorsOptions>
+  /**
+   * `Deprecation` and `Sunset` headers of routes with `config.deprecation`, and their cut-off,
+   * step 2. Always registered, so that a route's deprecation is never silently ignored; `false`
+   * leaves it out.
+   */
+  deprecation?: PartOption<DeprecationOptions>
   /** Client certificates (`@portcullis/mtls`), step 3; registered when given. */
   mtls?: PartOption<MtlsOptions>
   /** The coarse limit by client IP (`@portcullis/rate-limit`, stage `ip`), step 4; registered when given. */
@@ -61,11 +73,18 @@ export interface PortcullisOptions {
   authz?: PartOption<AuthzOptions>
   /** The OpenAPI document and strictness (`@portcullis/schema-validate`), step 8; registered when given. */
   schemaValidate?: PartOption<SchemaValidateOptions>
+  /** Personal data masked in JSON responses, step 11: `true` for e-mail addresses and card numbers, or its options. Registered when given. */
+  masking?: PartOption<MaskingOptions | true>
   /**
    * The audit log (`@portcullis/audit-log`), step 12; registered when given. The headers and
    * query parameters that authn's API-key methods read are redacted too.
    */
   audit?: PartOption<AuditLogOptions>
+  /**
+   * Prometheus metrics and OpenTelemetry spans of the chain, each optional: their options, or an
+   * observer made with `createChainObserver()` to share one registry between several apps.
+   */
+  observe?: ObserveOptions | ChainObserver
   /**
    * An `onRequest` hook that runs once authentication has set `request.principal` (step 5) and
    * before the limits by principal (step 6): where a request can be routed by who it is, as a
@@ -74,13 +93,15 @@ export interface PortcullisOptions {
   onPrincipal?: onRequestHookHandler
 }
 
-type PartKey = Exclude<keyof PortcullisOptions, 'onPrincipal'>
+type PartKey = Exclude<keyof PortcullisOptions, 'onPrincipal' | 'observe'>
 
 interface Part {
   key: PartKey
   /** Its step of the request path, and the hooks it enforces in: what a replacement claims. */
   step: number
   hooks: ChainHook[]
+  /** Registered without options too (core, deprecation). */
+  always?: boolean
   /** Registers the part itself with the options given. */
   register: (app: FastifyInstance, options: unknown, all: PortcullisOptions) => Promise<unknown>
 }
@@ -92,17 +113,20 @@ const plain = (plugin: FastifyPluginAsync<never>, fixed: Record<string, unknown>
 // order they are added, so the order of registration is the order of enforcement. Options for a
 // part that does not exist are refused, never ignored.
 const PARTS: readonly Part[] = [
-  { key: 'core', step: stepOf('core'), hooks: ['onRequest'], register: plain(portcullisCore as FastifyPluginAsync<never>) },
+  { key: 'core', step: stepOf('core'), hooks: ['onRequest'], always: true, register: plain(portcullisCore as FastifyPluginAsync<never>) },
   // First of step 2, so that every answer has them, the cheapest rejections included.
   { key: 'helmet', step: stepOf('helmet'), hooks: ['onRequest'], register: async (app, options) => await app.register(portcullisSecurityHeaders, (options === true ? {} : options) as never) },
   { key: 'ipRules', step: stepOf('ipRules'), hooks: ['onRequest'], register: plain(portcullisIpRules as FastifyPluginAsync<never>) },
+  { key: 'userAgents', step: stepOf('userAgents'), hooks: ['onRequest'], register: async (app, options) => await app.register(portcullisUserAgents, (options === true ? {} : options) as never) },
   { key: 'cors', step: stepOf('cors'), hooks: ['onRequest'], register: registerCors },
+  { key: 'deprecation', step: stepOf('deprecation'), hooks: ['onRequest'], always: true, register: plain(portcullisDeprecation as FastifyPluginAsync<never>) },
   { key: 'mtls', step: stepOf('mtls'), hooks: ['onRequest'], register: plain(portcullisMtls as FastifyPluginAsync<never>) },
   { key: 'ipRateLimit', step: stepOf('ipRateLimit'), hooks: ['onRequest'], register: plain(portcullisRateLimit as FastifyPluginAsync<never>, { stage: 'ip' }) },
   { key: 'authn', step: stepOf('authn'), hooks: ['onRequest'], register: plain(portcullisAuthn as FastifyPluginAsync<never>) },
   { key: 'rateLimit', step: stepOf('rateLimit'), hooks: ['onRequest'], register: plain(portcullisRateLimit as FastifyPluginAsync<never>, { stage: 'principal' }) },
   { key: 'authz', step: stepOf('authz'), hooks: ['onRequest', 'preHandler'], register: plain(portcullisAuthz as FastifyPluginAsync<never>) },
   { key: 'schemaValidate', step: stepOf('schemaValidate'), hooks: ['preValidation'], register: plain(portcullisSchemaValidate as FastifyPluginAsync<never>) },
+  { key: 'masking', step: stepOf('masking'), hooks: ['onSend'], register: async (app, options) => await app.register(portcullisMasking, (options === true ? {} : options) as never) },
   {
     key: 'audit',
     step: stepOf('audit'),
@@ -121,23 +145,51 @@ const STAGED: ReadonlySet<PartKey> = new Set(['ipRateLimit', 'rateLimit'])
  * await app.register(portcullis, { core: { trustedProxies: ['10.0.0.0/8'] } })
  */
 const plugin: FastifyPluginAsync<PortcullisOptions> = async (app, options) => {
-  checkKnownKeys(options, [...PARTS.map((part) => part.key), 'onPrincipal'], 'portcullis')
+  checkKnownKeys(options, [...PARTS.map((part) => part.key), 'observe', 'onPrincipal'], 'portcullis')
   const { onPrincipal } = options
+  const observer = observerOf(options.observe)
+  // Stage marks go in the recommended order; the ones of steps 9 and 10 once the parts before them are in.
+  const mark = (key: string): void => {
+    const { hook, handler } = (observer as ChainObserver).after(key)
+    app.addHook(hook as 'onRequest', handler as onRequestHookHandler)
+  }
+  let handlerMarked = false
+  const markHandler = (): void => {
+    if (observer === null || handlerMarked) return
+    handlerMarked = true
+    if (isOn(options.authz)) mark('conditions')
+    mark('upstream')
+  }
+  if (observer !== null) app.addHook('onRequest', observer.start)
   if (onPrincipal !== undefined && typeof onPrincipal !== 'function') throw invalidOption('portcullis.onPrincipal', 'an onRequest hook function', onPrincipal)
   if ((options.core as unknown) === false || isReplacement(options.core)) throw invalidOption('portcullis.core', 'core\'s options: every other part depends on it')
   for (const part of PARTS) {
     if (part.key === 'rateLimit' && onPrincipal !== undefined) app.addHook('onRequest', onPrincipal)
-    const given = options[part.key]
-    if (given === false || (given === undefined && part.key !== 'core')) continue
-    if (isReplacement(given)) {
-      await registerReplacement(app, part, given)
-      continue
+    const value = options[part.key]
+    if (value === false || (value === undefined && part.always !== true)) continue
+    if (part.step > stepOf('upstream')) markHandler()
+    if (isReplacement(value)) {
+      await registerReplacement(app, part, value)
+    } else {
+      if (STAGED.has(part.key) && typeof value === 'object' && value !== null && 'stage' in value) {
+        throw invalidOption(`portcullis.${part.key}.stage`, `left out: the ${part.key} part always runs at stage ${part.key === 'ipRateLimit' ? 'ip' : 'principal'}`, (value as { stage: unknown }).stage)
+      }
+      await part.register(app, value ?? {}, options)
     }
-    if (STAGED.has(part.key) && typeof given === 'object' && given !== null && 'stage' in given) {
-      throw invalidOption(`portcullis.${part.key}.stage`, `left out: the ${part.key} part always runs at stage ${part.key === 'ipRateLimit' ? 'ip' : 'principal'}`, (given as { stage: unknown }).stage)
-    }
-    await part.register(app, given ?? {}, options)
+    if (observer !== null) mark(part.key)
   }
+  markHandler()
+  if (observer !== null) app.addHook('onResponse', observer.finish)
+}
+
+function isOn (value: unknown): boolean {
+  return value !== undefined && value !== false
+}
+
+function observerOf (observe: PortcullisOptions['observe']): ChainObserver | null {
+  if (observe === undefined) return null
+  if (typeof observe === 'object' && observe !== null && typeof (observe as Partial<ChainObserver>).start === 'function') return observe as ChainObserver
+  return createChainObserver(observe as ObserveOptions)
 }
 
 function isReplacement (value: unknown): value is Replacement {

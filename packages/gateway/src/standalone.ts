@@ -1,18 +1,20 @@
 import { randomUUID } from 'node:crypto'
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions, type onRequestHookHandler, type onResponseHookHandler } from 'fastify'
-import httpProxy from '@fastify/http-proxy'
-import replyFrom from '@fastify/reply-from'
-import { BadGateway, decisionsOf, GatewayTimeout, recordUpstream, type Decision } from '@portcullis/core'
+import { decisionsOf, problemClientErrorHandler, type Decision } from '@portcullis/core'
 import type { AuditLogOptions, AuditWriter } from '@portcullis/audit-log'
 import { RedisStore, type RateLimitStore } from '@portcullis/rate-limit'
 import { documentRoutes, portcullisSchemaValidate, shapeOf } from '@portcullis/schema-validate'
 import { Redis } from 'ioredis'
-import type { Dispatcher } from 'undici'
+import { Agent, type Dispatcher } from 'undici'
 import { portcullis } from './plugin.js'
 import type { MtlsOptions } from '@portcullis/mtls'
 import { validateGatewayConfig, type GatewayConfig, type RateLimitStoreConfig, type UpstreamRoute, type ValidGatewayConfig, type ValidUpstream } from './config.js'
 import { readPem, serverHttpsOptions, upstreamConnectOptions } from './tls.js'
 import { compileResourcePath, upstreamResourceLoader } from './resources.js'
+import { limitBodies, listenerOptions } from './limits.js'
+import { metricsListener, observerOfConfig } from './metrics-listener.js'
+import type { ChainObserver } from './observe.js'
+import { compileForwarding, proxyHandler, type Forwarding, type ProxyTarget } from './proxy.js'
 
 /**
  * Builds the standalone gateway: the Portcullis chain, health endpoints and one proxy per
@@ -31,12 +33,31 @@ export async function buildGateway (config: GatewayConfig, serverOptions: Fastif
   // Requests still being routed while closing are served, not answered with Fastify's own 503
   // (which is not problem+json); the onSend hook added by addChain ends their connections.
   // Request ids are UUIDs, unique across instances, and are returned as X-Request-Id.
-  const app = Fastify({ genReqId: () => randomUUID(), ...serverOptions, ...(https === undefined ? {} : { https }), return503OnClosing: false }) as unknown as FastifyInstance
+  const { server } = valid
+  const app = Fastify({
+    genReqId: () => randomUUID(),
+    clientErrorHandler: problemClientErrorHandler(valid.core.problemTypeBase),
+    ...serverOptions,
+    // The configuration's limits, over any in serverOptions.
+    requestTimeout: server.requestTimeout,
+    keepAliveTimeout: server.keepAliveTimeout,
+    bodyLimit: server.bodyLimit,
+    http: listenerOptions(server),
+    ...(https === undefined ? {} : { https: { ...https, ...listenerOptions(server) } }),
+    return503OnClosing: false
+  }) as unknown as FastifyInstance
   const state = { closing: false }
   app.addHook('preClose', async () => { state.closing = true })
   // Both stages count in one store: Redis when the configuration names one.
   const store = valid.rateLimitStore === undefined ? undefined : redisStore(app, valid.rateLimitStore)
-  await addChain(app, valid, files, { state, ...(store === undefined ? {} : { store }) })
+  const observer = observerOfConfig(valid.observe)
+  if (store !== undefined) observer?.watchStore('shared', store)
+  const metrics = metricsListener(observer, valid.observe)
+  if (metrics !== null) {
+    app.addHook('onListen', async () => { await metrics.listen() })
+    app.addHook('onClose', async () => { await metrics.close() })
+  }
+  await addChain(app, valid, files, { state, observer, ...(store === undefined ? {} : { store }) })
   return app
 }
 
@@ -80,6 +101,8 @@ export interface SharedState {
   onPrincipal?: onRequestHookHandler
   /** Runs once a request is answered, after its audit record is written. */
   onResponse?: onResponseHookHandler
+  /** Where the chain's metrics and spans go: one observer for every version. */
+  observer?: ChainObserver | null
   /**
    * The connection pool to an upstream, given its settings: versions that keep an upstream's
    * settings keep its pool, so an update opens no connection. Each chain has its own without it.
@@ -92,8 +115,15 @@ export interface UpstreamDispatch {
   url: string
   headersTimeout: number
   bodyTimeout: number
+  /** The most connections open to the upstream at once; requests beyond wait for one. */
+  connections: number
+  /** One request at a time on each connection: an upstream never sees a request queued behind another. */
+  pipelining: number
   connect: Record<string, unknown>
 }
+
+/** Connections to one upstream, at most (as @fastify/reply-from's default was). */
+const UPSTREAM_CONNECTIONS = 128
 
 /** The response header of a shadow chain that says what it decided: `allow`, or `deny <code>`. */
 export const SHADOW_OUTCOME_HEADER = 'x-portcullis-shadow-outcome'
@@ -104,8 +134,9 @@ export const SHADOW_OUTCOME_HEADER = 'x-portcullis-shadow-outcome'
  */
 export async function addChain (app: FastifyInstance, valid: ValidGatewayConfig, files: ChainFiles, shared: SharedState): Promise<void> {
   const { core, authn, ipRules, authz, upstreams } = valid
-  const { state, store, auditWriter, version, purpose = 'serve', onPrincipal, onResponse, dispatcherFor } = shared
+  const { state, store, auditWriter, version, purpose = 'serve', onPrincipal, onResponse, dispatcherFor, observer = null } = shared
   const shadow = purpose === 'shadow'
+  limitBodies(app, valid.server.bodyLimit)
   const ipRateLimit = purpose === 'canary' ? undefined : valid.ipRateLimit
   const rateLimit = valid.rateLimit
   app.addHook('onSend', (_request, reply, _payload, done) => {
@@ -120,13 +151,19 @@ export async function addChain (app: FastifyInstance, valid: ValidGatewayConfig,
       : { ...withoutWriterOptions(files.audit), writer: auditWriter, policySwaps: false }
   await app.register(portcullis, {
     core: { requestIdHeader: 'x-request-id', ...core, ...(version === undefined ? {} : { snapshot: { current: Object.freeze({ version, value: null }) } }) },
+    ...(valid.helmet === undefined ? {} : { helmet: valid.helmet }),
     ...(ipRules === undefined ? {} : { ipRules }),
+    ...(valid.userAgents === undefined ? {} : { userAgents: valid.userAgents }),
+    ...(valid.cors === undefined ? {} : { cors: valid.cors }),
     ...(files.mtls === undefined || shadow ? {} : { mtls: files.mtls }),
     ...(ipRateLimit === undefined ? {} : { ipRateLimit: withStore(ipRateLimit) }),
     ...(authn === undefined ? {} : { authn }),
     ...(rateLimit === undefined ? {} : { rateLimit: withStore(rateLimit) }),
     ...(authz === undefined ? {} : { authz }),
+    ...(valid.masking === undefined ? {} : { masking: valid.masking }),
     ...(audit === undefined ? {} : { audit }),
+    // A shadow decides only: what it would do is counted in trial statistics, not in metrics.
+    ...(observer === null || shadow ? {} : { observe: observer }),
     ...(onPrincipal === undefined ? {} : { onPrincipal })
   })
   if (onResponse !== undefined) app.addHook('onResponse', onResponse)
@@ -146,33 +183,73 @@ export async function addChain (app: FastifyInstance, valid: ValidGatewayConfig,
   // They are not audited either (their failures still are).
   app.get('/healthz', { config: { authn: false, mtls: false, authz: false, rateLimit: false, audit: false } }, async () => ({ status: 'ok' }))
 
+  // Proxied requests tell the upstream who the client is; only trusted proxies may tell the gateway.
+  const forwarding = compileForwarding(core)
   for (const [i, upstream] of upstreams.entries()) {
     const declared = routes[i] as UpstreamRoute[]
-    const settings = { url: upstream.url, headersTimeout: upstream.timeout, bodyTimeout: upstream.timeout, ...(files.connects[i] as { connect: Record<string, unknown> }) }
-    const { url: _url, ...options } = settings
-    const undici = dispatcherFor === undefined ? options : dispatcherFor(settings)
-    const answered = recordAnswer(upstream.url)
-    const failed = recordFailure(upstream.url)
+    const settings: UpstreamDispatch = {
+      url: upstream.url,
+      headersTimeout: upstream.timeout,
+      bodyTimeout: upstream.timeout,
+      connections: UPSTREAM_CONNECTIONS,
+      pipelining: 1,
+      ...(files.connects[i] as { connect: Record<string, unknown> })
+    }
     // A public upstream asks for no credentials: authentication and authorization are off on its routes.
-    const open: Record<string, false> = upstream.public ? { authn: false, authz: false } : {}
-    if (declared.length > 0) await app.register(declaredRoutes, { prefix: upstream.prefix, upstream: { ...upstream, routes: declared }, undici, answered, failed, open, shadow })
-    if (shadow) {
+    const open: Record<string, unknown> = {
+      ...(upstream.public ? { authn: false, authz: false } : {}),
+      ...(upstream.deprecation === undefined ? {} : { deprecation: upstream.deprecation })
+    }
+    const target = shadow ? null : proxyTarget(app, upstream, settings, dispatcherFor)
+    if (declared.length > 0) await app.register(declaredRoutes, { prefix: upstream.prefix, upstream: { ...upstream, routes: declared }, target, forwarding, open })
+    if (target === null) {
       await app.register(async (scope) => {
-        scope.addContentTypeParser('*', (_request, payload, done) => { done(null, payload) })
+        scope.addContentTypeParser('*', passThrough)
         scope.all('/', { config: open }, decided)
         scope.all('/*', { config: open }, decided)
       }, { prefix: upstream.prefix })
       continue
     }
-    await app.register(httpProxy, {
-      upstream: upstream.url,
-      prefix: upstream.prefix,
-      rewritePrefix: upstream.rewritePrefix,
-      undici,
-      config: open,
-      // reply-from's types speak of every kind of server; these are for HTTP/1, which the gateway is.
-      replyOptions: { onResponse: answered, onError: failed } as never
-    })
+    // Every other path under the prefix goes upstream too, its body streamed as it arrives.
+    const handler = proxyHandler(target, forwarding)
+    await app.register(async (scope) => {
+      scope.addContentTypeParser('application/json', passThrough)
+      scope.addContentTypeParser('*', passThrough)
+      scope.route({ method: PROXIED_METHODS, url: '/', config: open, handler })
+      scope.route({ method: PROXIED_METHODS, url: '/*', config: open, handler })
+    }, { prefix: upstream.prefix })
+  }
+}
+
+// The methods proxied under a prefix beyond the declared routes (TRACE and CONNECT never are).
+const PROXIED_METHODS = ['DELETE', 'GET', 'HEAD', 'PATCH', 'POST', 'PUT', 'OPTIONS']
+
+// Bodies go upstream as streams, unread by the gateway.
+function passThrough (_request: FastifyRequest, payload: unknown, done: (err: Error | null, body?: unknown) => void): void {
+  done(null, payload)
+}
+
+/**
+ * Where an upstream's requests go: the shared pool for its settings, or one of this chain's own,
+ * closed with it.
+ */
+function proxyTarget (app: FastifyInstance, upstream: ValidUpstream, settings: UpstreamDispatch, dispatcherFor: SharedState['dispatcherFor']): ProxyTarget {
+  let dispatcher: Dispatcher
+  if (dispatcherFor === undefined) {
+    const { url: _url, ...options } = settings
+    const agent = new Agent(options)
+    app.addHook('onClose', async () => { await agent.destroy() })
+    dispatcher = agent
+  } else {
+    dispatcher = dispatcherFor(settings)
+  }
+  return {
+    origin: upstream.url,
+    prefix: upstream.prefix,
+    rewritePrefix: upstream.rewritePrefix,
+    dispatcher,
+    headersTimeout: settings.headersTimeout,
+    bodyTimeout: settings.bodyTimeout
   }
 }
 
@@ -243,11 +320,12 @@ async function routesOf (upstream: ValidUpstream, path: string): Promise<Upstrea
  * The routes an upstream declares, each a Fastify route of its own so that rules key on its
  * pattern; the request goes upstream as it arrived, with the prefix rewritten.
  */
-async function declaredRoutes (app: FastifyInstance, { upstream, undici, answered, failed, open, shadow }: { upstream: ValidUpstream, undici: Record<string, unknown> | Dispatcher, answered: Answered, failed: Failed, open: Record<string, false>, shadow: boolean }): Promise<void> {
-  if (!shadow) await app.register(replyFrom, { base: upstream.url, undici })
-  // Bodies other than JSON and text go upstream as streams, as they do through the proxy.
-  app.addContentTypeParser('*', (_request, payload, done) => { done(null, payload) })
+async function declaredRoutes (app: FastifyInstance, { upstream, target, forwarding, open }: { upstream: ValidUpstream, target: ProxyTarget | null, forwarding: Forwarding, open: Record<string, unknown> }): Promise<void> {
+  // Bodies other than JSON and text go upstream as streams, as they do under the prefix.
+  app.addContentTypeParser('*', passThrough)
   const heads = new Set(upstream.routes.filter((route) => ([] as string[]).concat(route.method).includes('HEAD')).map((route) => route.path))
+  // One handler for every route: the request goes upstream as it arrived, the prefix rewritten.
+  const handler = target === null ? decided : proxyHandler(target, forwarding)
   for (const route of upstream.routes) {
     const methods = ([] as string[]).concat(route.method)
     app.route({
@@ -259,13 +337,10 @@ async function declaredRoutes (app: FastifyInstance, { upstream, undici, answere
       config: {
         ...open,
         ...(route.authz === undefined ? {} : { authz: ruleOf(route, upstream) }),
-        ...(route.rateLimit === undefined ? {} : { rateLimit: route.rateLimit })
+        ...(route.rateLimit === undefined ? {} : { rateLimit: route.rateLimit }),
+        ...(route.deprecation === undefined ? {} : { deprecation: route.deprecation })
       },
-      handler: shadow
-        ? decided
-        : function proxy (request, reply) {
-          return reply.from(upstream.rewritePrefix + request.url.slice(upstream.prefix.length), { onResponse: answered, onError: failed } as never)
-        }
+      handler
     })
   }
 }
@@ -286,28 +361,6 @@ function ruleOf (route: UpstreamRoute, upstream: ValidUpstream): UpstreamRoute['
   if (route.resource === undefined) return route.authz
   const parts = compileResourcePath(route.resource, route.path, 'resource')
   return { ...route.authz, resource: upstreamResourceLoader(upstream.url, parts, upstream.timeout) } as UpstreamRoute['authz']
-}
-
-type Answered = (request: FastifyRequest, reply: FastifyReply, res: { statusCode: number, stream: unknown }) => void
-type Failed = (reply: FastifyReply, context: { error: Error & { statusCode?: number } }) => void
-
-// What the upstream answered is recorded for the audit log, then sent on as reply-from would.
-function recordAnswer (address: string): Answered {
-  return (request, reply, res) => {
-    recordUpstream(request, address, res.statusCode)
-    reply.send(res.stream)
-  }
-}
-
-// The proxy's failures are the upstream's: connect and response timeouts are 504, anything else
-// (refused or reset connections, unknown hosts, malformed answers) 502. The cause is logged here;
-// the client only sees the generic problem.
-function recordFailure (address: string): Failed {
-  return (reply, { error }) => {
-    recordUpstream(reply.request, address, null)
-    reply.log.warn({ err: error }, 'upstream request failed')
-    reply.send(error.statusCode === 504 ? new GatewayTimeout() : new BadGateway())
-  }
 }
 
 /** The audit section with its signing key read: the plugin takes PEM text. */

@@ -1,11 +1,11 @@
 import { test } from 'tap'
-import Fastify from 'fastify'
+import Fastify, { type FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import fastifyCors from '@fastify/cors'
 import { chainOf, createPrincipal, setPrincipal } from '@portcullis/core'
 import { createApiKey, portcullisAuthn } from '@portcullis/authn'
 import { portcullisAuthz } from '@portcullis/authz'
-import { portcullis, portcullisSecurityHeaders, replacement } from '../src/index.js'
+import { createChainObserver, portcullis, portcullisSecurityHeaders, replacement } from '../src/index.js'
 
 const key = createApiKey({ id: 'k1', owner: { id: 'alice', type: 'user', roles: ['user'] } })
 const authn = { methods: { key: { type: 'api-key' as const, keys: [key.record] } } }
@@ -120,11 +120,11 @@ test('a part can be replaced by a plugin of your own, which takes its place in t
   app.get('/orders', async (request) => ({ who: request.principal?.id }))
   t.same((await app.inject({ url: '/orders', headers: { 'x-user': 'bob' } })).json(), { who: 'bob' })
   t.equal((await app.inject('/orders')).statusCode, 401, 'authz refuses the request the replacement did not authenticate')
-  t.same(chainOf(app).map((part) => part.name), ['@portcullis/core', 'portcullis.authn (replacement)', '@portcullis/authz'])
+  t.same(chainOf(app).map((part) => part.name), ['@portcullis/core', '@portcullis/gateway/deprecation', 'portcullis.authn (replacement)', '@portcullis/authz'])
 
   const own = Fastify()
   await own.register(portcullis, { authn: replacement(portcullisAuthn, authn) })
-  t.same(chainOf(own).map((part) => part.name), ['@portcullis/core', '@portcullis/authn'], 'a Portcullis plugin as replacement claims its own place')
+  t.same(chainOf(own).map((part) => part.name), ['@portcullis/core', '@portcullis/gateway/deprecation', '@portcullis/authn'], 'a Portcullis plugin as replacement claims its own place')
 
   const encapsulated = Fastify()
   encapsulated.register(portcullis, { authn: replacement(async () => {}) })
@@ -151,4 +151,50 @@ test('registering a part twice, or out of order, fails startup with the fix', as
   byHand.register(portcullis, { authn })
   byHand.register(portcullisAuthz, { roles: { user: {} } })
   await t.resolves(async () => byHand.ready(), 'a later step registered after the meta-plugin is in order')
+})
+
+test('threat protection through the meta-plugin: User-Agent rules, retired routes and masking, in their places', async (t) => {
+  const app = Fastify()
+  await app.register(portcullis, { userAgents: true, masking: true, authn })
+  app.get('/orders/:id', async () => ({ id: '7', email: 'alice@example.com', card: '4111 1111 1111 1111' }))
+  app.get('/old', { config: { authn: false, deprecation: { deprecated: '2020-01-01', sunset: '2021-01-01', cutoff: true } } }, async () => 'never')
+  const headers = { 'x-api-key': key.key }
+  const masked = await app.inject({ url: '/orders/7', headers })
+  t.same(masked.json(), { id: '7', email: 'a***@example.com', card: '**** **** **** 1111' })
+  const tool = await app.inject({ url: '/orders/7', headers: { ...headers, 'user-agent': 'sqlmap/1.7' } })
+  t.equal(tool.statusCode, 403)
+  t.equal(tool.json().code, 'PORTCULLIS_GATEWAY_USER_AGENT_DENIED')
+  const anonymousTool = await app.inject({ url: '/orders/7', headers: { 'user-agent': 'sqlmap/1.7' } })
+  t.equal(anonymousTool.statusCode, 403, 'refused before authentication is asked')
+  const gone = await app.inject('/old')
+  t.equal(gone.statusCode, 410)
+  t.equal(gone.headers.sunset, 'Fri, 01 Jan 2021 00:00:00 GMT')
+  t.same(chainOf(app).map((part) => part.name), ['@portcullis/core', '@portcullis/gateway/user-agents', '@portcullis/gateway/deprecation', '@portcullis/authn', '@portcullis/gateway/masking'])
+  const noDeprecation = Fastify()
+  await noDeprecation.register(portcullis, { deprecation: false })
+  t.notOk(noDeprecation.hasPlugin('@portcullis/gateway/deprecation'), 'deprecation: false leaves it out')
+})
+
+test('observe: the meta-plugin marks every stage it registers, and apps can share one observer', async (t) => {
+  const observer = createChainObserver({ metrics: true }) as NonNullable<ReturnType<typeof createChainObserver>>
+  const build = async (): Promise<FastifyInstance> => {
+    const app = Fastify()
+    await app.register(portcullis, { authn, authz: { roles: { user: {} }, defaultRule: { anyRole: ['user'] } }, masking: true, observe: observer })
+    app.get('/orders/:id', async () => ({ id: '7' }))
+    return app
+  }
+  const first = await build()
+  const second = await build()
+  t.equal((await first.inject({ url: '/orders/7', headers: { 'x-api-key': key.key } })).statusCode, 200)
+  t.equal((await second.inject('/orders/7')).statusCode, 401)
+  const text = await (observer.registry as NonNullable<typeof observer.registry>).metrics()
+  t.match(text, /portcullis_decisions_total\{plugin="@portcullis\/authn",outcome="allow",reason="PORTCULLIS_AUTHN_OK",route="\/orders\/:id"\} 1/)
+  t.match(text, /portcullis_decisions_total\{plugin="@portcullis\/authn",outcome="deny",reason="PORTCULLIS_AUTHN_MISSING_CREDENTIALS",route="\/orders\/:id"\} 1/)
+  for (const stage of ['core', 'authn', 'authz', 'conditions', 'upstream', 'masking']) {
+    t.match(text, new RegExp(`portcullis_stage_duration_seconds_count\\{stage="${stage}"\\} [12]`), `stage ${stage} is timed`)
+  }
+  const own = Fastify()
+  await own.register(portcullis, { observe: { metrics: true } })
+  own.get('/', async () => 'ok')
+  t.equal((await own.inject('/')).statusCode, 200, 'options make an observer of the app\'s own')
 })

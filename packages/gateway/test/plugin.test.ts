@@ -31,7 +31,7 @@ test('the meta-plugin works with no options at all', async (t) => {
 test('options for parts it does not have are refused, not ignored', async (t) => {
   const app = Fastify()
   app.register(portcullis, { validation: { strict: true } } as never)
-  await t.rejects(async () => app.ready(), { code: 'PORTCULLIS_CORE_INVALID_OPTION', message: /^portcullis\.validation is not a known option; allowed: core, helmet, ipRules, cors, mtls, ipRateLimit, authn, rateLimit, authz, schemaValidate, audit/ })
+  await t.rejects(async () => app.ready(), { code: 'PORTCULLIS_CORE_INVALID_OPTION', message: /^portcullis\.validation is not a known option; allowed: core, helmet, ipRules, userAgents, cors, deprecation, mtls, ipRateLimit, authn, rateLimit, authz, schemaValidate, masking, audit, observe, onPrincipal$/ })
   const bad = Fastify()
   bad.register(portcullis, { core: { trustedProxies: ['localhost'] } })
   await t.rejects(async () => bad.ready(), { message: /core\.trustedProxies\[0\]: "localhost" is not an IP address/ })

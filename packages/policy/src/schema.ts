@@ -35,6 +35,15 @@ const rateLimit = {
 const authzRule = { anyOf: [{ const: false }, { type: 'object' }], description: '@portcullis/authz rule: anyRole, allRoles, anyScope, allScopes, permissions, when, owner, properties; false: public.' } as const
 const secretText = { type: 'string', description: 'A secret: give it as env:NAME or file:/path, never inline.' } as const
 
+const deprecation = {
+  type: 'object',
+  additionalProperties: false,
+  description: 'The route is retiring: Deprecation (RFC 9745) and Sunset (RFC 8594) headers; with cutoff, 410 after the sunset.',
+  properties: { deprecated: str, sunset: str, link: str, sunsetLink: str, cutoff: { type: 'boolean' } }
+} as const
+
+const uaPattern = { anyOf: [str, { type: 'object', required: ['regex'], additionalProperties: false, properties: { regex: str } }] } as const
+
 const route = {
   type: 'object',
   required: ['method', 'path'],
@@ -49,7 +58,8 @@ const route = {
     path: { type: 'string', pattern: '^/', description: 'Under the upstream prefix, in Fastify syntax: /orders/:id' },
     authz: authzRule,
     rateLimit: { anyOf: [{ const: false }, { type: 'array', items: limit }] },
-    resource: { type: 'object', required: ['path'], properties: { path: str } }
+    resource: { type: 'object', required: ['path'], properties: { path: str } },
+    deprecation
   }
 } as const
 
@@ -71,10 +81,14 @@ export const policySchema = {
     server: {
       type: 'object',
       additionalProperties: false,
-      description: 'Where the standalone gateway listens. Read at start only.',
+      description: 'Where the standalone gateway listens, and the limits of what it accepts. Read at start only, but for bodyLimit.',
       properties: {
         host: str,
         port: { type: 'integer', minimum: 0, maximum: 65535 },
+        requestTimeout: { type: 'integer', minimum: 0, maximum: 3600000, description: 'ms a client has to send a whole request (408 after); 0 for none. Default 30000.' },
+        keepAliveTimeout: { type: 'integer', minimum: 1, maximum: 3600000, description: 'ms an idle keep-alive connection stays open. Default 72000.' },
+        maxHeaderSize: { type: 'integer', minimum: 1024, maximum: 1048576, description: 'Largest request line and headers, in bytes (431 over it). Default 16384.' },
+        bodyLimit: { type: 'integer', minimum: 0, description: 'Largest request body in bytes, parsed or streamed upstream (413 over it). Default 1048576.' },
         tls: {
           type: 'object',
           required: ['key', 'cert'],
@@ -113,7 +127,41 @@ export const policySchema = {
         authenticateNotFound: { type: 'boolean' }
       }
     },
+    helmet: { anyOf: [{ const: true }, { type: 'object' }], description: 'Security response headers: helmet\'s options, or true for its defaults.' },
+    cors: {
+      type: 'object',
+      required: ['origin'],
+      description: 'CORS (@fastify/cors options), answered before authentication.',
+      properties: { origin: { anyOf: [str, { type: 'boolean' }, strList] }, credentials: { type: 'boolean' }, methods: { anyOf: [str, strList] }, allowedHeaders: { anyOf: [str, strList] }, exposedHeaders: { anyOf: [str, strList] }, maxAge: { type: 'integer', minimum: 0 } }
+    },
     ipRules: { type: 'object', additionalProperties: false, properties: { allow: strList, deny: strList, mode } },
+    userAgents: {
+      anyOf: [{ const: true }, { type: 'object', additionalProperties: false, properties: { builtin: { type: 'boolean' }, deny: { type: 'array', items: uaPattern }, allow: { type: 'array', items: uaPattern }, missing: { enum: ['allow', 'deny'] }, mode } }],
+      description: 'User-Agent deny lists: true for the built-in list of attack tools, or its options.'
+    },
+    masking: {
+      anyOf: [{ const: true }, {
+        type: 'object',
+        additionalProperties: false,
+        properties: {
+          emails: { type: 'boolean' },
+          cards: { type: 'boolean' },
+          patterns: { type: 'array', items: { type: 'object', required: ['name', 'regex'], additionalProperties: false, properties: { name: str, regex: str, replacement: { type: 'string' } } } },
+          maxBytes: { type: 'integer', minimum: 1 },
+          mode
+        }
+      }],
+      description: 'Personal data masked in JSON answers: true for e-mail addresses and card numbers, or its options.'
+    },
+    observe: {
+      type: 'object',
+      additionalProperties: false,
+      description: 'Prometheus metrics on a listener of their own, and OpenTelemetry spans. Read at start only.',
+      properties: {
+        metrics: { type: 'object', required: ['port'], additionalProperties: false, properties: { port: { type: 'integer', minimum: 0, maximum: 65535 }, host: str, prefix: str, buckets: { type: 'array', items: { type: 'number' } } } },
+        tracing: { type: 'boolean' }
+      }
+    },
     mtls: {
       type: 'object',
       additionalProperties: false,
@@ -181,7 +229,8 @@ export const policySchema = {
           openapi: { anyOf: [str, { type: 'object' }] },
           validation: { type: 'object' },
           tls: { type: 'object', additionalProperties: false, properties: { ca: str, cert: str, key: str, servername: str } },
-          public: { type: 'boolean', description: 'The upstream needs no credentials: authentication and authorization are off for it.' }
+          public: { type: 'boolean', description: 'The upstream needs no credentials: authentication and authorization are off for it.' },
+          deprecation
         }
       }
     }
