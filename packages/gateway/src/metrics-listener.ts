@@ -23,7 +23,7 @@ export function metricsListener (observer: ChainObserver | null, observe: Observ
   app.register(portcullisCore)
   app.register(async (scope) => { scope.get('/metrics', metricsHandler(observer.registry as NonNullable<ChainObserver['registry']>)) })
   return {
-    listen: async () => await app.listen({ host: metrics.host ?? '127.0.0.1', port: metrics.port }),
+    listen: async () => await app.listen({ host: metrics.host as string, port: metrics.port }),
     close: async () => { await app.close() }
   }
 }

@@ -69,7 +69,8 @@ export function compileForwarding ({ trustedProxies = [], forwardedHeader = 'x-f
     forwardedFor: (peer, headers) => {
       const value = headers[chainHeader]
       if (value === undefined || !isTrusted(peer)) return peer
-      const chain = (Array.isArray(value) ? value.join(',') : value).split(',')
+      // Node joins repeated fields of this kind into one value, separated by commas.
+      const chain = (value as string).split(',')
       const kept: string[] = [peer]
       for (let i = chain.length - 1; i >= 0; i--) {
         const hop = canonicalIp((chain[i] as string).trim())
@@ -109,7 +110,7 @@ export function proxyHandler (target: ProxyTarget, forwarding: Forwarding): Hand
       body = parsed
     } else if (parsed !== undefined && parsed !== null) {
       // A body Fastify parsed (and validation may have checked) goes upstream as it was read.
-      const type = mediaTypeOf(incoming['content-type'])
+      const type = mediaTypeOf(incoming['content-type'] as string)
       body = typeof parsed === 'string' || Buffer.isBuffer(parsed) ? parsed : JSON.stringify(parsed)
       encodedType = type
     }
@@ -123,13 +124,15 @@ export function proxyHandler (target: ProxyTarget, forwarding: Forwarding): Hand
     }
     if (encodedType !== null) headers.push('content-type', encodedType, 'content-length', String(Buffer.byteLength(body as string | Buffer)))
     // The request's own socket reference is dropped once its body has been read; the response keeps it.
-    const socket = (reply.raw.socket ?? request.raw.socket) as (Socket & { encrypted?: boolean }) | null
-    const peer = socketIp(socket?.remoteAddress)
+    const socket = reply.raw.socket as (Socket & { encrypted?: boolean }) | null
+    // A client gone before its request left: nobody would read the answer, so nothing is sent.
+    if (socket === null || socket.destroyed) return
+    const peer = socketIp(socket.remoteAddress as string)
     const trusted = forwarding.trusts(peer)
     headers.push('host', upstreamHost, 'x-forwarded-for', forwarding.forwardedFor(peer, incoming))
-    const proto = trusted ? firstOf(incoming['x-forwarded-proto']) : undefined
-    headers.push('x-forwarded-proto', proto ?? (socket?.encrypted === true ? 'https' : 'http'))
-    const host = trusted ? firstOf(incoming['x-forwarded-host']) ?? incoming.host : incoming.host
+    const proto = trusted ? firstOf(incoming['x-forwarded-proto'] as string | undefined) : undefined
+    headers.push('x-forwarded-proto', proto ?? (socket.encrypted === true ? 'https' : 'http'))
+    const host = trusted ? firstOf(incoming['x-forwarded-host'] as string | undefined) ?? incoming.host : incoming.host
     if (host !== undefined) headers.push('x-forwarded-host', host)
 
     dispatcher.dispatch(
@@ -148,7 +151,7 @@ class UpstreamExchange {
   private readonly reply: FastifyReply
   private readonly origin: string
   private readonly rewriteLocation: (location: string) => string
-  private abort: ((err?: Error) => void) | null = null
+  private abort: (err?: Error) => void = () => {}
   private chunks: Buffer[] | null = null
   private stream: Readable | null = null
   /** The response header fields copied from the upstream's answer. */
@@ -176,7 +179,7 @@ class UpstreamExchange {
     if (socket === null || socket.destroyed) {
       // The client went away while the upstream was answering: nothing is left to send to.
       this.gone = true
-      this.abort?.()
+      this.abort()
       return false
     }
     let length = -1
@@ -215,7 +218,7 @@ class UpstreamExchange {
         read () { resume() },
         destroy (err, callback) {
           // The client went away, or the reply failed: stop reading from the upstream.
-          if (exchange.stream !== null) exchange.abort?.()
+          if (exchange.stream !== null) exchange.abort()
           callback(err)
         }
       })
@@ -238,7 +241,8 @@ class UpstreamExchange {
       return
     }
     const chunks = this.chunks
-    if (chunks === null || this.gone) return
+    // Nothing is kept for a client that went away.
+    if (chunks === null) return
     if (chunks.length === 0) this.reply.send()
     else this.reply.send(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks))
   }
@@ -262,7 +266,7 @@ class UpstreamExchange {
     }
     recordUpstream(request, this.origin, null)
     reply.log.warn({ err }, 'upstream request failed')
-    reply.send(TIMEOUTS.has(err.code ?? '') ? new GatewayTimeout() : new BadGateway())
+    reply.send(TIMEOUTS.has(err.code as string) ? new GatewayTimeout() : new BadGateway())
   }
 }
 
@@ -305,27 +309,29 @@ function locationRewriter (prefix: string, rewritePrefix: string): (location: st
 }
 
 /** The header names a Connection field lists, lower-cased (RFC 9110 §7.6.1). */
-function connectionTokens (value: string | string[]): string[] {
+function connectionTokens (value: string): string[] {
   const tokens: string[] = []
-  for (const token of (Array.isArray(value) ? value.join(',') : value).split(',')) {
+  for (const token of value.split(',')) {
     const name = token.trim().toLowerCase()
     if (name !== '') tokens.push(name)
   }
   return tokens
 }
 
-function mediaTypeOf (contentType: string | undefined): string {
-  if (contentType === undefined) return 'application/octet-stream'
-  const end = contentType.indexOf(';')
-  return (end === -1 ? contentType : contentType.slice(0, end)).trim().toLowerCase()
+// A body Fastify parsed always came with a content type.
+function mediaTypeOf (contentType: string): string {
+  return (contentType.split(';')[0] as string).trim().toLowerCase()
 }
 
-function firstOf (value: string | string[] | undefined): string | undefined {
-  return Array.isArray(value) ? value[0] : value
+/**
+ * The first value of a field a chain of proxies may have added to (Node joins repeated fields
+ * with commas): the one the first proxy, nearest the client, wrote.
+ */
+function firstOf (value: string | undefined): string | undefined {
+  return value === undefined ? undefined : (value.split(',')[0] as string).trim()
 }
 
 // The socket address as Node reports it: already canonical except for IPv4-mapped IPv6.
-function socketIp (remoteAddress: string | undefined): string {
-  if (remoteAddress === undefined) return ''
+function socketIp (remoteAddress: string): string {
   return remoteAddress.startsWith('::ffff:') && remoteAddress.includes('.') ? remoteAddress.slice(7) : remoteAddress
 }

@@ -1,5 +1,6 @@
 import { test } from 'tap'
 import Fastify, { type FastifyInstance } from 'fastify'
+import { PassThrough } from 'node:stream'
 import fp from 'fastify-plugin'
 import fastifyCors from '@fastify/cors'
 import { chainOf, createPrincipal, setPrincipal } from '@portcullis/core'
@@ -197,4 +198,14 @@ test('observe: the meta-plugin marks every stage it registers, and apps can shar
   await own.register(portcullis, { observe: { metrics: true } })
   own.get('/', async () => 'ok')
   t.equal((await own.inject('/')).statusCode, 200, 'options make an observer of the app\'s own')
+})
+
+test('parts given their options through the meta-plugin: masking\'s own, a staged limit, audit without authn', async (t) => {
+  const app = Fastify()
+  await app.register(portcullis, { authn: false, masking: { emails: false }, audit: { sinks: [{ type: 'stream', stream: new PassThrough() }] } })
+  app.get('/contact', async () => ({ email: 'erin@example.com', card: '4111111111111111' }))
+  t.same((await app.inject('/contact')).json(), { email: 'erin@example.com', card: '************1111' }, 'e-mail addresses left as they are, cards masked')
+  const staged = Fastify()
+  staged.register(portcullis, { ipRateLimit: { stage: 'principal', limits: [] } as never })
+  await t.rejects(async () => staged.ready(), { message: /^portcullis\.ipRateLimit\.stage must be left out: the ipRateLimit part always runs at stage ip/ })
 })

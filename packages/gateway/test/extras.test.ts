@@ -102,6 +102,8 @@ test('the live gateway reports its policy version and every update in its metric
 
 test('the observe section is checked at startup', async (t) => {
   t.same(validateGatewayConfig({ observe: { tracing: true } }).observe, { tracing: true })
+  t.same(validateGatewayConfig({ observe: {} }).observe, {}, 'nothing asked, nothing reported')
+  t.same(validateGatewayConfig({ observe: { metrics: { port: 9464, host: '0.0.0.0' }, tracing: false } }).observe, { metrics: { port: 9464, host: '0.0.0.0' }, tracing: false })
   t.same(validateGatewayConfig({ observe: { metrics: { port: 9464 } } }).observe, { metrics: { port: 9464, host: '127.0.0.1' } })
   const cases: Array<[unknown, RegExp]> = [
     [{ tracing: 'yes' }, /^observe\.tracing must be a boolean/],
@@ -112,4 +114,23 @@ test('the observe section is checked at startup', async (t) => {
   for (const [observe, message] of cases) t.throws(() => validateGatewayConfig({ observe }), { message }, JSON.stringify(observe))
   const badBuckets = buildGateway({ observe: { metrics: { port: 0, buckets: [] } } })
   await t.rejects(badBuckets, { message: /^observe\.metrics\.buckets/ }, 'the observer checks the rest')
+})
+
+test('tracing alone opens no metrics listener; a shared Redis store is watched', async (t) => {
+  const target = await upstream(t)
+  const traced = await buildGateway({ observe: { tracing: true }, upstreams: [{ prefix: '/api', url: target, public: true }] })
+  const base = await traced.listen({ host: '127.0.0.1', port: 0 })
+  t.teardown(() => traced.close())
+  t.equal((await fetch(`${base}/api/x`)).status, 200, 'requests are traced (through the no-op tracer without an SDK)')
+  const metricsPort = await freePort()
+  const shared = await buildGateway({
+    ipRateLimit: { limits: [{ name: 'ip', limit: 100, window: '1m' }] },
+    rateLimitStore: { redis: { url: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', prefix: `portcullis:test:extras:${process.pid}:` } },
+    observe: { metrics: { port: metricsPort } },
+    upstreams: [{ prefix: '/api', url: target, public: true }]
+  })
+  const sharedBase = await shared.listen({ host: '127.0.0.1', port: 0 })
+  t.teardown(() => shared.close())
+  t.equal((await fetch(`${sharedBase}/api/x`)).status, 200)
+  t.match(await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text(), /portcullis_rate_limit_store_up\{store="shared"\} 1/, 'Redis is reachable')
 })

@@ -228,3 +228,86 @@ test('the proxy path: redirects under the prefix, no way out of it, early hints,
   await new Promise((resolve) => setTimeout(resolve, 400))
   t.equal((await fetch(`${gateway.url}/api/slow`)).status, 200, 'and the gateway serves on')
 })
+
+test('a chain of trusted proxies: the first X-Forwarded-Proto and -Host, those nearest the client', async (t) => {
+  const upstream = await startUpstream(t)
+  const gateway = await startGateway(t, { core: { trustedProxies: ['127.0.0.1'] }, upstreams: [{ prefix: '/api', url: upstream }] })
+  const res = await rawRequest(gateway.port, `GET /api/x HTTP/1.1
+    Host: gw.internal
+    X-Forwarded-Proto: https
+    X-Forwarded-Proto: http
+    X-Forwarded-Host: shop.example, lb.internal
+    Connection: close`)
+  const { headers } = JSON.parse(res.body) as Echo
+  t.equal(headers['x-forwarded-proto'], 'https')
+  t.equal(headers['x-forwarded-host'], 'shop.example')
+})
+
+test('answers of known length in several pieces, or broken before their end', async (t) => {
+  const upstream = await startUpstream(t, (res, url) => {
+    if (url === '/pieces') {
+      res.writeHead(200, { 'content-type': 'text/plain', 'content-length': 30_000 })
+      res.write('a'.repeat(10_000))
+      setTimeout(() => { res.write('b'.repeat(10_000)) }, 20)
+      setTimeout(() => { res.end('c'.repeat(10_000)) }, 40)
+    } else if (url === '/cut') {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': 100, 'x-upstream-note': 'partial' })
+      res.write('{"half":')
+      setTimeout(() => res.socket?.destroy(), 30)
+    } else {
+      return false
+    }
+    return true
+  })
+  const gateway = await startGateway(t, { upstreams: [{ prefix: '/api', url: upstream }] })
+  const pieces = await fetch(`${gateway.url}/api/pieces`)
+  const text = await pieces.text()
+  t.equal(text.length, 30_000)
+  t.ok(text.startsWith('a') && text.includes('b') && text.endsWith('c'), 'every piece, in order')
+  const cut = await fetch(`${gateway.url}/api/cut`)
+  t.equal(cut.status, 502, 'nothing of it had been sent yet: the client gets a clean 502')
+  t.equal(cut.headers.get('x-upstream-note'), null, 'without the headers of the answer that broke')
+  t.equal(((await cut.json()) as { code: string }).code, 'PORTCULLIS_CORE_BAD_GATEWAY')
+})
+
+test('an upstream that answers before reading the body: the client connection closes after the answer', async (t) => {
+  const server = createServer((_req, res) => {
+    res.writeHead(413, { 'content-type': 'text/plain', 'content-length': 8 })
+    res.end('too much')
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.teardown(() => { server.closeAllConnections(); server.close() })
+  const gateway = await startGateway(t, { server: { bodyLimit: 10_000_000 }, upstreams: [{ prefix: '/api', url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` }] })
+  const answer = await new Promise<{ status: number, connection: string | undefined }>((resolve, reject) => {
+    const req = httpRequest(`${gateway.url}/api/upload`, { method: 'POST', headers: { 'content-type': 'application/octet-stream', 'content-length': 5_000_000 } }, (res) => {
+      res.resume()
+      resolve({ status: res.statusCode as number, connection: res.headers.connection })
+      req.destroy()
+    })
+    req.on('error', reject)
+    req.write(Buffer.alloc(65_536))
+  })
+  t.same(answer, { status: 413, connection: 'close' })
+})
+
+test('a client gone before its request leaves: nothing is sent upstream', async (t) => {
+  let hits = 0
+  const upstream = await startUpstream(t, () => { hits++; return false })
+  const { proxyHandler, compileForwarding } = await import('../src/proxy.js')
+  const { Agent } = await import('undici')
+  const dispatcher = new Agent()
+  t.teardown(() => dispatcher.close())
+  const Fastify = (await import('fastify')).default
+  const app = Fastify()
+  // The client hangs up while an earlier hook is still deciding.
+  app.get('/x', { preHandler: (request, _reply, done) => { request.raw.socket.destroy(); setTimeout(done, 20) } }, proxyHandler({ origin: upstream, prefix: '', rewritePrefix: '', dispatcher, headersTimeout: 1000, bodyTimeout: 1000 }, compileForwarding()))
+  app.get('/y', proxyHandler({ origin: upstream, prefix: '', rewritePrefix: '', dispatcher, headersTimeout: 1000, bodyTimeout: 1000 }, compileForwarding()))
+  const url = await app.listen({ host: '127.0.0.1', port: 0 })
+  t.teardown(() => app.close())
+  await t.rejects(fetch(`${url}/x`))
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  t.equal(hits, 0)
+  t.equal((await fetch(`${url}/y`)).status, 200)
+  t.equal(hits, 1, 'while a request whose client stays goes through')
+})
