@@ -1,4 +1,4 @@
-import { pipeline, Transform, type TransformCallback } from 'node:stream'
+import { Transform, type TransformCallback } from 'node:stream'
 import type { FastifyInstance } from 'fastify'
 import { PayloadTooLarge } from '@portcullis/core'
 
@@ -14,8 +14,16 @@ export function limitBodies (app: FastifyInstance, bodyLimit: number): void {
     // Node's parser never lets a body run past its declared length.
     if (length !== undefined) return done(Number(length) > bodyLimit ? new PayloadTooLarge() : null, payload)
     if (request.headers['transfer-encoding'] === undefined) return done(null, payload)
+    const cap = new BodyCap(bodyLimit)
     // A client that goes away mid-body ends the capped stream too, with its error.
-    done(null, pipeline(payload, new BodyCap(bodyLimit), () => {}))
+    payload.on('error', (err) => { cap.destroy(err) })
+    // Past the limit, the rest is read and dropped rather than the connection torn down, so that
+    // the client gets its 413 (and its connection is closed after it).
+    cap.on('error', () => {
+      payload.unpipe(cap)
+      payload.resume()
+    })
+    done(null, payload.pipe(cap))
   })
 }
 

@@ -151,7 +151,8 @@ class UpstreamExchange {
   private readonly reply: FastifyReply
   private readonly origin: string
   private readonly rewriteLocation: (location: string) => string
-  private abort: (err?: Error) => void = () => {}
+  // undici hands it over (onConnect) before anything else happens.
+  private abort!: (err?: Error) => void
   private chunks: Buffer[] | null = null
   private stream: Readable | null = null
   /** The response header fields copied from the upstream's answer. */
@@ -240,9 +241,8 @@ class UpstreamExchange {
       stream.push(null)
       return
     }
-    const chunks = this.chunks
-    // Nothing is kept for a client that went away.
-    if (chunks === null) return
+    // A client that went away aborted the exchange, which then ends in onError, not here.
+    const chunks = this.chunks as Buffer[]
     if (chunks.length === 0) this.reply.send()
     else this.reply.send(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks))
   }
@@ -333,5 +333,5 @@ function firstOf (value: string | undefined): string | undefined {
 
 // The socket address as Node reports it: already canonical except for IPv4-mapped IPv6.
 function socketIp (remoteAddress: string): string {
-  return remoteAddress.startsWith('::ffff:') && remoteAddress.includes('.') ? remoteAddress.slice(7) : remoteAddress
+  return remoteAddress.startsWith('::ffff:') ? remoteAddress.slice(7) : remoteAddress
 }

@@ -311,3 +311,38 @@ test('a client gone before its request leaves: nothing is sent upstream', async 
   t.equal((await fetch(`${url}/y`)).status, 200)
   t.equal(hits, 1, 'while a request whose client stays goes through')
 })
+
+test('a client that leaves during a streamed answer stops the upstream\'s answer too', async (t) => {
+  let upstreamClosed: () => void = () => {}
+  const closed = new Promise<void>((resolve) => { upstreamClosed = resolve })
+  const upstream = await startUpstream(t, (res, url) => {
+    if (url !== '/feed') return false
+    res.writeHead(200, { 'content-type': 'text/plain' })
+    const timer = setInterval(() => res.write('tick\n'), 10)
+    res.on('close', () => { clearInterval(timer); upstreamClosed() })
+    return true
+  })
+  const gateway = await startGateway(t, { upstreams: [{ prefix: '/api', url: upstream }] })
+  await new Promise<void>((resolve, reject) => {
+    const req = httpRequest(`${gateway.url}/api/feed`, (res) => {
+      res.once('data', () => { req.destroy(); resolve() })
+    })
+    req.on('error', () => {})
+    req.on('close', resolve)
+    req.end()
+    setTimeout(() => { reject(new Error('no answer')) }, 5000)
+  })
+  await closed
+  t.pass('the upstream connection was closed once the client had gone')
+})
+
+test('a client on an IPv4-mapped address is named in its IPv4 form', async (t) => {
+  const upstream = await startUpstream(t)
+  const app = await buildGateway({ upstreams: [{ prefix: '/api', url: upstream }] })
+  // A dual-stack listener: IPv4 clients arrive as ::ffff:a.b.c.d.
+  await app.listen({ host: '::', port: 0 })
+  t.teardown(() => app.close())
+  const port = (app.server.address() as AddressInfo).port
+  const { headers } = await (await fetch(`http://127.0.0.1:${port}/api/x`)).json() as Echo
+  t.equal(headers['x-forwarded-for'], '127.0.0.1')
+})
