@@ -106,6 +106,10 @@ interface Part {
   register: (app: FastifyInstance, options: unknown, all: PortcullisOptions) => Promise<unknown>
 }
 
+// Parts whose options may be `true`: the plugin's defaults.
+const withDefaultsOnTrue = (plugin: FastifyPluginAsync<never>) =>
+  async (app: FastifyInstance, options: unknown) => await app.register(plugin, (options === true ? {} : options) as never)
+
 const plain = (plugin: FastifyPluginAsync<never>, fixed: Record<string, unknown> = {}) =>
   async (app: FastifyInstance, options: unknown) => await app.register(plugin, { ...(options as object), ...fixed } as never)
 
@@ -115,9 +119,9 @@ const plain = (plugin: FastifyPluginAsync<never>, fixed: Record<string, unknown>
 const PARTS: readonly Part[] = [
   { key: 'core', step: stepOf('core'), hooks: ['onRequest'], always: true, register: plain(portcullisCore as FastifyPluginAsync<never>) },
   // First of step 2, so that every answer has them, the cheapest rejections included.
-  { key: 'helmet', step: stepOf('helmet'), hooks: ['onRequest'], register: async (app, options) => await app.register(portcullisSecurityHeaders, (options === true ? {} : options) as never) },
+  { key: 'helmet', step: stepOf('helmet'), hooks: ['onRequest'], register: withDefaultsOnTrue(portcullisSecurityHeaders as FastifyPluginAsync<never>) },
   { key: 'ipRules', step: stepOf('ipRules'), hooks: ['onRequest'], register: plain(portcullisIpRules as FastifyPluginAsync<never>) },
-  { key: 'userAgents', step: stepOf('userAgents'), hooks: ['onRequest'], register: async (app, options) => await app.register(portcullisUserAgents, (options === true ? {} : options) as never) },
+  { key: 'userAgents', step: stepOf('userAgents'), hooks: ['onRequest'], register: withDefaultsOnTrue(portcullisUserAgents as FastifyPluginAsync<never>) },
   { key: 'cors', step: stepOf('cors'), hooks: ['onRequest'], register: registerCors },
   { key: 'deprecation', step: stepOf('deprecation'), hooks: ['onRequest'], always: true, register: plain(portcullisDeprecation as FastifyPluginAsync<never>) },
   { key: 'mtls', step: stepOf('mtls'), hooks: ['onRequest'], register: plain(portcullisMtls as FastifyPluginAsync<never>) },
@@ -126,7 +130,7 @@ const PARTS: readonly Part[] = [
   { key: 'rateLimit', step: stepOf('rateLimit'), hooks: ['onRequest'], register: plain(portcullisRateLimit as FastifyPluginAsync<never>, { stage: 'principal' }) },
   { key: 'authz', step: stepOf('authz'), hooks: ['onRequest', 'preHandler'], register: plain(portcullisAuthz as FastifyPluginAsync<never>) },
   { key: 'schemaValidate', step: stepOf('schemaValidate'), hooks: ['preValidation'], register: plain(portcullisSchemaValidate as FastifyPluginAsync<never>) },
-  { key: 'masking', step: stepOf('masking'), hooks: ['onSend'], register: async (app, options) => await app.register(portcullisMasking, (options === true ? {} : options) as never) },
+  { key: 'masking', step: stepOf('masking'), hooks: ['onSend'], register: withDefaultsOnTrue(portcullisMasking as FastifyPluginAsync<never>) },
   {
     key: 'audit',
     step: stepOf('audit'),
