@@ -9,7 +9,7 @@ import { MemoryStore, type RateLimitStore } from '@portcullis/rate-limit'
 import { PolicyManager, readPolicyFile, syncPolicyFromRedis, watchPolicyFile, type CheckedPolicy, type InstanceStatus, type PolicyEvent, type PolicyFileWatch, type PolicyMode, type PolicyDiffEntry, type PolicyProblem, type PolicyPublicKey, type RedisSync } from '@portcullis/policy'
 import { invalidOption, problemClientErrorHandler } from '@portcullis/core'
 import { listenerOptions } from './limits.js'
-import { metricsListener, observerOfConfig } from './metrics-listener.js'
+import { observeGateway } from './metrics-listener.js'
 import { Redis } from 'ioredis'
 import { configOfDocument, type RateLimitStoreConfig, type ValidGatewayConfig } from './config.js'
 import { buildAdminApi, type AdminOptions } from './admin.js'
@@ -170,9 +170,7 @@ export async function startPolicyGateway (options: PolicyGatewayOptions): Promis
   // Counts live as long as the gateway: a new version goes on counting where the last one was.
   const store: RateLimitStore = storeConfig === undefined ? new MemoryStore() : redisStore(edge, storeConfig)
   // One observer for the gateway's life: every version counts into the same metrics.
-  const observer = observerOfConfig(startup.observe)
-  observer?.watchStore('shared', store)
-  const metrics = metricsListener(observer, startup.observe)
+  const { observer, metrics } = observeGateway(startup.observe, store)
   let auditWriter: AuditWriter | undefined
   if (startup.audit !== undefined) {
     const chain = startup.audit.chain

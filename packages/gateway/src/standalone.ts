@@ -12,7 +12,7 @@ import { validateGatewayConfig, type GatewayConfig, type RateLimitStoreConfig, t
 import { readPem, serverHttpsOptions, upstreamConnectOptions } from './tls.js'
 import { compileResourcePath, upstreamResourceLoader } from './resources.js'
 import { limitBodies, listenerOptions } from './limits.js'
-import { metricsListener, observerOfConfig } from './metrics-listener.js'
+import { observeGateway } from './metrics-listener.js'
 import type { ChainObserver } from './observe.js'
 import { compileForwarding, proxyHandler, type Forwarding, type ProxyTarget } from './proxy.js'
 
@@ -50,9 +50,7 @@ export async function buildGateway (config: GatewayConfig, serverOptions: Fastif
   app.addHook('preClose', async () => { state.closing = true })
   // Both stages count in one store: Redis when the configuration names one.
   const store = valid.rateLimitStore === undefined ? undefined : redisStore(app, valid.rateLimitStore)
-  const observer = observerOfConfig(valid.observe)
-  if (store !== undefined) observer?.watchStore('shared', store)
-  const metrics = metricsListener(observer, valid.observe)
+  const { observer, metrics } = observeGateway(valid.observe, store)
   if (metrics !== null) {
     app.addHook('onListen', async () => { await metrics.listen() })
     app.addHook('onClose', async () => { await metrics.close() })
