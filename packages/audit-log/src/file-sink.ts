@@ -1,5 +1,6 @@
 import { mkdir, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises'
 import { dirname } from 'node:path'
+import { LineBuffer, type TakenLines } from './lines.js'
 import { BaseSink, type RecoveryListener, type Sink, type SinkStats } from './sink.js'
 import { DEFAULT_FLUSH_BYTES, DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_BUFFER_BYTES, DEFAULT_RETRY, type FileSinkOptions } from './options.js'
 
@@ -22,12 +23,10 @@ export class FileSink extends BaseSink implements Sink {
   readonly #maxDelay: number
   #file: FileHandle | null
   #size: number
-  #queue: string[] = []
-  #queuedBytes = 0
-  // Bytes taken from the queue and not yet all written, and how many records they hold.
-  #pending: Buffer | null = null
-  #pendingRecords = 0
-  #pendingUnits = 0
+  readonly #lines: LineBuffer
+  // Bytes taken from the buffer and not yet all written, and how many records they hold.
+  #pending: TakenLines | null = null
+  #pendingBytes = 0
   #busy = false
   #failing = false
   #delay: number
@@ -49,6 +48,8 @@ export class FileSink extends BaseSink implements Sink {
     this.#delay = this.#minDelay
     this.#file = file
     this.#size = size
+    // With rotation, a write stops where the file is full, at the end of a record.
+    this.#lines = new LineBuffer(this.#maxSize !== undefined)
   }
 
   /** Opens (or creates) the file; fails when it cannot be written. Also returns its last record. */
@@ -60,26 +61,28 @@ export class FileSink extends BaseSink implements Sink {
   }
 
   get healthy (): boolean {
-    return !this.#failing && !this.#closed && this.#queuedBytes < this.#maxBytes
+    return !this.#failing && !this.#closed && this.#buffered() < this.#maxBytes
   }
 
   write (line: string): boolean {
-    // Counted in UTF-16 units: close enough to bytes for a bound, and free.
-    const bytes = line.length + 1
-    if (this.#closed || this.#queuedBytes + bytes > this.#maxBytes) {
+    // The line's length, what it takes in bytes when it is ASCII (most are), stands for its size.
+    if (this.#closed || this.#buffered() + line.length + 1 > this.#maxBytes) {
       this.drop(1)
       return false
     }
-    this.#queue.push(line)
-    this.#queuedBytes += bytes
+    this.#lines.push(line)
     // Written once enough waits, or the interval is up: one write for many records.
-    if (this.#queuedBytes >= DEFAULT_FLUSH_BYTES) this.#schedule()
+    if (this.#lines.bytes >= DEFAULT_FLUSH_BYTES) this.#schedule()
     else this.#timer ??= setTimeout(() => { this.#timer = null; this.#schedule() }, this.#flushInterval).unref()
     return true
   }
 
   stats (): SinkStats {
-    return { name: this.name, healthy: this.healthy, written: this.written, dropped: this.dropped, buffered: this.#queuedBytes, lastError: this.lastError }
+    return { name: this.name, healthy: this.healthy, written: this.written, dropped: this.dropped, buffered: this.#buffered(), lastError: this.lastError }
+  }
+
+  #buffered (): number {
+    return this.#lines.bytes + this.#pendingBytes
   }
 
   /** Closes and opens the file again, after what is buffered: for rotation by another program (logrotate). */
@@ -90,7 +93,7 @@ export class FileSink extends BaseSink implements Sink {
   }
 
   async flush (): Promise<void> {
-    if (this.#queue.length > 0) this.#schedule()
+    if (this.#lines.lines > 0) this.#schedule()
     if (!this.#busy) return
     await new Promise<void>((resolve) => { this.#idle.push(resolve) })
   }
@@ -101,10 +104,9 @@ export class FileSink extends BaseSink implements Sink {
     if (this.#retry !== null) clearTimeout(this.#retry)
     if (this.#timer !== null) clearTimeout(this.#timer)
     // What could not be written by now is lost: counted as dropped.
-    const lost = this.#pendingRecords + this.#queue.length
+    const lost = (this.#pending?.lines ?? 0) + this.#lines.clear()
     if (lost > 0) this.drop(lost)
-    this.#queue = []
-    this.#queuedBytes = 0
+    this.#pendingBytes = 0
     await this.#file?.close().catch(() => {})
     this.#file = null
   }
@@ -127,13 +129,12 @@ export class FileSink extends BaseSink implements Sink {
         this.#file = await openAppending(this.path)
         this.#size = (await this.#file.stat()).size
       }
-      while (this.#pending !== null || this.#queue.length > 0) {
+      while (this.#pending !== null || this.#lines.lines > 0) {
         if (this.#pending === null) {
-          const lines = this.#queue.splice(0, this.#fitting())
-          const text = `${lines.join('\n')}\n`
-          this.#pending = Buffer.from(text)
-          this.#pendingRecords = lines.length
-          this.#pendingUnits = text.length
+          // All that waits, in one write however much it is, so that writing keeps up with
+          // records however busy the event loop; with rotation on, the records that fill the file (at least one).
+          this.#pending = this.#lines.take(this.#maxSize === undefined ? undefined : this.#maxSize - this.#size) as TakenLines
+          this.#pendingBytes = this.#pending.bytes
         }
         await this.#writePending(this.#file as FileHandle)
         if (this.#maxSize !== undefined && this.#size >= this.#maxSize) await this.#rotate()
@@ -147,35 +148,24 @@ export class FileSink extends BaseSink implements Sink {
   }
 
   async #writePending (file: FileHandle): Promise<void> {
-    const pending = this.#pending as Buffer
-    let offset = 0
-    try {
-      while (offset < pending.length) {
-        const { bytesWritten } = await file.write(pending, offset, pending.length - offset)
-        offset += bytesWritten
-      }
-    } finally {
+    const pending = this.#pending as TakenLines
+    let buffers = pending.buffers
+    while (buffers.length > 0) {
+      const { bytesWritten } = await file.writev(buffers)
+      this.#size += bytesWritten
       // A write cut short keeps only what is left, so that no record is written twice.
-      this.#pending = offset < pending.length ? pending.subarray(offset) : null
-      this.#size += offset
+      buffers = after(buffers, bytesWritten)
+      pending.buffers = buffers
     }
-    this.#queuedBytes -= this.#pendingUnits
-    this.written += this.#pendingRecords
-    this.#pendingRecords = 0
+    this.#pending = null
+    this.#pendingBytes = 0
+    this.#lines.recycle(pending.emptied)
+    this.written += pending.lines
     if (this.#failing) {
       this.#failing = false
       this.#delay = this.#minDelay
     }
     this.recovered()
-  }
-
-  // How many queued records to write now: all of them, or with rotation on, those that fill the file (at least one).
-  #fitting (): number {
-    if (this.#maxSize === undefined) return this.#queue.length
-    let bytes = this.#size
-    let count = 0
-    while (count < this.#queue.length && bytes < this.#maxSize) bytes += Buffer.byteLength(this.#queue[count++] as string) + 1
-    return count
   }
 
   #fail (err: NodeJS.ErrnoException): void {
@@ -204,6 +194,17 @@ export class FileSink extends BaseSink implements Sink {
     this.#file = await openAppending(this.path)
     this.#size = 0
   }
+}
+
+// What is left of `buffers` once their first `bytes` are written.
+function after (buffers: Buffer[], bytes: number): Buffer[] {
+  let i = 0
+  let left = bytes
+  while (i < buffers.length && left >= (buffers[i] as Buffer).length) left -= (buffers[i++] as Buffer).length
+  if (i === buffers.length) return []
+  const rest = buffers.slice(i)
+  rest[0] = (rest[0] as Buffer).subarray(left)
+  return rest
 }
 
 async function openAppending (path: string): Promise<FileHandle> {

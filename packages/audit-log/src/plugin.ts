@@ -6,7 +6,7 @@ import { FileSink } from './file-sink.js'
 import { checkRouteOptions, validateOptions, type AuditLogOptions, type RouteAuditOptions } from './options.js'
 import { diffSummary, policyRecord, type PolicyChange } from './policy.js'
 import { compileRedaction } from './redact.js'
-import { isSampleable, type Ending, type RecordSettings } from './record.js'
+import { isSampleable, routeRecord, type Ending, type RecordSettings, type RouteRecord } from './record.js'
 import { AuditWriter, type AuditStats } from './writer.js'
 
 /** What `app.audit` offers. */
@@ -36,6 +36,8 @@ declare module 'fastify' {
 interface RoutePolicy {
   sample: number
   body: boolean
+  /** What the route's records share, made on its first record. */
+  record: RouteRecord | null
 }
 
 const kRoute = Symbol('portcullis.audit.route')
@@ -61,14 +63,16 @@ const plugin: FastifyPluginAsync<AuditLogOptions> = async (app, options) => {
   }
   const owned = valid.writer === null
   const writer = valid.writer ?? await AuditWriter.open(valid)
-  const defaults: RoutePolicy = { sample: valid.sample, body: valid.body }
+  const defaults = { sample: valid.sample, body: valid.body }
+  // Requests no route matched (Fastify's 404) share one.
+  const unmatched: RoutePolicy = { ...defaults, record: routeRecord(null) }
 
   app.addHook('onRoute', (route) => {
     const config = (route.config ?? {}) as { audit?: RouteAuditOptions | false }
-    let policy = defaults
+    let policy: RoutePolicy = { ...defaults, record: null }
     if (config.audit !== undefined) {
       const checked = checkRouteOptions(config.audit, `route ${String(route.method)} ${route.url} config.audit`)
-      policy = checked === false ? { sample: 0, body: false } : { sample: checked.sample ?? defaults.sample, body: checked.body ?? defaults.body }
+      policy = checked === false ? { sample: 0, body: false, record: null } : { sample: checked.sample ?? defaults.sample, body: checked.body ?? defaults.body, record: null }
     }
     route.config = Object.assign({ ...config }, { [kRoute]: policy })
   })
@@ -81,15 +85,17 @@ const plugin: FastifyPluginAsync<AuditLogOptions> = async (app, options) => {
     const holder = request as unknown as Holder
     // A request handed over to another instance (a canary version) is recorded there.
     if (holder[kWritten] || isHandedOver(request)) return
+    // Fastify gives every route's config its url; requests no route matched have no policy of ours.
     const config = routeConfigOf(request) as { [kRoute]?: RoutePolicy, url?: string }
-    const policy = config[kRoute] ?? defaults
+    const policy = config[kRoute] ?? unmatched
     if (ending === 'response' && policy.sample < 1 && isSampleable(request, reply as FastifyReply) && (policy.sample === 0 || Math.random() >= policy.sample)) {
       writer.sampledOut++
       return
     }
     holder[kWritten] = true
     // The matched route's pattern, what request.routeOptions.url would say, without making that object.
-    writer.writeRequest(request, reply, ending, policy.body, holder[kError], config.url ?? null, settings)
+    policy.record ??= routeRecord(config.url as string)
+    writer.writeRequest(request, reply, ending, policy.body, holder[kError], policy.record, settings)
   }
 
   const refuse = writer.refuseWhileUnhealthy

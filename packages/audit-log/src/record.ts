@@ -42,94 +42,181 @@ export interface RecordSettings {
 export type Ending = 'response' | 'aborted' | 'timed-out'
 
 /**
+ * What a route's records share, kept by the plugin per route: the route's text, and the
+ * decisions part of its last record, reused while requests carry the same decisions.
+ */
+export interface RouteRecord {
+  /** `"route":…` as the record writes it. */
+  readonly route: string
+  last: DecisionsPart | null
+}
+
+/** The decisions of a record, as text, and what they were made from. */
+interface DecisionsPart {
+  readonly decisions: readonly Decision[]
+  readonly version: string | null
+  /** `"decision":…,"decisions":[…],"policy":{"version":…},` */
+  readonly text: string
+  /** `"reason":"…",`, or nothing without a decision. */
+  readonly reason: string
+  readonly denied: boolean
+}
+
+/** A route's shared record parts: `route` is its pattern, or null for requests no route matched. */
+export function routeRecord (route: string | null): RouteRecord {
+  return { route: route === null ? '"route":null' : flat(`"route":"${esc(route)}"`), last: null }
+}
+
+// The record's fixed text between its values, joined once: each piece below is one string.
+const EVENT = `"ecs":{"version":"${ECS_VERSION}"},`
+const EVENT_START = `"event":{"action":"http-request","category":["web"],"dataset":"${DATASET}",`
+const OUTCOMES = { success: '"kind":"event","outcome":"success",', failure: '"kind":"event","outcome":"failure",', unknown: '"kind":"event","outcome":"unknown",' }
+const ALLOWED_REQUEST = '"type":["allowed"]},"http":{"request":{'
+const DENIED_REQUEST = '"type":["denied"]},"http":{"request":{'
+
+/**
  * The record of one request as its JSON line (RFC 8785 canonical form, without `event.hash`),
  * written straight to text: nothing raw but the path. `prev` is the chain's previous hash, or
- * `undefined` without a chain.
+ * `undefined` without a chain. Text that requests share (a route's, a principal's, a run of
+ * decisions) is made once and reused, so that a record is a few dozen pieces of text.
  */
-export function requestLine (request: FastifyRequest, reply: FastifyReply | null, ending: Ending, withBody: boolean, errorCode: string | null, route: string | null, settings: RecordSettings, sequence: number, prev: string | null | undefined): string {
+export function requestLine (request: FastifyRequest, reply: FastifyReply | null, ending: Ending, withBody: boolean, errorCode: string | null, route: RouteRecord, settings: RecordSettings, sequence: number, prev: string | null | undefined): string {
   // No reply is known for a request aborted before the plugin's onRequest hook ran: its time is the abort's.
   const elapsed = reply === null ? 0 : reply.elapsedTime
-  const decisions = request.decisions
-  const deciding = decidingOf(decisions)
-  const denied = deciding?.outcome === 'deny'
+  const decided = decisionsPart(route, request.decisions, request.policySnapshot?.version ?? null)
   const status = ending === 'response' ? (reply as FastifyReply).statusCode : null
   const principal = request.principal
+  const texts = principal === null ? null : principalTexts(principal)
   const url = request.url
   const q = url.indexOf('?')
   const headers = request.headers
   const contentLength = headers['content-length']
   const userAgent = headers['user-agent']
   const upstream = request.upstream
-  const failed = denied || status === null || status >= 400
   const raw = request.raw
+  const outcome = status === null ? OUTCOMES.unknown : decided.denied || status >= 400 ? OUTCOMES.failure : OUTCOMES.success
 
-  let text = `{"@timestamp":"${isoTime(Date.now() - elapsed)}","client":{${optional('ip', request.clientIp)}},"ecs":{"version":"${ECS_VERSION}"},`
+  let text = `{"@timestamp":"${isoTime(Date.now() - elapsed)}","client":{${ipText(request.clientIp)}},${EVENT}`
   if (errorCode !== null) text += `"error":{"code":"${esc(errorCode)}"},`
-  text += `"event":{"action":"http-request","category":["web"],"dataset":"${DATASET}",${reply === null ? '' : `"duration":${Math.round(elapsed * 1e6)},`}"kind":"event","outcome":"${status === null ? 'unknown' : failed ? 'failure' : 'success'}",`
-  if (deciding !== null) text += `"reason":"${esc(deciding.reason)}",`
-  text += `"sequence":${sequence},"type":["${denied ? 'denied' : 'allowed'}"]},"http":{"request":{`
+  text += reply === null ? EVENT_START : `${EVENT_START}"duration":${Math.round(elapsed * 1e6)},`
+  text += `${outcome}${decided.reason}"sequence":${sequence},${decided.denied ? DENIED_REQUEST : ALLOWED_REQUEST}`
   if (contentLength !== undefined) text += `"body":${bodyOf(request, contentLength, withBody, settings)},`
   const requestHeaders = settings.requestHeaders.length === 0 ? null : settings.redaction.headers(headers, settings.requestHeaders)
   if (requestHeaders !== null) text += `"headers":${JSON.stringify(requestHeaders)},`
   text += `"id":"${esc(request.id)}","method":"${esc(request.method)}"},"response":{`
   const responseHeaders = settings.responseHeaders.length === 0 || reply === null ? null : settings.redaction.headers(reply.getHeaders(), settings.responseHeaders)
   if (responseHeaders !== null) text += `"headers":${JSON.stringify(responseHeaders)}${status === null ? '' : ','}`
-  if (status !== null) text += `"status_code":${status}`
-  text += `},"version":"${esc(raw.httpVersion)}"},"portcullis":{`
+  // Node makes the version from two numbers: nothing in it needs escaping.
+  text += status === null ? `},"version":"${raw.httpVersion}"},"portcullis":{` : `"status_code":${status}},"version":"${raw.httpVersion}"},"portcullis":{`
   if (ending === 'aborted') text += '"aborted":true,'
   if (prev !== undefined) text += `"chain":{"prev":${prev === null ? 'null' : `"${prev}"`}},`
-  if (deciding !== null) text += `"decision":${decisionText(deciding)},`
-  text += '"decisions":['
-  if (decisions !== null) {
-    for (let i = 0; i < decisions.length; i++) text += `${i === 0 ? '' : ','}${decisionText(decisions[i] as Decision)}`
-  }
-  const version = request.policySnapshot?.version
-  text += `],"policy":{"version":${version === undefined || version === null ? 'null' : `"${esc(version)}"`}},`
-  if (principal !== null) text += `"principal":${principalText(principal)},`
-  text += `"route":${route === null ? 'null' : `"${esc(route)}"`}`
+  text += texts === null ? `${decided.text}${route.route}` : `${decided.text}${texts.principal}${route.route}`
   if (ending === 'timed-out') text += ',"timed_out":true'
   if (upstream !== null) text += `,"upstream":{"address":"${esc(upstream.address)}","status_code":${upstream.statusCode ?? 'null'}}`
   // Left out when the socket is already gone: an aborted request, or one whose streamed body the
   // proxy consumed, after which Node has detached the request from its socket.
-  text += `},"source":{${optional('ip', (raw.socket as Socket | null)?.remoteAddress)}},"url":{`
-  text += q === -1 ? `"path":"${esc(url)}"}` : `"path":"${esc(url.slice(0, q))}","query":"${esc(settings.redaction.query(url.slice(q + 1)))}"}`
-  if (principal !== null) text += `,"user":{"id":"${esc(principal.id)}","roles":${stringsText(principal.roles)}}`
-  if (userAgent !== undefined) text += `,"user_agent":{"original":"${esc(userAgent)}"}`
-  return `${text}}`
+  text += `},"source":{${ipText((raw.socket as Socket | null)?.remoteAddress)}},"url":{"path":"`
+  text += q === -1 ? `${esc(url)}"}` : `${esc(url.slice(0, q))}","query":"${esc(settings.redaction.query(url.slice(q + 1)))}"}`
+  if (texts !== null) text += texts.user
+  return userAgent === undefined ? `${text}}` : `${text},"user_agent":{"original":"${esc(userAgent)}"}}`
+}
+
+// The decisions part of a record: the route's last one while the request carries the same
+// decisions (most are prepared once per rule and shared), else made and kept.
+function decisionsPart (route: RouteRecord, decisions: Decision[] | null, version: string | null): DecisionsPart {
+  const list = decisions ?? NO_DECISIONS
+  const last = route.last
+  if (last !== null && last.version === version && sameDecisions(last.decisions, list)) return last
+  const deciding = decidingOf(list)
+  let text = deciding === null ? '"decisions":[' : `"decision":${decisionText(deciding)},"decisions":[`
+  for (let i = 0; i < list.length; i++) text += i === 0 ? decisionText(list[i] as Decision) : `,${decisionText(list[i] as Decision)}`
+  text += `],"policy":{"version":${version === null ? 'null' : `"${esc(version)}"`}},`
+  route.last = { decisions: list.slice(), version, text: flat(text), reason: deciding === null ? '' : flat(`"reason":"${esc(deciding.reason)}",`), denied: deciding?.outcome === 'deny' }
+  return route.last
+}
+
+const NO_DECISIONS: readonly Decision[] = []
+
+function sameDecisions (a: readonly Decision[], b: readonly Decision[]): boolean {
+  if (a.length !== b.length) return false
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
+  return true
 }
 
 // What JSON.stringify writes between the quotes of a string, without its cost when nothing is
 // to be escaped (quotes, backslashes, control characters, lone surrogates): most values come back
-// as they are, with nothing to copy or concatenate.
-// eslint-disable-next-line no-control-regex -- control characters are exactly what JSON escapes
-const NEEDS_ESCAPING = /["\\\u0000-\u001f\ud800-\udfff]/
+// as they are, with nothing to copy or concatenate. A loop over the characters costs less than a
+// regular expression on the short values records hold.
 function esc (value: string): string {
-  return NEEDS_ESCAPING.test(value) ? JSON.stringify(value).slice(1, -1) : value
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i)
+    if (c < 0x20 || c === 0x22 || c === 0x5c || (c >= 0xd800 && c <= 0xdfff)) return JSON.stringify(value).slice(1, -1)
+  }
+  return value
 }
 
-// A key with a string value, or nothing when the value is missing (JSON.stringify leaves out undefined).
-function optional (key: string, value: string | undefined): string {
-  return typeof value === 'string' ? `"${key}":"${esc(value)}"` : ''
+// `"ip":"…"`, or nothing when the address is missing (JSON.stringify leaves out undefined). Most
+// records repeat the last address, so its text is kept.
+let lastIp: string | undefined
+let lastIpText = ''
+function ipText (ip: string | undefined): string {
+  if (ip === lastIp) return lastIpText
+  lastIp = ip
+  lastIpText = typeof ip === 'string' ? flat(`"ip":"${esc(ip)}"`) : ''
+  return lastIpText
+}
+
+// Text made by concatenation is a tree of its pieces until something needs it whole, and each
+// record that copies it would walk the tree again. Text kept to be reused is made whole once:
+// reading a character of it does that, in place.
+function flat (text: string): string {
+  text.charCodeAt(0)
+  return text
 }
 
 function stringsText (values: readonly string[]): string {
   return values.length === 0 ? '[]' : `["${values.map(esc).join('","')}"]`
 }
 
+// Decisions and principals are frozen, and most are shared by many requests (decisions prepared
+// once per rule, principals kept by authn's cache of verified credentials): their text is made once.
+const decisionTexts = new WeakMap<Decision, string>()
+
 function decisionText (decision: Decision): string {
-  const text = `{"outcome":"${decision.outcome}","plugin":"${esc(decision.plugin)}","reason":"${esc(decision.reason)}"`
-  return decision.rule === undefined ? `${text}}` : `${text},"rule":"${esc(decision.rule)}"}`
+  let text = decisionTexts.get(decision)
+  if (text === undefined) {
+    text = `{"outcome":"${decision.outcome}","plugin":"${esc(decision.plugin)}","reason":"${esc(decision.reason)}"`
+    text = decision.rule === undefined ? `${text}}` : `${text},"rule":"${esc(decision.rule)}"}`
+    decisionTexts.set(decision, flat(text))
+  }
+  return text
 }
 
-function principalText (principal: Principal): string {
-  let text = '{'
+interface PrincipalTexts {
+  /** `"principal":{…},` */
+  principal: string
+  /** `,"user":{…}` */
+  user: string
+}
+
+const principalTextsOf = new WeakMap<Principal, PrincipalTexts>()
+
+function principalTexts (principal: Principal): PrincipalTexts {
+  let texts = principalTextsOf.get(principal)
+  if (texts !== undefined) return texts
+  let text = '"principal":{'
   if (principal.credentialId !== undefined) text += `"credential_id":"${esc(principal.credentialId)}",`
   text += `"method":"${esc(principal.method)}"`
   if (principal.plan !== undefined) text += `,"plan":"${esc(principal.plan)}"`
   // Scopes, with the roles in user.roles, let a candidate policy judge the request again (policy preview).
   text += `,"scopes":${stringsText(principal.scopes)}`
   if (principal.tenant !== undefined) text += `,"tenant":"${esc(principal.tenant)}"`
-  return `${text},"type":"${esc(principal.type)}"}`
+  texts = {
+    principal: flat(`${text},"type":"${esc(principal.type)}"},`),
+    user: flat(`,"user":{"id":"${esc(principal.id)}","roles":${stringsText(principal.roles)}}`)
+  }
+  principalTextsOf.set(principal, texts)
+  return texts
 }
 
 // ISO 8601 times, the date and second part made once a second rather than per record, and the
@@ -163,8 +250,8 @@ export function isSampleable (request: FastifyRequest, reply: FastifyReply): boo
 }
 
 // The decision that tells the outcome: the first denial, else the first report-only denial, else the last allow.
-function decidingOf (decisions: Decision[] | null): Decision | null {
-  if (decisions === null || decisions.length === 0) return null
+function decidingOf (decisions: readonly Decision[]): Decision | null {
+  if (decisions.length === 0) return null
   let wouldDeny: Decision | null = null
   for (const decision of decisions) {
     if (decision.outcome === 'deny') return decision

@@ -1,4 +1,5 @@
 import type { Writable } from 'node:stream'
+import { LineBuffer } from './lines.js'
 import { DEFAULT_FLUSH_BYTES } from './options.js'
 
 /** What a sink reports in `app.audit.stats()`. */
@@ -71,8 +72,7 @@ export class StreamSink extends BaseSink implements Sink {
   readonly #stream: Writable
   readonly #maxBytes: number
   readonly #flushInterval: number
-  #queue: string[] = []
-  #queuedBytes = 0
+  readonly #lines = new LineBuffer(false)
   #timer: NodeJS.Timeout | null = null
   #broken = false
 
@@ -89,7 +89,7 @@ export class StreamSink extends BaseSink implements Sink {
   }
 
   get healthy (): boolean {
-    return !this.#broken && this.#queuedBytes + this.#stream.writableLength < this.#maxBytes
+    return !this.#broken && this.#lines.bytes + this.#stream.writableLength < this.#maxBytes
   }
 
   write (line: string): boolean {
@@ -98,16 +98,14 @@ export class StreamSink extends BaseSink implements Sink {
       return false
     }
     this.recovered()
-    this.#queue.push(line)
-    // Counted in UTF-16 units: close enough to bytes for a bound, and free.
-    this.#queuedBytes += line.length + 1
-    if (this.#queuedBytes >= DEFAULT_FLUSH_BYTES) this.#handOver()
+    this.#lines.push(line)
+    if (this.#lines.bytes >= DEFAULT_FLUSH_BYTES) this.#handOver()
     else this.#timer ??= setTimeout(() => { this.#handOver() }, this.#flushInterval).unref()
     return true
   }
 
   stats (): SinkStats {
-    return { name: this.name, healthy: this.healthy, written: this.written, dropped: this.dropped, buffered: this.#queuedBytes + this.#stream.writableLength, lastError: this.lastError }
+    return { name: this.name, healthy: this.healthy, written: this.written, dropped: this.dropped, buffered: this.#lines.bytes + this.#stream.writableLength, lastError: this.lastError }
   }
 
   async flush (): Promise<void> {
@@ -127,16 +125,18 @@ export class StreamSink extends BaseSink implements Sink {
       clearTimeout(this.#timer)
       this.#timer = null
     }
-    if (this.#queue.length === 0) return
-    const lines = this.#queue
-    this.#queue = []
-    this.#queuedBytes = 0
     // A stream that failed meanwhile takes nothing more: what waited is dropped.
     if (this.#broken) {
-      this.drop(lines.length)
+      const lost = this.#lines.clear()
+      if (lost > 0) this.drop(lost)
       return
     }
-    this.#stream.write(`${lines.join('\n')}\n`)
-    this.written += lines.length
+    const taken = this.#lines.take()
+    if (taken === null) return
+    const last = taken.buffers.length - 1
+    for (let i = 0; i < last; i++) this.#stream.write(taken.buffers[i])
+    // Once the stream is done with them, the chunks are filled again.
+    this.#stream.write(taken.buffers[last], () => { this.#lines.recycle(taken.emptied) })
+    this.written += taken.lines
   }
 }

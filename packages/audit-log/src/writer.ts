@@ -4,7 +4,7 @@ import { FileSink } from './file-sink.js'
 import { HttpSink } from './http-sink.js'
 import { PinoSink } from './pino-sink.js'
 import { droppedRecord } from './policy.js'
-import { requestLine, type AuditRecord, type Ending, type RecordSettings } from './record.js'
+import { requestLine, type AuditRecord, type Ending, type RecordSettings, type RouteRecord } from './record.js'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { StreamSink, type RecoveryListener, type Sink, type SinkStats } from './sink.js'
 import { DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_BUFFER_BYTES, validateOptions, type AuditLogOptions, type ValidOptions } from './options.js'
@@ -98,7 +98,7 @@ export class AuditWriter {
   }
 
   /** Writes the record of one request, serialized straight to its line. */
-  writeRequest (request: FastifyRequest, reply: FastifyReply | null, ending: Ending, withBody: boolean, errorCode: string | null, route: string | null, settings: RecordSettings): void {
+  writeRequest (request: FastifyRequest, reply: FastifyReply | null, ending: Ending, withBody: boolean, errorCode: string | null, route: RouteRecord, settings: RecordSettings): void {
     const sequencer = this.#sequencer
     this.#deliver(sequencer.link(requestLine(request, reply, ending, withBody, errorCode, route, settings, sequencer.next(), sequencer.prev)))
   }

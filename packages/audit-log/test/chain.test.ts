@@ -155,14 +155,15 @@ test('a file that does not end with a chained record starts a new chain, reporte
 
 test('every kind of record is written in canonical form: the chain verifies across all of them', async (t) => {
   const { app, file } = await audited(t, { chain: true, headers: { request: '*', response: ['x-trace', 'content-type'] }, body: true })
-  // Values JSON must escape, one way or another: quotes, backslashes, control characters, lone surrogates.
+  // Values JSON must escape, one way or another, each first in a value: quotes, backslashes,
+  // control characters, lone surrogates; and a character past the surrogates, which needs none.
   app.get('/odd', { config: { authn: { anonymous: true }, authz: false } }, async (request, reply) => {
-    recordDecision(request, { plugin: 'x-"plugin"', outcome: 'allow', reason: 'OK\\\u0001\ud800', rule: 'rule "one"\n' })
+    recordDecision(request, { plugin: '\uff58-"plugin"', outcome: 'allow', reason: 'OK\u0001\\', rule: 'rule \ud800 "one"\n' })
     return await reply.header('x-trace', 'a\tb').send({ ok: true })
   })
   await app.inject({ method: 'POST', url: '/orders?z=1&a=%22', headers: { 'x-api-key': alice.key, 'x-zeta': '1', 'x-alpha': ['1', '2'] }, payload: { zeta: 1, alpha: { b: 2, a: 1 } } })
   await app.inject('/public')
-  await app.inject({ url: '/odd?q="x"', headers: { 'user-agent': 'curl "8.5" \\ \tx' } })
+  await app.inject({ url: '/odd?q="x"', headers: { 'user-agent': 'curl \\ "8.5" \tx' } })
   app.audit.policyChange({ action: 'activate', version: 'v2', previousVersion: 'v1', mode: 'canary', diff: { added: ['/routes/1'], changed: [], removed: [], truncated: false }, source: 'admin-api', actor: 'ops' })
   app.audit.policyChange({ action: 'rollback', version: 'v1', previousVersion: 'v2' })
   app.audit.checkpoint()
@@ -170,7 +171,7 @@ test('every kind of record is written in canonical form: the chain verifies acro
   const report = await verifyAuditFiles([file])
   t.match(report, { ok: true, records: 5, checkpoints: 0 }, 'no checkpoint without a signing key')
   const odd = JSON.parse((await readFile(file, 'utf8')).split('\n')[2] as string)
-  t.match(odd, { portcullis: { decision: { plugin: 'x-"plugin"', reason: 'OK\\\u0001\ud800', rule: 'rule "one"\n' } }, user_agent: { original: 'curl "8.5" \\ \tx' }, http: { response: { headers: { 'content-type': /json/, 'x-trace': 'a\tb' } } } }, 'escaped values read back as they were')
+  t.match(odd, { portcullis: { decision: { plugin: '\uff58-"plugin"', reason: 'OK\u0001\\', rule: 'rule \ud800 "one"\n' } }, user_agent: { original: 'curl \\ "8.5" \tx' }, http: { response: { headers: { 'content-type': /json/, 'x-trace': 'a\tb' } } } }, 'escaped values read back as they were')
 })
 
 test('chain options are checked at startup', async (t) => {

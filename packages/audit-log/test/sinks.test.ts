@@ -2,6 +2,8 @@ import { test, type Test } from 'tap'
 import { createServer, type Server } from 'node:http'
 import { once } from 'node:events'
 import { readFile, symlink, unlink, writeFile } from 'node:fs/promises'
+import { execFileSync, spawn } from 'node:child_process'
+import { createInterface } from 'node:readline'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { PassThrough, Writable } from 'node:stream'
@@ -9,6 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { portcullisCore } from '@portcullis/core'
 import { portcullisAuditLog, verifyAuditLines, type AuditLogOptions } from '../src/index.js'
+import { FileSink } from '../src/file-sink.js'
 
 async function app (t: Test, options: AuditLogOptions): Promise<FastifyInstance> {
   const server = Fastify()
@@ -167,6 +170,43 @@ test('the file sink: a device that fails (ENOSPC) keeps the records; once writab
   t.match(server.audit.stats().sinks[0], { healthy: true, written: 11 - dropped + 1, buffered: 0 })
   const kept = records.length - 1
   t.match(verifyAuditLines((await readFile(join(dir, 'real.log'), 'utf8')).split('\n')), { ok: false, records: kept, problem: { line: kept + 1, message: `records missing before it: sequence ${12} follows ${kept}` } }, 'the chain shows the gap the drop report explains')
+})
+
+test('the file sink writes all that waits in one write: it keeps up however much comes in each turn of the event loop', async (t) => {
+  const path = join(t.testdir(), 'audit.log')
+  // A bound of 4 MiB, and 256 KiB of records every turn: a sink that wrote 64 KiB a turn would
+  // drop within 20 turns; this one only if a write took longer than 16 turns.
+  const { sink } = await FileSink.open({ type: 'file', path, maxBufferBytes: 4 * 1024 * 1024 }, () => {})
+  const TURNS = 30
+  const PER_TURN = 256
+  for (let turn = 0; turn < TURNS; turn++) {
+    for (let i = 0; i < PER_TURN; i++) sink.write(JSON.stringify({ i: turn * PER_TURN + i, pad: 'x'.repeat(1010) }))
+    await new Promise((resolve) => setImmediate(resolve))
+  }
+  await sink.close()
+  t.match(sink.stats(), { written: TURNS * PER_TURN, dropped: 0, buffered: 0 })
+  const numbers = linesOf(await readFile(path, 'utf8')).map((record) => record.i)
+  t.same(numbers, Array.from({ length: TURNS * PER_TURN }, (_, i) => i), 'every record, once, in order')
+})
+
+test('the file sink: a write cut short (a file size limit) goes on where it stopped, with no record lost or written twice', async (t) => {
+  const path = join(t.testdir(), 'audit.log')
+  const fixture = fileURLToPath(new URL('./fixtures/size-limited-sink.ts', import.meta.url))
+  const child = spawn(process.execPath, [...process.execArgv, fixture, path], { stdio: ['pipe', 'pipe', 'inherit'] })
+  const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]()
+  // The soft limit only: lifting it again needs no privilege.
+  const limit = (soft: string): void => { execFileSync('prlimit', ['--pid', String(child.pid), `--fsize=${soft}:unlimited`]) }
+  t.equal((await lines.next()).value, 'ready')
+  // 4 KiB at most: the six records (6 KiB) are cut short at 4 KiB, and the rest refused.
+  limit('4096')
+  child.stdin.write('go\n')
+  t.equal((await lines.next()).value, 'failing')
+  t.equal((await readFile(path)).length, 4096, 'the file holds what fitted, ending within a record')
+  limit('unlimited')
+  const stats = JSON.parse((await lines.next()).value as string)
+  t.match(stats, { written: 6, dropped: 0, buffered: 0, lastError: 'EFBIG' })
+  t.same(linesOf(await readFile(path, 'utf8')).map((record) => record.i), [1, 2, 3, 4, 5, 6], 'each record once, whole, in order')
+  await once(child, 'exit')
 })
 
 test('the file sink: records still unwritten at close are counted as dropped', async (t) => {
