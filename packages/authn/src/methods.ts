@@ -39,6 +39,8 @@ export interface Method {
   find: (request: FastifyRequest, authorization: Authorization | null) => string | undefined
   /** Verifies the credential; throws InvalidToken or InvalidCredentials, with the challenge. */
   verify: (credential: string) => Promise<Principal>
+  /** The principal of a credential this method verified before and still remembers, found without waiting; else undefined. */
+  known?: (credential: string) => Principal | undefined
   /** The refusal of a credential that verified but must not be accepted (revoked). */
   refuse: () => Error
   /** JWT methods: whether a token names this method's issuer (unverified), to route among issuers. */
@@ -163,6 +165,7 @@ function bearerMethod (name: string, type: 'jwt' | 'introspection', realm: strin
     type,
     challenge,
     find: (request, authorization) => findBearer(request, authorization, challenge),
+    ...(cached === undefined ? {} : { known: cached }),
     async verify (credential) {
       const known = cached?.(credential)
       if (known !== undefined) return known

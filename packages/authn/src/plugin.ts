@@ -124,23 +124,40 @@ const plugin: FastifyPluginAsync<AuthnOptions> = async (app, options) => {
     return decision
   }
 
-  app.addHook('onRequest', async (request) => {
-    if (request.is404 && !authenticateNotFound) return
-    const compiled = (routeConfigOf(request) as unknown as WithPolicy)[kPolicy]
-    const policy = compiled === undefined ? defaults : compiled
-    if (policy === null) return
-    let principal: Principal | undefined
+  // What a refusal does: the challenge goes with a 401, and the denial is recorded; in enforce
+  // mode it is thrown, for Fastify's error handler, in report mode the request goes on.
+  const refused = (request: FastifyRequest, policy: Policy, err: unknown, done: (err?: Error) => void): void => {
+    const error = err as PortcullisError
+    if (error.statusCode === 401 && error.headers === undefined) error.headers = { 'www-authenticate': policy.challenges }
+    request.log.info({ code: error.code }, 'authentication refused')
     try {
-      principal = await authenticate(request, policy, revocation)
-    } catch (err) {
-      const error = err as PortcullisError
-      if (error.statusCode === 401 && error.headers === undefined) error.headers = { 'www-authenticate': policy.challenges }
-      request.log.info({ code: error.code }, 'authentication refused')
       deny(request, policy.mode, PLUGIN_NAME, error)
-      return
+    } catch (denied) {
+      return done(denied as Error)
     }
+    done()
+  }
+  // Every method makes its principals frozen and whole: setting one cannot fail.
+  const accepted = (request: FastifyRequest, principal: Principal, done: (err?: Error) => void): void => {
     setPrincipal(request, principal)
     recordPrepared(request, allowed(principal))
+    done()
+  }
+
+  // A callback hook: a credential verified before is answered at once, without a promise.
+  app.addHook('onRequest', (request, _reply, done) => {
+    if (request.is404 && !authenticateNotFound) return done()
+    const compiled = (routeConfigOf(request) as unknown as WithPolicy)[kPolicy]
+    const policy = compiled === undefined ? defaults : compiled
+    if (policy === null) return done()
+    let result: Principal | Promise<Principal>
+    try {
+      result = authenticate(request, policy, revocation)
+    } catch (err) {
+      return refused(request, policy, err, done)
+    }
+    if (result instanceof Promise) result.then((principal) => { accepted(request, principal, done) }, (err) => { refused(request, policy, err, done) })
+    else accepted(request, result, done)
   })
 }
 
@@ -148,31 +165,9 @@ function oneOrMany (values: string[]): string | string[] {
   return values.length === 1 ? values[0] as string : values
 }
 
-async function authenticate (request: FastifyRequest, policy: Policy, revocation: RevocationStore | null): Promise<Principal> {
-  const verify = async ([method, credential]: [Method, string]): Promise<Principal> => {
-    let principal: Principal
-    try {
-      principal = await method.verify(credential)
-    } catch (err) {
-      if (typeof (err as { statusCode?: unknown }).statusCode === 'number') throw err
-      // Anything else is a key store that failed (Redis down or slow): fail closed, honestly.
-      request.log.warn({ err }, 'credential store unavailable')
-      throw withHeaders(new StoreUnavailable(), RETRY_LATER)
-    }
-    if (!boundToConnection(principal, request)) throw method.refuse()
-    const key = revocation === null ? undefined : revocationKey(principal)
-    if (key === undefined) return principal
-    let revoked: boolean
-    try {
-      revoked = await (revocation as RevocationStore).isRevoked(key)
-    } catch (err) {
-      // Fail closed: a credential whose revocation cannot be checked is not accepted.
-      request.log.warn({ err }, 'revocation store unavailable')
-      throw withHeaders(new RevocationUnavailable(), RETRY_LATER)
-    }
-    if (revoked) throw method.refuse()
-    return principal
-  }
+// The principal of the request's credentials: at once when nothing needs waiting for (a
+// credential verified before, no revocation store to ask), else once verified.
+function authenticate (request: FastifyRequest, policy: Policy, revocation: RevocationStore | null): Principal | Promise<Principal> {
   const authorization = parseAuthorization(request)
   if (authorization === 'duplicate') throw new AmbiguousCredentials()
   const presented: Array<[Method, string]> = []
@@ -182,15 +177,44 @@ async function authenticate (request: FastifyRequest, policy: Policy, revocation
   }
   if (policy.all) {
     if (presented.length < policy.methods.length) throw new MissingCredentials()
-    const principals = await Promise.all(presented.map(verify))
-    return principals[0] as Principal
+    return Promise.all(presented.map(async (one) => await verify(request, one, revocation))).then((principals) => principals[0] as Principal)
   }
   if (presented.length === 0) {
     // An identity set before authn (a client certificate, by @portcullis/mtls) is kept.
     if (policy.anonymous) return request.principal ?? ANONYMOUS
     throw new MissingCredentials()
   }
-  return await verify(choose(presented))
+  const chosen = choose(presented)
+  const [method, credential] = chosen
+  const known = revocation === null ? method.known?.(credential) : undefined
+  if (known === undefined) return verify(request, chosen, revocation)
+  if (!boundToConnection(known, request)) throw method.refuse()
+  return known
+}
+
+async function verify (request: FastifyRequest, [method, credential]: [Method, string], revocation: RevocationStore | null): Promise<Principal> {
+  let principal: Principal
+  try {
+    principal = await method.verify(credential)
+  } catch (err) {
+    if (typeof (err as { statusCode?: unknown }).statusCode === 'number') throw err
+    // Anything else is a key store that failed (Redis down or slow): fail closed, honestly.
+    request.log.warn({ err }, 'credential store unavailable')
+    throw withHeaders(new StoreUnavailable(), RETRY_LATER)
+  }
+  if (!boundToConnection(principal, request)) throw method.refuse()
+  const key = revocation === null ? undefined : revocationKey(principal)
+  if (key === undefined) return principal
+  let revoked: boolean
+  try {
+    revoked = await (revocation as RevocationStore).isRevoked(key)
+  } catch (err) {
+    // Fail closed: a credential whose revocation cannot be checked is not accepted.
+    request.log.warn({ err }, 'revocation store unavailable')
+    throw withHeaders(new RevocationUnavailable(), RETRY_LATER)
+  }
+  if (revoked) throw method.refuse()
+  return principal
 }
 
 /**

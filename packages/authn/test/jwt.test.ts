@@ -118,6 +118,20 @@ test('verified tokens are cached until they expire, and only then', async (t) =>
   t.equal((await uncached.inject({ url: '/me', headers: { authorization: `Bearer ${sign(claims(), { key: ec.privatePem, algorithm: 'ES256', kid: 'ec-1' })}` } })).statusCode, 200)
 })
 
+test('a token that ends like a remembered one is not taken for it: it is verified in full, and a forgery refused', async (t) => {
+  const app = await build({ methods: { jwt: jwt() } })
+  const good = sign(claims({ sub: 'alice' }), { key: ec.privatePem, algorithm: 'ES256', kid: 'ec-1' })
+  const me = async (token: string): Promise<{ statusCode: number, body: string }> => await app.inject({ url: '/me', headers: { authorization: `Bearer ${token}` } })
+  t.equal((await me(good)).statusCode, 200, 'verified, and remembered')
+  // Alice's signature under claims of the attacker's choosing.
+  const [header, , signature] = good.split('.') as [string, string, string]
+  const forged = `${header}.${Buffer.from(JSON.stringify(claims({ sub: 'mallory' }))).toString('base64url')}.${signature}`
+  t.equal((await me(forged)).statusCode, 401)
+  const again = await me(good)
+  t.equal(again.statusCode, 200, 'the remembered token is still answered')
+  t.match(JSON.parse(again.body), { principal: { id: 'alice' } })
+})
+
 test('bad JWT options fail at startup naming the option', async (t) => {
   const ecP384 = pair('ec', 'P-384')
   const cases: Array<[Partial<JwtMethodOptions> & Record<string, unknown>, RegExp]> = [
