@@ -9,6 +9,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { isDeepStrictEqual } from 'node:util'
 import autocannon from 'autocannon'
+import { Pool } from 'undici'
 import {
   COUNT_WARMUP_REQUESTS, COUNTED_REQUESTS, VALGRIND_START_TIMEOUT_MS, WARMUP_SECONDS,
   countInstructions, fetchOnce, fixed, flagSetting, instructionsSetting, integerSetting, killChildrenOnExit, median, pin, pinSetting,
@@ -95,36 +96,63 @@ async function verify (server, request, headers, { guarded, path = (r) => r }) {
   if (refused.status !== 400) throw new Error(`${server.scenario}: an order with qty 0 answered ${refused.status}, expected 400`)
 }
 
-/**
- * One autocannon run. With `rate`, the offered load is fixed at that many requests a second over
- * all connections, and every response time is kept, so that percentiles are exact rather than in
- * autocannon's whole milliseconds.
- */
-async function load (server, request, headers, { connections, duration, rate = null }) {
-  const times = []
-  const instance = autocannon({
+/** One autocannon run: as many requests as `connections` keep going for `duration` seconds. */
+async function load (server, request, headers, { connections, duration }) {
+  const result = await autocannon({
     url: server.url + request.path,
     method: request.method,
     body: request.body,
     headers: requestHeaders(headers, request),
     connections,
     pipelining: 1,
-    duration,
-    ...(rate === null ? {} : { overallRate: rate })
+    duration
   })
-  if (rate !== null) instance.on('response', (_client, _status, _bytes, responseTime) => { times.push(responseTime) })
-  const result = await instance
   if (result.non2xx > 0 || result.errors > 0 || result.timeouts > 0) {
     throw new Error(`${server.scenario}: ${result.non2xx} non-2xx responses, ${result.errors} errors, ${result.timeouts} timeouts during the run`)
   }
   if (result.requests.total === 0) throw new Error(`${server.scenario}: no request completed during the run`)
-  const exact = times.length === 0 ? null : percentiles(times)
-  return {
-    requestsPerSecond: result.requests.total / duration,
-    p50: exact?.p50 ?? result.latency.p50,
-    p99: exact?.p99 ?? result.latency.p99,
-    requests: result.requests.total
+  return { requestsPerSecond: result.requests.total / duration, p50: result.latency.p50, p99: result.latency.p99, requests: result.requests.total }
+}
+
+/**
+ * A steady load: `rate` requests a second for `duration` seconds, each sent when it is due, evenly
+ * spaced, whether or not earlier ones are answered (an open loop, as independent clients send).
+ * Each response time counts from when its request was due, so a server that falls behind is
+ * charged for the wait (no coordinated omission). Requests go over a pool of `connections`.
+ */
+async function steady (server, request, headers, { connections, duration, rate }) {
+  const pool = new Pool(server.url, { connections, pipelining: 1 })
+  const options = { path: request.path, method: request.method, body: request.body, headers: requestHeaders(headers, request) }
+  const total = Math.round(rate * duration)
+  const times = new Float64Array(total)
+  let sent = 0
+  let answered = 0
+  let failed = 0
+  const start = performance.now()
+  try {
+    await new Promise((resolve) => {
+      const send = (i) => {
+        const due = start + (i * 1000) / rate
+        pool.request(options).then(async (response) => {
+          await response.body.dump()
+          if (response.statusCode !== 200) failed++
+          times[i] = performance.now() - due
+        }, () => { failed++ }).finally(() => { if (++answered === total) resolve() })
+      }
+      // Sends what is due at each turn of the event loop: a few requests at a time, never a second's worth.
+      const tick = () => {
+        const due = Math.min(total, Math.floor(((performance.now() - start) * rate) / 1000) + 1)
+        while (sent < due) send(sent++)
+        if (sent < total) setImmediate(tick)
+      }
+      tick()
+    })
+  } finally {
+    await pool.close()
   }
+  if (failed > 0) throw new Error(`${server.scenario}: ${failed} of ${total} requests failed or were not answered 200 at ${rate} req/s`)
+  const elapsed = (performance.now() - start) / 1000
+  return { requestsPerSecond: total / elapsed, ...percentiles(times), requests: total }
 }
 
 function percentiles (times) {
@@ -135,13 +163,15 @@ function percentiles (times) {
 
 // One measured run after a warm-up, with the server's CPU time read around it.
 async function measure (server, request, headers, settings, rate = null) {
-  const connections = rate === null ? settings.connections : settings.latencyConnections
-  await load(server, request, headers, { connections, duration: settings.warmup, rate })
+  const run = rate === null
+    ? (options) => load(server, request, headers, { connections: settings.connections, ...options })
+    : (options) => steady(server, request, headers, { connections: settings.latencyConnections, rate, ...options })
+  await run({ duration: settings.warmup })
   const before = await serverCpu(server)
-  const run = await load(server, request, headers, { connections, duration: settings.duration, rate })
+  const measured = await run({ duration: settings.duration })
   const after = await serverCpu(server)
   const cpuMicros = after.user + after.system - before.user - before.system
-  return { ...run, cpuPerRequest: cpuMicros / run.requests, cpuShare: cpuMicros / (settings.duration * 1e6) }
+  return { ...measured, cpuPerRequest: cpuMicros / measured.requests, cpuShare: cpuMicros / (settings.duration * 1e6) }
 }
 
 // Runs `sides` one after the other, in an order that turns from round to round, so that none
@@ -175,7 +205,7 @@ async function runRound (round, settings, prepared, runs) {
       // The same offered load for both: a share of what the chain served at most in this round.
       const rate = Math.max(1, Math.round(settings.latencyLoad * runs['chain GET'].at(-1).requestsPerSecond))
       const measured = await inTurns(round, ['bare', 'chain'], async (kind) => {
-        log(`${kind}, GET at ${rate} req/s over ${settings.latencyConnections} connections`)
+        log(`${kind}, GET at a steady ${rate} req/s over up to ${settings.latencyConnections} connections`)
         return await measure(inProcess[kind], GET, prepared.headers, settings, rate)
       })
       for (const [kind, run] of Object.entries(measured)) runs[`${kind} GET at rate`].push({ ...run, rate })
@@ -273,7 +303,7 @@ function summarize (runs) {
 }
 
 function printReport ({ sides, ratios, verdicts }, counts, settings) {
-  console.log(`\n${settings.connections} connections (${settings.latencyConnections} at a fixed rate), ${settings.duration} s x ${settings.rounds} rounds (medians), ` +
+  console.log(`\n${settings.connections} connections (up to ${settings.latencyConnections} at a steady rate), ${settings.duration} s x ${settings.rounds} rounds (medians), ` +
     `node ${process.version}, ${settings.pin ? `servers on CPU ${CPUS.server}, load generator and upstream on CPU ${CPUS.load}` : 'not pinned'}\n`)
   const rows = [['server', 'request', 'req/s', 'p50 ms', 'p99 ms', 'CPU µs/req', 'CPU busy']]
   for (const [name, side] of Object.entries(sides)) {
