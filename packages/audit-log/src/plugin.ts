@@ -64,7 +64,6 @@ const plugin: FastifyPluginAsync<AuditLogOptions> = async (app, options) => {
   const owned = valid.writer === null
   const writer = valid.writer ?? await AuditWriter.open(valid)
   const defaults = { sample: valid.sample, body: valid.body }
-  // Requests no route matched (Fastify's 404) share one.
   const unmatched: RoutePolicy = { ...defaults, record: routeRecord(null) }
 
   app.addHook('onRoute', (route) => {
@@ -77,6 +76,19 @@ const plugin: FastifyPluginAsync<AuditLogOptions> = async (app, options) => {
     route.config = Object.assign({ ...config }, { [kRoute]: policy })
   })
 
+  // Routes added before this plugin have no policy of ours: each gets the defaults on its first
+  // record, kept by its config. Requests no route matched (no url) share one.
+  const lateRoutes = new WeakMap<object, RoutePolicy>()
+  const policyOfLateRoute = (config: { url?: string }): RoutePolicy => {
+    if (config.url === undefined) return unmatched
+    let policy = lateRoutes.get(config)
+    if (policy === undefined) {
+      policy = { ...defaults, record: null }
+      lateRoutes.set(config, policy)
+    }
+    return policy
+  }
+
   // Decorated up front, so that requests keep one shape.
   app.decorateRequest(kWritten, false)
   app.decorateRequest(kError, null)
@@ -85,16 +97,15 @@ const plugin: FastifyPluginAsync<AuditLogOptions> = async (app, options) => {
     const holder = request as unknown as Holder
     // A request handed over to another instance (a canary version) is recorded there.
     if (holder[kWritten] || isHandedOver(request)) return
-    // Fastify gives every route's config its url; requests no route matched have no policy of ours.
     const config = routeConfigOf(request) as { [kRoute]?: RoutePolicy, url?: string }
-    const policy = config[kRoute] ?? unmatched
+    const policy = config[kRoute] ?? policyOfLateRoute(config)
     if (ending === 'response' && policy.sample < 1 && isSampleable(request, reply as FastifyReply) && (policy.sample === 0 || Math.random() >= policy.sample)) {
       writer.sampledOut++
       return
     }
     holder[kWritten] = true
     // The matched route's pattern, what request.routeOptions.url would say, without making that object.
-    policy.record ??= routeRecord(config.url as string)
+    policy.record ??= routeRecord(config.url ?? null)
     writer.writeRequest(request, reply, ending, policy.body, holder[kError], policy.record, settings)
   }
 

@@ -59,6 +59,22 @@ test('denials name the deciding plugin and reason; errors carry their code; unkn
   t.match(nowhere, { http: { response: { status_code: 404 } }, portcullis: { route: null, decisions: [] } })
 })
 
+test('a route added before the plugin is recorded under its own pattern, with the default settings', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'portcullis-audit-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const file = join(dir, 'audit.log')
+  const app = Fastify()
+  await app.register(portcullisCore)
+  app.get('/early/:id', async () => 'ok')
+  await app.register(portcullisAuditLog, { sinks: [{ type: 'file', path: file }] })
+  app.get('/late/:id', async () => 'ok')
+  for (const url of ['/early/1', '/late/1', '/early/2', '/nowhere']) await app.inject(url)
+  await app.audit.flush()
+  const routes = (await readFile(file, 'utf8')).trimEnd().split('\n').map((line) => JSON.parse(line).portcullis.route)
+  t.same(routes, ['/early/:id', '/late/:id', '/early/:id', null])
+  await app.close()
+})
+
 test('a request in report mode records the would-deny as its deciding decision, and is never sampled out', async (t) => {
   const { app, records } = await audited(t, { sample: 0 })
   app.get('/reported', { config: { authn: { mode: 'report' }, authz: false } }, async () => 'served')
