@@ -104,8 +104,9 @@ const plugin: FastifyPluginAsync<AuditLogOptions> = async (app, options) => {
       return
     }
     holder[kWritten] = true
-    // The matched route's pattern, what request.routeOptions.url would say, without making that object.
-    policy.record ??= routeRecord(config.url ?? null)
+    // The matched route's pattern, what request.routeOptions.url would say, without making that
+    // object. A policy without its record yet is a route's, which has a url.
+    policy.record ??= routeRecord(config.url as string)
     writer.writeRequest(request, reply, ending, policy.body, holder[kError], policy.record, settings)
   }
 
