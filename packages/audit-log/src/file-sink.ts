@@ -24,9 +24,8 @@ export class FileSink extends BaseSink implements Sink {
   #file: FileHandle | null
   #size: number
   readonly #lines: LineBuffer
-  // Bytes taken from the buffer and not yet all written, and how many records they hold.
+  // Records taken from the buffer and not yet all written: counted as buffered until they are.
   #pending: TakenLines | null = null
-  #pendingBytes = 0
   #busy = false
   #failing = false
   #delay: number
@@ -82,7 +81,7 @@ export class FileSink extends BaseSink implements Sink {
   }
 
   #buffered (): number {
-    return this.#lines.bytes + this.#pendingBytes
+    return this.#lines.bytes + (this.#pending?.bytes ?? 0)
   }
 
   /** Closes and opens the file again, after what is buffered: for rotation by another program (logrotate). */
@@ -106,7 +105,7 @@ export class FileSink extends BaseSink implements Sink {
     // What could not be written by now is lost: counted as dropped.
     const lost = (this.#pending?.lines ?? 0) + this.#lines.clear()
     if (lost > 0) this.drop(lost)
-    this.#pendingBytes = 0
+    this.#pending = null
     await this.#file?.close().catch(() => {})
     this.#file = null
   }
@@ -134,7 +133,6 @@ export class FileSink extends BaseSink implements Sink {
           // All that waits, in one write however much it is, so that writing keeps up with
           // records however busy the event loop; with rotation on, the records that fill the file (at least one).
           this.#pending = this.#lines.take(this.#maxSize === undefined ? undefined : this.#maxSize - this.#size) as TakenLines
-          this.#pendingBytes = this.#pending.bytes
         }
         await this.#writePending(this.#file as FileHandle)
         if (this.#maxSize !== undefined && this.#size >= this.#maxSize) await this.#rotate()
@@ -158,7 +156,6 @@ export class FileSink extends BaseSink implements Sink {
       pending.buffers = buffers
     }
     this.#pending = null
-    this.#pendingBytes = 0
     this.#lines.recycle(pending.emptied)
     this.written += pending.lines
     if (this.#failing) {

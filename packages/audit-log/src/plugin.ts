@@ -36,8 +36,6 @@ declare module 'fastify' {
 interface RoutePolicy {
   sample: number
   body: boolean
-  /** What the route's records share, made on its first record. */
-  record: RouteRecord | null
 }
 
 const kRoute = Symbol('portcullis.audit.route')
@@ -63,30 +61,29 @@ const plugin: FastifyPluginAsync<AuditLogOptions> = async (app, options) => {
   }
   const owned = valid.writer === null
   const writer = valid.writer ?? await AuditWriter.open(valid)
-  const defaults = { sample: valid.sample, body: valid.body }
-  const unmatched: RoutePolicy = { ...defaults, record: routeRecord(null) }
+  const defaults: RoutePolicy = { sample: valid.sample, body: valid.body }
 
   app.addHook('onRoute', (route) => {
     const config = (route.config ?? {}) as { audit?: RouteAuditOptions | false }
-    let policy: RoutePolicy = { ...defaults, record: null }
+    let policy = defaults
     if (config.audit !== undefined) {
       const checked = checkRouteOptions(config.audit, `route ${String(route.method)} ${route.url} config.audit`)
-      policy = checked === false ? { sample: 0, body: false, record: null } : { sample: checked.sample ?? defaults.sample, body: checked.body ?? defaults.body, record: null }
+      policy = checked === false ? { sample: 0, body: false } : { sample: checked.sample ?? defaults.sample, body: checked.body ?? defaults.body }
     }
     route.config = Object.assign({ ...config }, { [kRoute]: policy })
   })
 
-  // Routes added before this plugin have no policy of ours: each gets the defaults on its first
-  // record, kept by its config. Requests no route matched (no url) share one.
-  const lateRoutes = new WeakMap<object, RoutePolicy>()
-  const policyOfLateRoute = (config: { url?: string }): RoutePolicy => {
-    if (config.url === undefined) return unmatched
-    let policy = lateRoutes.get(config)
-    if (policy === undefined) {
-      policy = { ...defaults, record: null }
-      lateRoutes.set(config, policy)
+  // What each route's records share, made on its first record and kept by its config: Fastify
+  // makes one config per route, with the route's pattern as its url (none for requests no route
+  // matched), routes added before this plugin included.
+  const routeRecords = new WeakMap<object, RouteRecord>()
+  const routeRecordOf = (config: { url?: string }): RouteRecord => {
+    let record = routeRecords.get(config)
+    if (record === undefined) {
+      record = routeRecord(config.url ?? null)
+      routeRecords.set(config, record)
     }
-    return policy
+    return record
   }
 
   // Decorated up front, so that requests keep one shape.
@@ -98,16 +95,13 @@ const plugin: FastifyPluginAsync<AuditLogOptions> = async (app, options) => {
     // A request handed over to another instance (a canary version) is recorded there.
     if (holder[kWritten] || isHandedOver(request)) return
     const config = routeConfigOf(request) as { [kRoute]?: RoutePolicy, url?: string }
-    const policy = config[kRoute] ?? policyOfLateRoute(config)
+    const policy = config[kRoute] ?? defaults
     if (ending === 'response' && policy.sample < 1 && isSampleable(request, reply as FastifyReply) && (policy.sample === 0 || Math.random() >= policy.sample)) {
       writer.sampledOut++
       return
     }
     holder[kWritten] = true
-    // The matched route's pattern, what request.routeOptions.url would say, without making that
-    // object. A policy without its record yet is a route's, which has a url.
-    policy.record ??= routeRecord(config.url as string)
-    writer.writeRequest(request, reply, ending, policy.body, holder[kError], policy.record, settings)
+    writer.writeRequest(request, reply, ending, policy.body, holder[kError], routeRecordOf(config), settings)
   }
 
   const refuse = writer.refuseWhileUnhealthy
