@@ -1,7 +1,7 @@
 import { test, type Test } from 'tap'
 import { createServer, type Server } from 'node:http'
 import { once } from 'node:events'
-import { readFile, symlink, unlink, writeFile } from 'node:fs/promises'
+import { open, readFile, symlink, unlink, writeFile } from 'node:fs/promises'
 import { execFileSync, spawn } from 'node:child_process'
 import { createInterface } from 'node:readline'
 import { join } from 'node:path'
@@ -172,18 +172,38 @@ test('the file sink: a device that fails (ENOSPC) keeps the records; once writab
   t.match(verifyAuditLines((await readFile(join(dir, 'real.log'), 'utf8')).split('\n')), { ok: false, records: kept, problem: { line: kept + 1, message: `records missing before it: sequence ${12} follows ${kept}` } }, 'the chain shows the gap the drop report explains')
 })
 
-test('the file sink writes all that waits in one write: it keeps up however much comes in each turn of the event loop', async (t) => {
+test('the file sink writes all that waits in one write, however much came in while the last one was under way', async (t) => {
   const path = join(t.testdir(), 'audit.log')
-  // A bound of 4 MiB, and 256 KiB of records every turn: a sink that wrote 64 KiB a turn would
-  // drop within 20 turns; this one only if a write took longer than 16 turns.
+  // Every file handle's writev, watched: the lines each write carries, and the first one held
+  // until the test lets it finish, so that records pile up behind it however fast the disk is.
+  const probe = await open(path, 'a')
+  const handles = Object.getPrototypeOf(probe) as { writev: (buffers: Buffer[], position?: number) => Promise<{ bytesWritten: number }> }
+  await probe.close()
+  const writev = handles.writev
+  t.teardown(() => { handles.writev = writev })
+  const linesPerWrite: number[] = []
+  let release = (): void => {}
+  const held = new Promise<void>((resolve) => { release = resolve })
+  handles.writev = async function (this: unknown, buffers: Buffer[], position?: number) {
+    let lines = 0
+    for (const buffer of buffers) for (const byte of buffer) if (byte === 0x0a) lines++
+    linesPerWrite.push(lines)
+    if (linesPerWrite.length === 1) await held
+    return await writev.call(this, buffers, position)
+  }
   const { sink } = await FileSink.open({ type: 'file', path, maxBufferBytes: 4 * 1024 * 1024 }, () => {})
-  const TURNS = 30
+  // About 256 KiB of records a turn: the first turn's go in the held write, the next eight turns'
+  // (2 MiB, more than a 64 KiB chunk or any fixed share) wait behind it.
+  const TURNS = 9
   const PER_TURN = 256
   for (let turn = 0; turn < TURNS; turn++) {
     for (let i = 0; i < PER_TURN; i++) sink.write(JSON.stringify({ i: turn * PER_TURN + i, pad: 'x'.repeat(1010) }))
     await new Promise((resolve) => setImmediate(resolve))
   }
+  t.same(linesPerWrite, [PER_TURN], 'one write under way, with the first turn\'s records')
+  release()
   await sink.close()
+  t.same(linesPerWrite, [PER_TURN, (TURNS - 1) * PER_TURN], 'the next write takes all that waited')
   t.match(sink.stats(), { written: TURNS * PER_TURN, dropped: 0, buffered: 0 })
   const numbers = linesOf(await readFile(path, 'utf8')).map((record) => record.i)
   t.same(numbers, Array.from({ length: TURNS * PER_TURN }, (_, i) => i), 'every record, once, in order')
