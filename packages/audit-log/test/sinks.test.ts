@@ -84,6 +84,8 @@ test('the HTTP sink: batches to a real collector, keeps records while it is down
   t.match(server.audit.stats().sinks[0], { name: `http:http://127.0.0.1:${collector.port}/ingest`, healthy: false, buffered: 8, lastError: /^(ECONNREFUSED|UND_ERR_SOCKET|ECONNRESET)$/ })
   await collector.start()
   await until(() => collector.received.length === 20, 'the records kept while it was down')
+  // The collector holds a batch before its answer reaches the sink: a record counts as written once answered.
+  await until(() => server.audit.stats().sinks[0]?.written === 20, 'the collector\'s answer')
   t.same(collector.received.map((r) => r.event.sequence), Array.from({ length: 20 }, (_, i) => i + 1), 'in order, none twice')
   t.match(server.audit.stats(), { records: 20, dropped: 0, sinks: [{ healthy: true, written: 20, dropped: 0, buffered: 0 }] })
   t.notOk(JSON.stringify(server.audit.stats()).includes('secret'), 'stats name the sink without its credentials')
@@ -98,6 +100,7 @@ test('the HTTP sink: a full buffer drops and counts; once the collector is back 
   const server = await app(t, { sinks: [{ type: 'http', url: `http://127.0.0.1:${collector.port}/`, batchSize: 2, flushInterval: 10, maxBufferRecords: 3, retry: { minDelay: 10, maxDelay: 5000 } }] })
   for (let i = 0; i < 5; i++) await server.inject('/')
   await until(() => collector.contentTypes.length >= 1, 'a refused delivery')
+  await until(() => server.audit.stats().sinks[0]?.lastError === 'HTTP 503', 'the refusal to reach the sink')
   t.match(server.audit.stats(), { dropped: 2, sinks: [{ healthy: false, buffered: 3, lastError: 'HTTP 503' }] })
   collector.status = 200
   // Retry-After: 1 — the next attempt is a second away.
