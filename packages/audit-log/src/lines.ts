@@ -53,8 +53,6 @@ export class LineBuffer {
     const most = 3 * line.length + 1
     let chunk = this.#chunks[this.#chunks.length - 1]
     if (chunk === undefined || chunk.bytes.length - chunk.used < most) {
-      // A full chunk whose lines are all taken goes: a chunk before the last always has lines waiting.
-      if (chunk !== undefined && chunk.lines === 0) this.#chunks.pop()
       const bytes = most <= CHUNK_BYTES ? this.#spare.pop() ?? Buffer.allocUnsafeSlow(CHUNK_BYTES) : Buffer.allocUnsafeSlow(most)
       chunk = { bytes, start: 0, used: 0, lines: 0, ends: [] }
       this.#chunks.push(chunk)
@@ -77,7 +75,7 @@ export class LineBuffer {
     if (this.lines === 0) return null
     const taken: TakenLines = { buffers: [], bytes: 0, lines: 0, emptied: [] }
     let left = budget
-    // Every chunk has lines waiting but the last, which has some too when reached with budget left.
+    // Every chunk has lines waiting: a take hands over each chunk it empties, the last one too.
     for (const chunk of this.#chunks) {
       let end = chunk.used
       let lines = chunk.lines
@@ -96,8 +94,8 @@ export class LineBuffer {
       if (this.#keepEnds) chunk.ends.splice(0, lines)
       if (left <= 0) break
     }
-    // Chunks emptied before the last go; the last, still being filled, stays.
-    while (this.#chunks.length > 1 && (this.#chunks[0] as Chunk).lines === 0) taken.emptied.push((this.#chunks.shift() as Chunk).bytes)
+    // Emptied chunks go, to be filled again once written; the next line starts a spare one.
+    while (this.#chunks.length > 0 && (this.#chunks[0] as Chunk).lines === 0) taken.emptied.push((this.#chunks.shift() as Chunk).bytes)
     this.bytes -= taken.bytes
     this.lines -= taken.lines
     return taken
