@@ -96,7 +96,7 @@ export function requestLine (request: FastifyRequest, reply: FastifyReply | null
   const raw = request.raw
   const outcome = status === null ? OUTCOMES.unknown : decided.denied || status >= 400 ? OUTCOMES.failure : OUTCOMES.success
 
-  let text = `{"@timestamp":"${isoTime(Date.now() - elapsed)}","client":{${ipText(request.clientIp)}},${EVENT}`
+  let text = `{"@timestamp":"${isoTime(Date.now() - elapsed)}","client":{${clientIpText(request.clientIp)}},${EVENT}`
   if (errorCode !== null) text += `"error":{"code":"${esc(errorCode)}"},`
   text += reply === null ? EVENT_START : `${EVENT_START}"duration":${Math.round(elapsed * 1e6)},`
   text += `${outcome}${decided.reason}"sequence":${sequence},${decided.denied ? DENIED_REQUEST : ALLOWED_REQUEST}`
@@ -115,7 +115,7 @@ export function requestLine (request: FastifyRequest, reply: FastifyReply | null
   if (upstream !== null) text += `,"upstream":{"address":"${esc(upstream.address)}","status_code":${upstream.statusCode ?? 'null'}}`
   // Left out when the socket is already gone: an aborted request, or one whose streamed body the
   // proxy consumed, after which Node has detached the request from its socket.
-  text += `},"source":{${ipText((raw.socket as Socket | null)?.remoteAddress)}},"url":{"path":"`
+  text += `},"source":{${sourceIpText((raw.socket as Socket | null)?.remoteAddress)}},"url":{"path":"`
   text += q === -1 ? `${esc(url)}"}` : `${esc(url.slice(0, q))}","query":"${esc(settings.redaction.query(url.slice(q + 1)))}"}`
   if (texts !== null) text += texts.user
   return userAgent === undefined ? `${text}}` : `${text},"user_agent":{"original":"${esc(userAgent)}"}}`
@@ -156,15 +156,20 @@ function esc (value: string): string {
 }
 
 // `"ip":"…"`, or nothing when the address is missing (JSON.stringify leaves out undefined). Most
-// records repeat the last address, so its text is kept.
-let lastIp: string | undefined
-let lastIpText = ''
-function ipText (ip: string | undefined): string {
-  if (ip === lastIp) return lastIpText
-  lastIp = ip
-  lastIpText = typeof ip === 'string' ? flat(`"ip":"${esc(ip)}"`) : ''
-  return lastIpText
+// records repeat the last address of each kind, so its text is kept: one for the client, one for
+// the peer, which differ behind a proxy.
+function lastIpText (): (ip: string | undefined) => string {
+  let last: string | undefined
+  let text = ''
+  return (ip) => {
+    if (ip === last) return text
+    last = ip
+    text = typeof ip === 'string' ? flat(`"ip":"${esc(ip)}"`) : ''
+    return text
+  }
 }
+const clientIpText = lastIpText()
+const sourceIpText = lastIpText()
 
 // Text made by concatenation is a tree of its pieces until something needs it whole, and each
 // record that copies it would walk the tree again. Text kept to be reused is made whole once:
