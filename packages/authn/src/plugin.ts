@@ -177,7 +177,7 @@ function authenticate (request: FastifyRequest, policy: Policy, revocation: Revo
   }
   if (policy.all) {
     if (presented.length < policy.methods.length) throw new MissingCredentials()
-    return Promise.all(presented.map(async (one) => await verify(request, one, revocation))).then((principals) => principals[0] as Principal)
+    return Promise.all(presented.map((one) => verify(request, one, revocation))).then((principals) => principals[0] as Principal)
   }
   if (presented.length === 0) {
     // An identity set before authn (a client certificate, by @portcullis/mtls) is kept.
