@@ -238,9 +238,9 @@ async function runRound (round, settings, prepared, runs) {
       }
       // The same offered load for both: a share of what the chain served at most in this round,
       // moderate for the target, heavy (if asked for) to show how each holds up near its limit.
-      for (const [runName, load] of [['at rate', settings.latencyLoad], ['at heavy rate', settings.heavyLoad]]) {
-        if (load === 0) continue
-        const rate = Math.max(1, Math.round(load * runs['chain GET'].at(-1).requestsPerSecond))
+      for (const [runName, share] of [['at rate', settings.latencyLoad], ['at heavy rate', settings.heavyLoad]]) {
+        if (share === 0) continue
+        const rate = Math.max(1, Math.round(share * runs['chain GET'].at(-1).requestsPerSecond))
         const measured = await inTurns(round, ['bare', 'chain'], async (kind) => {
           log(`${kind}, GET at a steady ${rate} req/s over up to ${settings.latencyConnections} connections (${settings.warmup} s warm-up, ${settings.latencyDuration} s measured)`)
           return await measure(inProcess[kind], GET, prepared.headers, settings, rate)
@@ -345,6 +345,15 @@ function summarize (runs) {
   return { sides, ratios, verdicts }
 }
 
+// A ratio as the report shows it: its value, then each round's own.
+function ratioCells ({ value, rounds }) {
+  return [fixed(value, 3), roundsText(rounds)]
+}
+
+function roundsText (rounds) {
+  return rounds.map((r) => fixed(r, 2)).join(' ')
+}
+
 function printReport ({ sides, ratios, verdicts }, counts, pauses, settings) {
   console.log(`\n${settings.connections} connections (up to ${settings.latencyConnections} at a steady rate), ${settings.duration} s x ${settings.rounds} rounds (medians), ` +
     `node ${process.version}, ${settings.pin ? `servers on CPU ${CPUS.server}, load generator and upstream on CPU ${CPUS.load}` : 'not pinned'}\n`)
@@ -363,15 +372,15 @@ function printReport ({ sides, ratios, verdicts }, counts, pauses, settings) {
   console.log('\nalso measured, without a target:\n')
   printRows([
     ['', 'ratio', 'rounds'],
-    ['POST req/s, in-process chain / bare Fastify', fixed(ratios.chainPost.value, 3), ratios.chainPost.rounds.map((r) => fixed(r, 2)).join(' ')],
-    ['POST req/s, composed by hand / bare Fastify', fixed(ratios.composedPost.value, 3), ratios.composedPost.rounds.map((r) => fixed(r, 2)).join(' ')],
-    ['POST req/s, gateway / plain @fastify/http-proxy', fixed(ratios.gatewayPost.value, 3), ratios.gatewayPost.rounds.map((r) => fixed(r, 2)).join(' ')],
-    ['GET p99 of the whole steady run, chain / bare', fixed(ratios.latencyRun.value, 3), ratios.latencyRun.rounds.map((r) => fixed(r, 2)).join(' ')],
+    ['POST req/s, in-process chain / bare Fastify', ...ratioCells(ratios.chainPost)],
+    ['POST req/s, composed by hand / bare Fastify', ...ratioCells(ratios.composedPost)],
+    ['POST req/s, gateway / plain @fastify/http-proxy', ...ratioCells(ratios.gatewayPost)],
+    ['GET p99 of the whole steady run, chain / bare', ...ratioCells(ratios.latencyRun)],
     ...(ratios.heavy === undefined
       ? []
       : [
-          [`GET p99/s at the heavy load (${settings.heavyLoad} of the chain's), chain / bare`, fixed(ratios.heavy.value, 3), ratios.heavy.rounds.map((r) => fixed(r, 2)).join(' ')],
-          ['GET p99 of the whole heavy run, chain / bare', fixed(ratios.heavyRun.value, 3), ratios.heavyRun.rounds.map((r) => fixed(r, 2)).join(' ')]
+          [`GET p99/s at the heavy load (${settings.heavyLoad} of the chain's), chain / bare`, ...ratioCells(ratios.heavy)],
+          ['GET p99 of the whole heavy run, chain / bare', ...ratioCells(ratios.heavyRun)]
         ])
   ], 1)
   if (counts !== null) {
@@ -392,7 +401,7 @@ function printReport ({ sides, ratios, verdicts }, counts, pauses, settings) {
     fixed(v.value, 3),
     v.min !== undefined ? (v.min === null ? 'none' : `>= ${v.min}`) : `<= ${v.max}`,
     v.met === null ? '-' : v.met ? 'PASS' : 'FAIL',
-    v.rounds.map((r) => fixed(r, 2)).join(' ')
+    roundsText(v.rounds)
   ])], 1)
   console.log('')
 }
